@@ -1,0 +1,96 @@
+"""The processed check-in data every model, evaluator and prompt builder reads.
+
+One source-independent representation: check-ins sorted by (user, time), POIs re-indexed
+0..P-1 (every POI kept by the filters is ranked, also those never seen in train), and the
+three sample sets of the protocol in ``shared/DESIGN.md``. Samples point into the check-in
+arrays, so a sample's history is a slice and can never reach its own target's time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SECONDS_PER_HOUR = 3600
+HOURS_PER_WEEK = 168
+
+
+@dataclass(frozen=True)
+class PoiCatalogue:
+    """What is known about each POI: the text an LLM reads and the features a model embeds."""
+
+    raw_ids: list[str]  # source id per POI index (venue id, gmap_id, SNAP location id)
+    names: list[str]  # display name; "" where the source has none
+    category: np.ndarray  # int64 [P]: index into category_names of the POI's main category
+    category_names: list[str]  # "" at index 0 means "unknown category"
+    lat: np.ndarray  # float64 [P]
+    lon: np.ndarray  # float64 [P]
+
+    def __len__(self) -> int:
+        return len(self.raw_ids)
+
+    def label(self, poi: int) -> str:
+        """Human-readable name: the name, else the category, else the raw id."""
+        cat = self.category_names[self.category[poi]]
+        if self.names[poi]:
+            return f"{self.names[poi]} ({cat})" if cat else self.names[poi]
+        return cat or f"place {self.raw_ids[poi]}"
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Prediction requests: predict check-in ``target[i]`` from the user's check-ins before it.
+
+    The history of sample i is the index range ``[user_start[user], history_end[i])`` of the
+    check-in arrays: every check-in of that user strictly earlier than the target's time.
+    """
+
+    target: np.ndarray  # int64 [m]: index of the target check-in
+    history_end: np.ndarray  # int64 [m]: exclusive end of the history slice
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+@dataclass(frozen=True)
+class CheckinData:
+    """Check-ins kept by the filters and trajectory steps, sorted by (user, time)."""
+
+    source: str  # e.g. "foursquare:NYC"
+    user_ids: list[str]  # raw user id per user index
+    catalogue: PoiCatalogue
+    user: np.ndarray  # int64 [n]
+    poi: np.ndarray  # int64 [n]
+    time: np.ndarray  # int64 [n], UTC seconds since the epoch
+    utc_offset_min: np.ndarray  # int32 [n], local time = time + 60 * offset
+    trajectory: np.ndarray  # int64 [n], global trajectory index
+    user_start: np.ndarray  # int64 [U + 1]: check-ins of user u are [user_start[u], user_start[u+1])
+    t80: int  # first second of the val period
+    t90: int  # first second of the test period
+    splits: dict[str, SampleSet] = field(default_factory=dict)  # "train", "val", "test"
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_pois(self) -> int:
+        return len(self.catalogue)
+
+    def local_seconds(self, idx: np.ndarray | int) -> np.ndarray:
+        return self.time[idx] + 60 * self.utc_offset_min[idx].astype(np.int64)
+
+    def hour_of_week(self, idx: np.ndarray | int) -> np.ndarray:
+        """Local hour of the week, 0 = Monday 00h (the epoch fell on a Thursday)."""
+        hours = self.local_seconds(idx) // SECONDS_PER_HOUR
+        return (hours + 3 * 24) % HOURS_PER_WEEK
+
+    def history(self, split: str, i: int) -> np.ndarray:
+        """Check-in indices of sample i's history, oldest first."""
+        s = self.splits[split]
+        u = self.user[s.target[i]]
+        return np.arange(self.user_start[u], s.history_end[i])
+
+    def train_mask(self) -> np.ndarray:
+        """Check-ins in the train period (t < t80): all a model may fit on."""
+        return self.time < self.t80
