@@ -1,0 +1,48 @@
+"""Per-sample top-K predictions as JSONL: what every run exports, and what external models can submit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def topk_from_scores(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k best items per row ([B, k] int64), best first."""
+    return torch.topk(scores, min(k, scores.shape[1]), dim=1).indices
+
+
+def write_topk_jsonl(path: str | Path, sample_ids: np.ndarray, topk: np.ndarray,
+                     targets: np.ndarray | None = None, ranks: np.ndarray | None = None) -> Path:
+    """One line per sample: ``{"sample_id", "topk"[, "target", "rank"]}`` (rank = fractional rank)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for i, sid in enumerate(sample_ids):
+            row = {"sample_id": int(sid), "topk": [int(x) for x in topk[i]]}
+            if targets is not None:
+                row["target"] = int(targets[i])
+            if ranks is not None:
+                row["rank"] = float(ranks[i])
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def read_topk_jsonl(path: str | Path) -> dict[int, list[int]]:
+    """``{sample_id: topk}``; a malformed line raises naming the file and line."""
+    out: dict[int, list[int]] = {}
+    with Path(path).open() as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                sid, items = int(row["sample_id"]), [int(x) for x in row["topk"]]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{lineno}: expected {{\"sample_id\": int, \"topk\": [int, ...]}}"
+                                 f" ({e})") from e
+            if sid in out:
+                raise ValueError(f"{path}:{lineno}: sample_id {sid} appears twice")
+            out[sid] = items
+    return out
