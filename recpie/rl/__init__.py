@@ -1,0 +1,53 @@
+"""PPO / RL machinery for the explainer: small explicit functions the joint LightningModule calls.
+
+One PPO iteration, as the module runs it (manual optimization)::
+
+    cfg = RLConfig()                       # recpie.rl.config, section `rl`
+    kl_ctl, moments = KLController(cfg.kl), RunningMoments()   # both state_dict-able: checkpoint them
+    value_head = value_head_for(llm)       # zero-init Linear, outside peft, in the LoRA optimizer (gae only)
+    # 1. sample: llm.generate(..., do_sample=True, top_k=0, top_p=1.0, temperature=cfg.temperature)
+    #    (group_size rows per prompt, contiguous, for grpo/rloo: num_return_sequences=cfg.group_size)
+    mask, has_eos = response_mask(responses, eos_token_id)
+    pos = left_pad_position_ids(attention_mask)
+    with torch.no_grad():
+        out = response_logprobs(llm, responses, cfg.temperature, input_ids=seqs,
+                                attention_mask=attention_mask, position_ids=pos)   # old log-probs, hidden
+        with llm.disable_adapter():
+            ref = response_logprobs(llm, responses, cfg.temperature, ...).logprobs
+    # 2. score: raw = reward(...); scores, reward_stats = shape_scores(raw, has_eos,
+    #    parse_flags(texts, parse_ok), moments, cfg.reward)
+    rollout = Rollout(seqs, attention_mask, mask, out.logprobs, ref, scores,
+                      values=value_head(out.hidden) * mask, extras={...})
+    # 3. update: policy_forward(mb: Rollout) -> (logprobs, values or None, entropy or None)
+    stats = ppo_update(rollout, policy_forward, backward=self.manual_backward, step=step_fn,
+                       cfg=cfg, kl_coef=kl_ctl.value)   # step_fn: clip_gradients, opt.step(), opt.zero_grad()
+    kl_ctl.update(stats["ppo/kl_k1_per_seq"], n_samples=len(rollout.scores))
+
+API
+- advantages: masked_whiten(x, mask), token_rewards(scores, mask, logprobs, ref_logprobs, kl_coef),
+  gae(rewards, values, mask, gamma, lam) -> (adv, returns), grpo_advantages(scores, group_size),
+  rloo_advantages(scores, group_size), advantage_estimator(name in "gae" | "grpo" | "rloo").
+- losses: policy_loss(logprobs, old, adv, mask, cliprange) -> (loss, stats),
+  value_loss(values, old_values, returns, mask, cliprange_value) -> (loss, stats), kl_k1, kl_k3.
+- reward: RunningMoments, parse_flags(texts, parse_ok), shape_scores(...), KLController(cfg.kl).
+- logprobs: left_pad_position_ids(attention_mask), response_mask(responses, eos_id) -> (mask, has_eos),
+  response_logprobs(model, responses, temperature, **model_inputs) -> ResponseOutput.
+- ppo: Rollout, compute_advantages(rollout, cfg, kl_coef), ppo_update(...) -> dict of stats.
+- value_head: ValueHead(hidden_size), value_head_for(model).
+"""
+from recpie.rl.advantages import advantage_estimator, gae, grpo_advantages, rloo_advantages, token_rewards
+from recpie.rl.config import KLConfig, RewardConfig, RLConfig
+from recpie.rl.logprobs import ResponseOutput, left_pad_position_ids, response_logprobs, response_mask
+from recpie.rl.losses import kl_k1, kl_k3, policy_loss, value_loss
+from recpie.rl.masked import masked_mean, masked_whiten
+from recpie.rl.ppo import Rollout, compute_advantages, ppo_update
+from recpie.rl.reward import KLController, RunningMoments, parse_flags, shape_scores
+from recpie.rl.value_head import ValueHead, value_head_for
+
+__all__ = [
+    "KLConfig", "KLController", "RLConfig", "ResponseOutput", "RewardConfig", "Rollout", "RunningMoments",
+    "ValueHead", "advantage_estimator", "compute_advantages", "gae", "grpo_advantages", "kl_k1", "kl_k3",
+    "left_pad_position_ids", "masked_mean", "masked_whiten", "parse_flags", "policy_loss", "ppo_update",
+    "response_logprobs", "response_mask", "rloo_advantages", "shape_scores", "token_rewards",
+    "value_head_for", "value_loss",
+]

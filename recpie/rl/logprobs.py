@@ -1,0 +1,52 @@
+"""Token log-probs of sampled responses, and the masks and position ids of left-padded batches.
+
+A rollout row is [left-padded prompt | response of R tokens]. Logits are computed only on the R
+positions that predict response tokens (`logits_to_keep`), since the vocabulary can be 262k.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+def left_pad_position_ids(attention_mask: Tensor) -> Tensor:
+    """Position ids that start at 0 on the first real token of each left-padded row (as generate uses)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def response_mask(responses: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
+    """(mask [N, R], has_eos [N]): 1 on tokens up to and including the first EOS, 0 after it."""
+    is_eos = responses == eos_token_id
+    has_eos = is_eos.any(-1)
+    eos_before = torch.cumsum(is_eos.long(), -1) - is_eos.long()  # EOS tokens strictly before t
+    return (eos_before == 0).long(), has_eos
+
+
+@dataclass
+class ResponseOutput:
+    logprobs: Tensor  # [N, R] float32 log p(response token | prefix) at the sampling temperature
+    entropy: Tensor  # [N, R] float32 entropy of the tempered next-token distribution (no grad)
+    hidden: Tensor  # [N, R, H] last hidden state at the positions that predict the response tokens
+
+
+def response_logprobs(model: nn.Module, responses: Tensor, temperature: float, **model_inputs: Tensor
+                      ) -> ResponseOutput:
+    """Forward `model` (a HF causal LM, peft-wrapped or not) on `model_inputs` whose last R tokens are
+    `responses` [N, R]; logits only on the R positions that predict them, divided by `temperature`.
+
+    model_inputs: input_ids or inputs_embeds (e.g. with soft prompts prepended), attention_mask and
+    position_ids (see `left_pad_position_ids`).
+    """
+    if temperature <= 0:
+        raise ValueError(f"rl.temperature={temperature} must be > 0 (sampling and log-probs share it)")
+    length = responses.shape[1]
+    out = model(**model_inputs, logits_to_keep=length + 1, output_hidden_states=True, use_cache=False)
+    logits = out.logits[:, :-1].float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logprobs = logp_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    hidden = out.hidden_states[-1][:, -length - 1:-1]
+    return ResponseOutput(logprobs, entropy, hidden)

@@ -1,0 +1,114 @@
+"""One PPO iteration over a collected rollout: advantages, then epochs of clipped updates on minibatches.
+
+The caller owns the model and the optimizer: it passes `policy_forward`, `backward` and `step`
+callables, so Lightning's manual optimization (manual_backward, clip_gradients, DDP, precision) applies.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import Tensor
+
+from recpie.rl.advantages import advantage_estimator
+from recpie.rl.config import RLConfig
+from recpie.rl.losses import kl_k1, kl_k3, policy_loss, value_loss
+from recpie.rl.masked import masked_mean, masked_whiten
+
+
+@dataclass
+class Rollout:
+    """N sampled rows: [left-padded prompt | response of R tokens], plus what PPO needs per token.
+
+    extras holds whatever else policy_forward needs per row (e.g. soft-prompt inputs), first dim N.
+    """
+
+    sequences: Tensor  # [N, T] token ids, prompt left-padded, the last R are the response
+    attention_mask: Tensor  # [N, T]
+    response_mask: Tensor  # [N, R] 1 up to and including the first EOS
+    old_logprobs: Tensor  # [N, R] policy log-probs at sampling time (same temperature)
+    ref_logprobs: Tensor  # [N, R] adapter-disabled reference log-probs
+    scores: Tensor  # [N] shaped sequence scores (see recpie.rl.reward.shape_scores)
+    values: Tensor | None = None  # [N, R] value head outputs at sampling time (gae only)
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def responses(self) -> Tensor:
+        return self.sequences[:, -self.response_mask.shape[1]:]
+
+    def select(self, index: Tensor) -> Rollout:
+        """The rows `index` of every tensor (a minibatch)."""
+        picked = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extras"}
+        picked = {k: None if v is None else v[index] for k, v in picked.items()}
+        return Rollout(**picked, extras={k: v[index] for k, v in self.extras.items()})
+
+
+# policy_forward(minibatch) -> (logprobs [n, R], values [n, R] or None, entropy [n, R] or None)
+PolicyForward = Callable[[Rollout], tuple[Tensor, "Tensor | None", "Tensor | None"]]
+
+
+def compute_advantages(rollout: Rollout, cfg: RLConfig, kl_coef: float) -> tuple[Tensor, Tensor | None]:
+    """Advantages [N, R] from the configured estimator, whitened if configured, and returns (gae only)."""
+    estimate = advantage_estimator(cfg.estimator)
+    with torch.no_grad():
+        advantages, returns = estimate(rollout.scores.float(), rollout.response_mask, rollout.old_logprobs,
+                                       rollout.ref_logprobs, rollout.values, kl_coef, cfg)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, rollout.response_mask)
+    return advantages, returns
+
+
+def rollout_stats(rollout: Rollout) -> dict[str, float]:
+    """KL to the reference (k1 summed per sequence, k3 per token), response length, score mean."""
+    mask = rollout.response_mask
+    k1 = (kl_k1(rollout.old_logprobs, rollout.ref_logprobs) * mask).sum(-1)
+    return {
+        "ppo/kl_k1_per_seq": k1.mean().item(),
+        "ppo/kl_k3_per_token": masked_mean(kl_k3(rollout.old_logprobs, rollout.ref_logprobs), mask).item(),
+        "ppo/response_len": mask.float().sum(-1).mean().item(),
+        "ppo/score_mean": rollout.scores.float().mean().item(),
+    }
+
+
+def ppo_update(rollout: Rollout, policy_forward: PolicyForward, backward: Callable[[Tensor], None],
+               step: Callable[[], None], cfg: RLConfig, kl_coef: float,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+    """cfg.ppo_epochs passes over shuffled minibatches of cfg.minibatch_size rows; one step() each.
+
+    step() must step the optimizer and zero its gradients. Returns the mean of each stat over all
+    minibatches, plus rollout stats; feed "ppo/kl_k1_per_seq" to KLController.update.
+    """
+    if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1:
+        raise ValueError(f"rl.minibatch_size={cfg.minibatch_size} and rl.ppo_epochs={cfg.ppo_epochs} "
+                         "must both be >= 1")
+    advantages, returns = compute_advantages(rollout, cfg, kl_coef)
+    n = rollout.sequences.shape[0]
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(n, generator=generator).to(rollout.sequences.device)
+        for start in range(0, n, cfg.minibatch_size):
+            idx = order[start:start + cfg.minibatch_size]
+            mb = rollout.select(idx)
+            logprobs, values, entropy = policy_forward(mb)
+            mask = mb.response_mask
+            loss, stats = policy_loss(logprobs, mb.old_logprobs, advantages[idx], mask, cfg.cliprange)
+            stats["policy_loss"] = loss.detach()
+            if returns is not None:
+                if values is None or mb.values is None:
+                    raise ValueError("rl.estimator='gae' needs values from policy_forward and in the rollout")
+                vf, vf_stats = value_loss(values, mb.values, returns[idx], mask, cfg.cliprange_value)
+                loss = loss + cfg.vf_coef * vf
+                stats.update(vf_stats, value_loss=vf.detach())
+            if entropy is not None:
+                stats["entropy"] = masked_mean(entropy.detach(), mask)
+            backward(loss)
+            step()
+            for key, value in stats.items():
+                sums[f"ppo/{key}"] = sums.get(f"ppo/{key}", 0.0) + float(value)
+            count += 1
+    result = {key: total / count for key, total in sums.items()}
+    result.update(rollout_stats(rollout))
+    result["ppo/advantage_mean_abs"] = masked_mean(advantages.abs(), rollout.response_mask).item()
+    return result
