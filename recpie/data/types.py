@@ -68,6 +68,7 @@ class CheckinData:
     t80: int  # first second of the val period
     t90: int  # first second of the test period
     splits: dict[str, SampleSet] = field(default_factory=dict)  # "train", "val", "test"
+    skipped_lines: int = 0  # malformed input lines skipped under data.on_bad_line=skip
 
     @property
     def num_users(self) -> int:

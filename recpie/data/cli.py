@@ -1,0 +1,28 @@
+"""``python -m recpie data stats NAME [key=value ...]``: the statistics table of an experiment's data."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recpie.config import load_experiment
+from recpie.config_loading import ConfigError
+from recpie.data.config import DataConfig, resolve
+from recpie.data.load import load_checkin_data
+from recpie.data.rawio import DataError
+from recpie.data.stats import stats_table
+
+
+def data_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m recpie data", description="Inspect an experiment's data.")
+    p.add_argument("action", choices=["stats"], help="stats: users, POIs, check-ins, samples, time ranges")
+    p.add_argument("name", nargs="?", default="default", help="experiment name or YAML path")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.source=gowalla")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_experiment(args.name, args.overrides)
+        data = load_checkin_data(resolve(DataConfig(**cfg.data)))
+    except (ConfigError, DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(stats_table(data))
+    return 0

@@ -1,0 +1,78 @@
+"""Load processed check-ins for a config: from the disk cache when the inputs and settings match.
+
+The cache key hashes each input file's (absolute path, size, mtime) and every config key that changes
+the processed data, so a hit never opens the raw files, and editing a file or a threshold misses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+
+from recpie.data.config import DataConfig, resolve
+from recpie.data.pipeline import preprocess
+from recpie.data.rawio import DataError
+from recpie.data.sources import SOURCES
+from recpie.data.types import CheckinData
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the pipeline's output changes for the same inputs
+REPO = Path(__file__).resolve().parents[2]
+# keys that only shape batches or name the cache do not change the processed data
+_NOT_IN_KEY = {"data_root", "dataset_dir", "meta_dir", "names_file", "max_len", "cache_dir", "use_cache",
+               "train_targets", "batch_size", "eval_batch_size", "num_workers", "seed"}
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """data.data_root, else $RECPIE_DATA_ROOT, else ../shared/data next to the repo."""
+    root = Path(cfg.data_root or os.environ.get("RECPIE_DATA_ROOT") or REPO.parent / "shared" / "data")
+    if not root.is_dir():
+        raise DataError(f"data root {root} is not a folder: set data.data_root or RECPIE_DATA_ROOT to the "
+                        "folder holding the datasets (see README, 'Use your own data')")
+    return root
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recpie" / "data"
+
+
+def input_files(cfg: DataConfig) -> list[Path]:
+    """The raw files ``cfg`` reads (resolved config); raises DataError naming a missing one."""
+    root = data_root(cfg)
+    return SOURCES[cfg.source].input_files(cfg, root / cfg.dataset_dir, root)
+
+
+def cache_key(cfg: DataConfig, files: list[Path]) -> str:
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_KEY}
+    blob = json.dumps([CACHE_VERSION, stats, settings], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def load_checkin_data(cfg: DataConfig) -> CheckinData:
+    """Processed data for ``cfg`` (resolved here), read from or written to the cache."""
+    cfg = resolve(cfg)
+    files = input_files(cfg)
+    source = SOURCES[cfg.source]
+    if not cfg.use_cache:
+        return preprocess(source.read(files, cfg), cfg)
+    path = cache_dir(cfg) / f"{cfg.source}-{cfg.city}-{cache_key(cfg, files)}.pkl"
+    if path.is_file():
+        log.info("loading processed data from cache %s", path)
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    data = preprocess(source.read(files, cfg), cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    log.info("cached processed data at %s", path)
+    return data

@@ -1,0 +1,76 @@
+"""Reading raw files line by line: plain or gzip, decoding, and the bad-line policy.
+
+Every problem is reported as ``<file>:<line>: <problem>``; with ``on_bad_line="skip"`` a bad line is
+counted and logged instead, so a reader never turns a malformed line into silent garbage.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message names the file (and line) and what to do."""
+
+
+def find_file(folder: Path, name: str, how_to_get: str) -> Path:
+    """``folder/name`` or ``folder/name.gz``; a missing file says where to get it and where to put it."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"{folder / name} not found (nor {name}.gz). {how_to_get} "
+        f"Put it at {folder / name} (plain or .gz), or set data.data_root / data.dataset_dir "
+        f"(env RECPIE_DATA_ROOT) to where it is."
+    )
+
+
+class BadLines:
+    """The bad-line policy of one file: raise at the first bad line, or count and skip them."""
+
+    def __init__(self, path: Path, on_bad_line: str):
+        self.path = path
+        self.skip = on_bad_line == "skip"
+        self.count = 0
+        self.first: str | None = None
+
+    def __call__(self, lineno: int, problem: str) -> None:
+        message = f"{self.path}:{lineno}: {problem}"
+        if not self.skip:
+            raise DataError(message + " (set data.on_bad_line=skip to skip such lines)")
+        self.count += 1
+        self.first = self.first or message
+
+    def report(self) -> None:
+        if self.count:
+            log.warning("%s: skipped %d bad line(s); first: %s", self.path, self.count, self.first)
+
+
+def read_lines(path: Path, encoding: str, bad: BadLines) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded line without its newline), skipping blank lines.
+
+    A line that does not decode goes to ``bad``; a truncated or corrupt .gz always stops (the rest of
+    the file is unknowable, so skipping cannot help).
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    lineno = 0
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode(encoding).rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    bytes_ = raw[e.start:e.end]
+                    bad(lineno, f"bytes invalid in {encoding} at column {e.start + 1}: {bytes_!r}")
+                    continue
+                if line.strip():
+                    yield lineno, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(
+            f"{path}:{lineno + 1}: truncated or corrupt gzip file ({e}); download it again"
+        ) from e

@@ -1,0 +1,80 @@
+"""Google Local (UCSD, 2021): ``review-<State>.json(.gz)`` joined with ``meta-<State>.json(.gz)``.
+
+Both are JSON Lines in UTF-8. A review (user_id, time in ms, gmap_id, ...) is a check-in at the business
+``gmap_id``; the meta file gives its name, coordinates and category list, whose first entry is taken as
+the main category. The official meta file repeats some gmap_ids: the first record wins. Local time comes
+from the coordinates' time zone.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from recpie.data.config import DataConfig
+from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate
+from recpie.data.rawio import BadLines, find_file, read_lines
+
+HOW_TO_GET = (
+    "Download review-<State>.json.gz and meta-<State>.json.gz from "
+    "https://datarepo.eng.ucsd.edu/mcauley_group/gdrive/googlelocal/ (Google Local Data 2021)."
+)
+
+
+def input_files(cfg: DataConfig, folder: Path, root: Path) -> list[Path]:
+    """[reviews, meta]; meta comes from ``meta_dir`` when set, else next to the reviews."""
+    meta_folder = root / cfg.meta_dir if cfg.meta_dir else folder
+    return [find_file(folder, f"review-{cfg.city}.json", HOW_TO_GET),
+            find_file(meta_folder, f"meta-{cfg.city}.json", HOW_TO_GET)]
+
+
+def _json_lines(path: Path, bad: BadLines, keys: tuple[str, ...]):
+    """(line number, record) of each line that is a JSON object with every key in ``keys``."""
+    for lineno, line in read_lines(path, "utf-8", bad):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad(lineno, f"not valid JSON ({e.msg} at column {e.colno})")
+            continue
+        missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+        if missing:
+            bad(lineno, f"JSON record lacks key(s) {missing}")
+            continue
+        yield lineno, record
+
+
+def read_meta(path: Path, bad: BadLines) -> dict[str, tuple[str, str, float, float]]:
+    """gmap_id -> (name, main category, latitude, longitude)."""
+    meta: dict[str, tuple[str, str, float, float]] = {}
+    for lineno, rec in _json_lines(path, bad, ("gmap_id", "name", "latitude", "longitude", "category")):
+        try:
+            lat = parse_coordinate(str(rec["latitude"]), 90, "latitude")
+            lon = parse_coordinate(str(rec["longitude"]), 180, "longitude")
+        except ValueError as e:
+            bad(lineno, f"bad coordinate: {e}")
+            continue
+        categories = rec["category"] or []
+        meta.setdefault(rec["gmap_id"], ((rec["name"] or "").strip(), categories[0] if categories else "",
+                                         lat, lon))
+    return meta
+
+
+def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
+    review_path, meta_path = files
+    meta_bad = BadLines(meta_path, cfg.on_bad_line)
+    meta = read_meta(meta_path, meta_bad)
+    meta_bad.report()
+    bad = BadLines(review_path, cfg.on_bad_line)
+    rows = RowBuffer()
+    for lineno, rec in _json_lines(review_path, bad, ("user_id", "time", "gmap_id")):
+        place = meta.get(rec["gmap_id"])
+        if place is None:
+            bad(lineno, f"gmap_id {rec['gmap_id']!r} is not in {meta_path.name}")
+            continue
+        if not isinstance(rec["time"], int) or isinstance(rec["time"], bool) or rec["time"] <= 0:
+            bad(lineno, f"time {rec['time']!r} is not a positive integer of milliseconds")
+            continue
+        _, category, lat, lon = place
+        rows.add(str(rec["user_id"]), rec["gmap_id"], category, lat, lon, rec["time"] // 1000, None)
+    bad.report()
+    names = {gmap_id: place[0] for gmap_id, place in meta.items()}
+    return rows.finish(f"google_local:{cfg.city}", files, bad.count + meta_bad.count, names)

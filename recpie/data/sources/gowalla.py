@@ -1,0 +1,52 @@
+"""Gowalla, SNAP layout: ``loc-gowalla_totalCheckins.txt`` (Cho et al., KDD 2011).
+
+Tab-separated, no header, 5 columns: user, ISO-8601 UTC time (``2010-10-19T23:55:27Z``), latitude,
+longitude, location id. No time offset: local time comes from the coordinates' time zone. No venue
+names and no categories: the catalogue labels a POI ``place <location id>``.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from recpie.data.config import DataConfig
+from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate
+from recpie.data.rawio import BadLines, find_file, read_lines
+
+HOW_TO_GET = "Download loc-gowalla_totalCheckins.txt.gz from https://snap.stanford.edu/data/loc-gowalla.html."
+N_FIELDS = 5
+
+
+def parse_iso(text: str) -> int:
+    """UTC seconds of ``2010-10-19T23:55:27Z``; ValueError unless it is an explicit UTC time."""
+    if not text.endswith("Z"):
+        raise ValueError(f"time {text!r} is not ISO-8601 UTC like '2010-10-19T23:55:27Z'")
+    return int(datetime.fromisoformat(text).timestamp())
+
+
+def input_files(cfg: DataConfig, folder: Path, root: Path) -> list[Path]:
+    return [find_file(folder, "loc-gowalla_totalCheckins.txt", HOW_TO_GET)]
+
+
+def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
+    path = files[0]
+    bad = BadLines(path, cfg.on_bad_line)
+    rows = RowBuffer()
+    for lineno, line in read_lines(path, "utf-8", bad):
+        fields = line.split("\t")
+        if len(fields) != N_FIELDS:
+            bad(lineno, f"{len(fields)} tab-separated fields, expected {N_FIELDS}")
+            continue
+        user, stamp, lat, lon, location = fields
+        try:
+            time = parse_iso(stamp)
+        except ValueError as e:
+            bad(lineno, f"bad check-in time: {e}")
+            continue
+        try:
+            rows.add(user, location, "", parse_coordinate(lat, 90, "latitude"),
+                     parse_coordinate(lon, 180, "longitude"), time, None)
+        except ValueError as e:
+            bad(lineno, f"bad latitude/longitude: {e}")
+    bad.report()
+    return rows.finish("gowalla", files, bad.count)
