@@ -1,0 +1,1 @@
+"""The LLM explainer: soft-prompted, LoRA-adapted causal LM writing contrastive explanations."""

@@ -1,0 +1,40 @@
+"""Configuration of the LLM explainer: which model, how it is adapted, prompted, sampled and encoded."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+EMBEDDED_GEMMA = "embedded:gemma3-270m"
+EMBEDDED_MINILM = "embedded:all-minilm-l6-v2"
+
+
+@dataclass
+class LoraSection:
+    rank: int = 8  # LoRA rank r of every adapted projection
+    alpha: int = 16  # LoRA scaling numerator (scale = alpha / rank)
+    dropout: float = 0.0  # LoRA dropout; 0 because PPO needs identical log-probs in rollout and update
+    target_modules: list[str] = field(  # module names (suffixes) that get adapters
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ExplainerConfig:
+    model: str = EMBEDDED_GEMMA  # local HF dir, hub id, path to a .gguf file, or "embedded:gemma3-270m"
+    quantization: str = "none"  # "none" or "nf4" (bitsandbytes 4-bit, double quantisation, bf16 compute)
+    device: str = "auto"  # "auto" (cuda if present), "cpu" or "cuda"
+    dtype: str = "bfloat16"  # weight dtype of the unquantised parts: bfloat16 | float32 | float16
+    cache_dir: str = ""  # where converted models are kept; "" = $RECPIE_CACHE or ~/.cache/recpie
+    lora: LoraSection = field(default_factory=LoraSection)
+    soft_tokens: int = 4  # m: virtual tokens the soft prompt prepends (0 = no soft prompt)
+    soft_hidden: int = 256  # hidden width of the soft-prompt MLP
+    granularity: str = "user"  # "user": one explanation per sample; "candidate": one per top-K candidate
+    history_len: int = 8  # most recent check-ins shown in a prompt
+    num_candidates: int = 5  # top-K candidates of the recommender shown in a prompt
+    few_shot: bool = True  # prepend one worked example to each prompt (format hint for a base model)
+    max_new_tokens: int = 48  # generation budget per explanation
+    temperature: float = 1.0  # sampling temperature, also used by every log-prob forward of PPO
+    static_cache: bool = False  # use transformers' static KV cache in generate() (pays off on GPU)
+    # "llm" (adapter-disabled LLM, mean-pooled), a sentence-transformers directory, or EMBEDDED_MINILM
+    encoder: str = "llm"
+    encoder_max_tokens: int = 96  # explanation tokens the encoder reads
+    explanation_cache: str = ""  # directory of the on-disk explanation cache; "" = no cache

