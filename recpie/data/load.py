@@ -63,7 +63,7 @@ def load_checkin_data(cfg: DataConfig) -> CheckinData:
     source = SOURCES[cfg.source]
     if not cfg.use_cache:
         return preprocess(source.read(files, cfg), cfg)
-    path = cache_dir(cfg) / f"{cfg.source}-{cfg.city}-{cache_key(cfg, files)}.pkl"
+    path = cache_dir(cfg) / f"{cfg.source}-{cache_key(cfg, files)}.pkl"
     if path.is_file():
         log.info("loading processed data from cache %s", path)
         with open(path, "rb") as f:
