@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -119,3 +120,14 @@ def test_stats_table(nyc_data):
     table = stats_table(nyc_data)
     assert "| users | 1,054 |" in table and "| test samples | 2,096 |" in table
     assert "| trajectories | 19,560 |" in table and "2012-04-03" in table
+
+
+def test_local_hour_of_week(nyc_data):
+    """Check-in 0 of the file, Tue Apr 03 18:00:09 UTC 2012 at -240 min, is Tuesday 14h local: hour 38."""
+    d = nyc_data
+    first = np.flatnonzero(d.time == 1333476009)
+    assert len(first) and np.all(d.hour_of_week(first) == 24 + 14)
+    idx = np.arange(0, len(d.time), 997)
+    local = [datetime.fromtimestamp(int(t), timezone.utc) + timedelta(minutes=int(o))
+             for t, o in zip(d.time[idx], d.utc_offset_min[idx], strict=True)]
+    assert d.hour_of_week(idx).tolist() == [x.weekday() * 24 + x.hour for x in local]

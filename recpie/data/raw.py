@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from tqdm import tqdm
 
 from recpie.data.rawio import DataError
 
@@ -100,7 +101,8 @@ def local_offsets(lat: np.ndarray, lon: np.ndarray, time: np.ndarray) -> np.ndar
     """
     locations, loc_idx = np.unique(np.stack([lat, lon], axis=1), axis=0, return_inverse=True)
     finder = _finder()
-    zone_names = [finder.timezone_at(lat=a, lng=o) or "UTC" for a, o in locations]
+    zone_names = [finder.timezone_at(lat=a, lng=o) or "UTC"
+                  for a, o in tqdm(locations, desc="time zones of locations", disable=None, leave=False)]
     zones, zone_of_loc = np.unique(np.asarray(zone_names), return_inverse=True)
     zone_idx = zone_of_loc[loc_idx.ravel()]
     hours = time // 3600

@@ -11,7 +11,10 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from tqdm import tqdm
+
 log = logging.getLogger(__name__)
+PROGRESS_EVERY = 20_000  # lines between progress-bar updates
 
 
 class DataError(ValueError):
@@ -57,11 +60,15 @@ def read_lines(path: Path, encoding: str, bad: BadLines) -> Iterator[tuple[int, 
     A line that does not decode goes to ``bad``; a truncated or corrupt .gz always stops (the rest of
     the file is unknowable, so skipping cannot help).
     """
-    opener = gzip.open if path.suffix == ".gz" else open
     lineno = 0
+    # progress in bytes of the file on disk (compressed bytes for .gz); hidden when not on a terminal
+    progress = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {path.name}",
+                    disable=None, leave=False)
     try:
-        with opener(path, "rb") as f:
+        with open(path, "rb") as disk, (gzip.open(disk) if path.suffix == ".gz" else disk) as f:
             for lineno, raw in enumerate(f, start=1):
+                if lineno % PROGRESS_EVERY == 0:
+                    progress.update(disk.tell() - progress.n)
                 try:
                     line = raw.decode(encoding).rstrip("\r\n")
                 except UnicodeDecodeError as e:
@@ -74,3 +81,5 @@ def read_lines(path: Path, encoding: str, bad: BadLines) -> Iterator[tuple[int, 
         raise DataError(
             f"{path}:{lineno + 1}: truncated or corrupt gzip file ({e}); download it again"
         ) from e
+    finally:
+        progress.close()
