@@ -65,6 +65,7 @@ class SampleDataset(Dataset):
         return len(self.target)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        """Row i as a batch of one (numpy); DataLoaders fetch whole batches through ``__getitems__``."""
         return self.__getitems__([i])
 
     def __getitems__(self, indices: list[int]) -> dict[str, np.ndarray]:
@@ -111,6 +112,7 @@ class WindowDataset(Dataset):
         return len(self.user)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        """Row i as a batch of one (numpy); DataLoaders fetch whole batches through ``__getitems__``."""
         return self.__getitems__([i])
 
     def __getitems__(self, indices: list[int]) -> dict[str, np.ndarray]:
