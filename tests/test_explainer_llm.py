@@ -14,8 +14,8 @@ PROMPTS = ["Recent check-ins (oldest first):\n- Mon 08:10 Coffee Shop\nExplanati
 
 
 def tiny_cfg(model_dir, **kw) -> ExplainerConfig:
-    kw.setdefault("dtype", "float32")
-    return ExplainerConfig(model=str(model_dir), device="cpu", max_new_tokens=6, soft_tokens=2, soft_hidden=16, **kw)
+    base = dict(dtype="float32", device="cpu", max_new_tokens=6, soft_tokens=2, soft_hidden=16)
+    return ExplainerConfig(model=str(model_dir), **{**base, **kw})
 
 
 def test_dedicated_pad_token_left_padding_and_only_lora_trainable(tiny_llm_dir):  # noqa: F811

@@ -59,15 +59,3 @@ def tiny_llm_dir(tmp_path_factory, data_root) -> Path:
     """Session-wide tiny model directory (import this fixture into a test module to use it)."""
     return make_tiny_llm(tmp_path_factory.mktemp("tiny_llm"), data_root)
 
-
-@pytest.fixture(scope="session")
-def nyc(data_root):
-    """The real NYC check-ins under the default protocol (about 1.5 s)."""
-    from recpie.data.config import DataConfig, resolve
-    from recpie.data.pipeline import preprocess
-    from recpie.data.sources import SOURCES
-
-    cfg = resolve(DataConfig(data_root=str(data_root), use_cache=False))
-    root = Path(cfg.data_root)
-    src = SOURCES[cfg.source]
-    return preprocess(src.read(src.input_files(cfg, root / cfg.dataset_dir, root), cfg), cfg)

@@ -67,12 +67,12 @@ class Explainer(nn.Module):
     def explain(self, prompts: list[str], keys: list[str], user_states: torch.Tensor | None,
                 version: int) -> list[str]:
         """Greedy explanations through the disk cache: only (key, version) pairs not cached are generated."""
-        cached = [self.cache.get(k, version) if self.cache else None for k in keys]
+        cached = [self.cache.get(k, version) if self.cache is not None else None for k in keys]
         todo = [i for i, c in enumerate(cached) if c is None]
         if todo:
             states = user_states[todo] if user_states is not None else None
             texts = self.generate([prompts[i] for i in todo], states, sample=False).texts
-            if self.cache:
+            if self.cache is not None:
                 self.cache.put_many([keys[i] for i in todo], version, texts)
             for i, t in zip(todo, texts, strict=True):
                 cached[i] = t

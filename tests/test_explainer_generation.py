@@ -1,0 +1,110 @@
+"""Generation: padding-invariant soft prompts and positions, log-probs on responses, EOS masking, cache."""
+from __future__ import annotations
+
+import torch
+from test_explainer_llm import PROMPTS, tiny_cfg
+from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
+
+from recpie.explainer.cache import ExplanationCache
+from recpie.explainer.explainer import Explainer
+from recpie.explainer.generate import mask_after_eos
+
+THREE = [PROMPTS[0], PROMPTS[1], "Candidates (distance from the last place):\n1. Bar, 1.1 km\nExplanation: may like:"]
+
+
+def make(tiny_llm_dir, **kw) -> Explainer:  # noqa: F811
+    torch.manual_seed(0)
+    ex = Explainer(tiny_cfg(tiny_llm_dir, **kw), user_dim=8)
+    with torch.no_grad():  # non-zero LoRA so the adapted and the reference policy differ
+        for n, p in ex.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return ex
+
+
+def test_mask_after_eos_keeps_the_first_eos_only():
+    seq = torch.tensor([[5, 1, 7, 1], [5, 6, 7, 8], [1, 2, 3, 4]])
+    mask, ended = mask_after_eos(seq, [1])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert ended.tolist() == [True, False, True]
+
+
+def test_batched_generation_and_logprobs_do_not_depend_on_padding(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir)
+    h = torch.randn(3, 8)
+    batch = ex.generate(THREE, h, sample=False)
+    assert len(set(batch.prompt_mask.sum(1).tolist())) == 3  # really padded
+    lp_batch, _ = ex.response_logprobs(batch, h)
+    for i, prompt in enumerate(THREE):
+        alone = ex.generate([prompt], h[i:i + 1], sample=False)
+        assert alone.texts[0] == batch.texts[i]
+        lp_alone, _ = ex.response_logprobs(alone, h[i:i + 1])
+        torch.testing.assert_close(lp_alone[0], lp_batch[i], atol=1e-4, rtol=1e-4)
+
+
+def test_logprobs_match_a_plain_forward_and_greedy_picks_the_argmax(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir, soft_tokens=0)
+    gen = ex.generate(THREE, None, sample=False)
+    lp, hidden = ex.response_logprobs(gen, None, temperature=0.7)
+    assert hidden.shape == (*gen.sequences.shape, ex.hidden_size)
+    for i in range(len(THREE)):
+        ids = torch.cat([gen.prompt_ids[i][gen.prompt_mask[i] == 1], gen.sequences[i]])[None]
+        with torch.no_grad():
+            logits = ex.model(input_ids=ids).logits[0, -gen.sequences.shape[1] - 1:-1].float()
+        full = torch.log_softmax(logits / 0.7, -1)
+        ref = full.gather(-1, gen.sequences[i][:, None]).squeeze(-1) * gen.response_mask[i]
+        torch.testing.assert_close(lp[i].detach(), ref, atol=1e-4, rtol=1e-4)
+        steps = gen.response_mask[i] == 1
+        assert torch.equal(full.argmax(-1)[steps], gen.sequences[i][steps])
+
+
+def test_reference_policy_is_the_adapter_free_base(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir)
+    h = torch.randn(2, 8)
+    gen = ex.generate(PROMPTS, h, sample=True)
+    policy, _ = ex.response_logprobs(gen, h)
+    ref, _ = ex.response_logprobs(gen, h, reference=True)
+    assert not ref.requires_grad and policy.requires_grad
+    assert (policy - ref).abs().max() > 1e-3
+    with ex.model.disable_adapter():
+        again, _ = ex.response_logprobs(gen, h)
+    torch.testing.assert_close(again.detach(), ref)
+
+
+def test_eos_ends_a_response_and_is_masked_after(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir)
+    h = torch.randn(2, 8)
+    free = ex.generate(PROMPTS, h, sample=False)
+    ex.model.generation_config.eos_token_id = int(free.sequences[0, 1])  # row 0's second token ends it
+    gen = ex.generate(PROMPTS, h, sample=False)
+    assert gen.ended[0] and gen.response_mask[0].tolist()[:3] == [1, 1, 0]
+    assert (gen.sequences[0, 2:] == ex.tokenizer.pad_token_id).all()
+    assert gen.texts[0] == "may like:" + ex.tokenizer.decode(free.sequences[0, :2], skip_special_tokens=True)
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir, max_new_tokens=12)
+    h = torch.randn(2, 8)
+    torch.manual_seed(3)
+    a = ex.generate(PROMPTS, h, sample=True)
+    torch.manual_seed(3)
+    b = ex.generate(PROMPTS, h, sample=True)
+    greedy = ex.generate(PROMPTS, h, sample=False)
+    assert torch.equal(a.sequences, b.sequences)
+    assert not torch.equal(a.sequences, greedy.sequences)
+
+
+def test_explanation_cache_generates_nothing_twice_and_persists(tiny_llm_dir, tmp_path):  # noqa: F811
+    ex = make(tiny_llm_dir, explanation_cache=str(tmp_path / "cache"))
+    calls = []
+    real = ex.generate
+    ex.generate = lambda prompts, *a, **k: calls.append(len(prompts)) or real(prompts, *a, **k)
+    h = torch.randn(3, 8)
+    first = ex.explain(THREE, ["s0", "s1", "s2"], h, version=0)
+    again = ex.explain(THREE, ["s0", "s1", "s2"], h, version=0)
+    mixed = ex.explain(THREE[:2], ["s0", "s3"], h[:2], version=0)
+    assert again == first and mixed[0] == first[0] and calls == [3, 1]
+    ex.explain(THREE[:1], ["s0"], h[:1], version=1)  # a new policy version is a new explanation
+    assert calls == [3, 1, 1]
+    reread = ExplanationCache(tmp_path / "cache")
+    assert len(reread) == 5 and reread.get("s2", 0) == first[2]

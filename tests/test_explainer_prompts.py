@@ -1,0 +1,78 @@
+"""Prompts from real NYC samples never see the future; the explanation format and its parser."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamodule_config)
+
+from recpie.explainer.config import ExplainerConfig
+from recpie.explainer.parse import format_explanation, parse
+from recpie.explainer.prompts import build_prompt, context
+
+CFG = ExplainerConfig(history_len=6, num_candidates=3)
+
+
+def with_pois(data, idx: np.ndarray, pois: np.ndarray):
+    poi = data.poi.copy()
+    poi[idx] = pois
+    return dataclasses.replace(data, poi=poi)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_prompt_is_blind_to_the_target_and_everything_after_it(nyc_data, split):
+    d = nyc_data
+    i = len(d.splits[split]) // 2
+    target = d.splits[split].target[i]
+    u = d.user[target]
+    cands = [int(d.poi[target]), 1, 2]  # the target among the candidates, as a good recommender does
+    prompt = build_prompt(d, split, i, cands, CFG)
+    future = np.arange(target, d.user_start[u + 1])
+    changed = with_pois(d, future, (d.poi[future] + 7) % d.num_pois)
+    assert build_prompt(changed, split, i, cands, CFG) == prompt
+    ctx = context(d, split, i, cands, CFG)
+    assert (d.time[ctx.history] < d.time[target]).all() and len(ctx.shown) == 6
+    # the prompt does react to the past: the last history check-in is shown
+    past = ctx.history[-1:]
+    moved = with_pois(d, past, (d.poi[past] + 7) % d.num_pois)
+    assert build_prompt(moved, split, i, cands, CFG) != prompt
+
+
+def test_prompt_shows_history_time_and_candidates(nyc_data):
+    d = nyc_data
+    cands = [5, 6, 7, 8]
+    prompt = build_prompt(d, "test", 0, cands, CFG)
+    assert prompt.endswith("Explanation: may like:") and prompt.startswith("Example.")
+    body = prompt.split("\n\n", 1)[1]
+    ctx = context(d, "test", 0, cands, CFG)
+    for c in ctx.shown:
+        assert d.catalogue.label(int(d.poi[c])) in body
+    for p in cands[:3]:
+        assert d.catalogue.label(p) in body
+    assert d.catalogue.label(8) not in body.split("Candidates")[1]  # only num_candidates are listed
+    assert "Now: " in body and body.count(" km") == 3
+
+
+def test_candidate_focus_lists_that_candidate_alone(nyc_data):
+    d = nyc_data
+    prompt = build_prompt(d, "val", 3, [5, 6, 7], CFG, focus=6)
+    listed = prompt.split("Candidates (distance from the last place):\n")[-1]
+    assert d.catalogue.label(6) in listed and d.catalogue.label(5) not in listed
+    with pytest.raises(ValueError, match="not a candidate of val:3"):
+        build_prompt(d, "val", 3, [5, 6, 7], CFG, focus=99)
+
+
+def test_parser_accepts_the_format_and_defines_every_failure():
+    good = parse(format_explanation("Joe's Pizza, a lunch regular", "the far Bar at breakfast") + "\nmore text")
+    assert good.ok and good.like == "Joe's Pizza, a lunch regular" and good.dislike == "the far Bar at breakfast"
+    assert parse("May Like: coffee shops / MAY NOT LIKE: bars").ok
+    for text, reason in [
+        ("web page debris", "does not start"),
+        ("may like: coffee near home", "no 'may not like:'"),
+        ("may like: ... / may not like: bars", "empty 'may like'"),
+        ("may like: coffee / may not like: ", "empty 'may not like'"),
+        ("", "does not start"),
+    ]:
+        p = parse(text)
+        assert not p.ok and p.like == p.dislike == "" and reason in p.reason
