@@ -9,7 +9,7 @@ from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.generate import mask_after_eos
 
-THREE = [PROMPTS[0], PROMPTS[1], "Candidates (distance from the last place):\n1. Bar, 1.1 km\nExplanation: may like:"]
+THREE = [*PROMPTS, "Candidates (distance from the last place):\n1. Bar, 1.1 km\nExplanation: may like:"]
 
 
 def make(tiny_llm_dir, **kw) -> Explainer:  # noqa: F811

@@ -10,7 +10,8 @@ from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.llm import PAD_TOKEN, load_llm, resolve_device
 
-PROMPTS = ["Recent check-ins (oldest first):\n- Mon 08:10 Coffee Shop\nExplanation: may like:", "Now: may like:"]
+PROMPTS = ["Recent check-ins (oldest first):\n- Mon 08:10 Coffee Shop\nExplanation: may like:",
+           "Now: may like:"]
 
 
 def tiny_cfg(model_dir, **kw) -> ExplainerConfig:

@@ -64,8 +64,9 @@ def test_candidate_focus_lists_that_candidate_alone(nyc_data):
 
 
 def test_parser_accepts_the_format_and_defines_every_failure():
-    good = parse(format_explanation("Joe's Pizza, a lunch regular", "the far Bar at breakfast") + "\nmore text")
-    assert good.ok and good.like == "Joe's Pizza, a lunch regular" and good.dislike == "the far Bar at breakfast"
+    like, dislike = "Joe's Pizza, a lunch regular", "the far Bar at breakfast"
+    good = parse(format_explanation(like, dislike) + "\nmore text")
+    assert good.ok and good.like == like and good.dislike == dislike
     assert parse("May Like: coffee shops / MAY NOT LIKE: bars").ok
     for text, reason in [
         ("web page debris", "does not start"),
