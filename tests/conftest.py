@@ -20,3 +20,6 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data not found at {root}; set RECPIE_DATA_ROOT")
     return root
+
+
+from data_fixtures import nyc_data, nyc_datamodule_config  # noqa: E402,F401  (session fixtures of real NYC)

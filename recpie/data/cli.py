@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recpie.config import load_experiment
+from recpie.config import data_config, load_experiment
 from recpie.config_loading import ConfigError
-from recpie.data.config import DataConfig, resolve
 from recpie.data.load import load_checkin_data
 from recpie.data.rawio import DataError
 from recpie.data.stats import stats_table
@@ -20,7 +19,7 @@ def data_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         cfg = load_experiment(args.name, args.overrides)
-        data = load_checkin_data(resolve(DataConfig(**cfg.data)))
+        data = load_checkin_data(data_config(cfg))
     except (ConfigError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
