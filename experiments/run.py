@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     try:
         cfg = load_experiment(args.name, args.overrides)
     except ConfigError as exc:

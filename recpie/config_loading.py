@@ -71,7 +71,8 @@ def _merge(base: DictConfig, layer: DictConfig | ListConfig, where: str) -> Dict
     except (ConfigKeyError, ValidationError, OmegaConfBaseException) as exc:
         key = getattr(exc, "full_key", None) or "?"
         hint = f" Allowed keys here: {_known_keys(base, key)}." if isinstance(exc, ConfigKeyError) else ""
-        raise ConfigError(f"{where}: bad config key {key!r}: {exc.msg if hasattr(exc, 'msg') else exc}.{hint}")
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{where}: bad config key {key!r}: {first_line}.{hint}") from None
 
 
 def load_config(schema_cls: type, name_or_path: str, overrides: list[str] | None = None) -> DictConfig:

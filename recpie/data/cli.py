@@ -16,7 +16,7 @@ def data_main(argv: list[str]) -> int:
     p.add_argument("action", choices=["stats"], help="stats: users, POIs, check-ins, samples, time ranges")
     p.add_argument("name", nargs="?", default="default", help="experiment name or YAML path")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.source=gowalla")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     try:
         cfg = load_experiment(args.name, args.overrides)
         data = load_checkin_data(data_config(cfg))

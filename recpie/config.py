@@ -1,0 +1,70 @@
+"""The experiment config: one typed section per concern, each documented where it is defined.
+
+- ``run``      what runs and where it writes (this file)
+- ``trainer``  Lightning Trainer settings: devices, strategy, precision (this file)
+- ``data``     check-in source and preprocessing protocol (recpie/data/config.py)
+- ``backbone`` the recommender network; ``train`` how it is fitted; ``baselines`` the simple models
+               (recpie/models/config.py)
+- ``eval``     the evaluator: top-K export, breakdowns, bootstrap (recpie/evaluation/config.py)
+- ``explainer`` the LLM, LoRA, soft prompt, prompts and encoder (recpie/explainer/config.py)
+- ``rl``       PPO and the advantage estimators (recpie/rl/config.py)
+- ``recpie``   the joint schedule, fusion and reward (recpie/models/recpie_config.py)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from recpie.config_loading import load_config
+from recpie.data.config import DataConfig, resolve
+from recpie.evaluation.config import EvalConfig
+from recpie.explainer.config import ExplainerConfig
+from recpie.models.config import BackboneConfig, BaselinesConfig, TrainConfig
+from recpie.models.recpie_config import RecPIEConfig
+from recpie.rl.config import RLConfig
+
+
+@dataclass
+class RunConfig:
+    recipe: str = "baselines"  # what runs: "data_stats", "baselines" or "recpie"
+    output_dir: str = "results"  # the run directory is <output_dir>/<experiment name>
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training run per seed
+    fast: bool = False  # a shortened run (fewer epochs / samples) for demos and smoke tests
+    resume: bool = True  # continue from the run directory's last checkpoint when one exists
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"  # "cpu", "gpu" or "auto"
+    devices: str = "1"  # how many devices ("1", "2", "auto") of that accelerator
+    strategy: str = "auto"  # Lightning strategy: "auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"
+    precision: str = "32-true"  # "bf16-mixed" on GPUs; "32-true" on CPU
+    num_nodes: int = 1  # machines of a multi-node run
+    log_every_n_steps: int = 10  # TensorBoard scalar interval in optimizer steps
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = ""  # the experiment's name; defaults to the config file's name
+    description: str = ""  # one line saying what the experiment shows
+    run: RunConfig = field(default_factory=RunConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    recpie: RecPIEConfig = field(default_factory=RecPIEConfig)
+
+
+def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
+    """The resolved, validated config of a named experiment (see recpie.config_loading)."""
+    return load_config(ExperimentConfig, name_or_path, overrides)
+
+
+def data_config(cfg: DictConfig) -> DataConfig:
+    """The experiment's data section as a DataConfig with the source's defaults filled in."""
+    return resolve(OmegaConf.to_object(cfg.data))
