@@ -1,0 +1,46 @@
+"""The ``recpie`` config section: how the recommender and the explainer are trained together."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RecPIEConfig:
+    # a trained backbone checkpoint (.ckpt of the baselines recipe) to start from; "" = warm it up first
+    backbone_checkpoint: str = ""
+    # joint cycles; one cycle = K PPO iterations, an explanation refresh, then M recommender steps
+    cycles: int = 20
+    # M: recommender steps per cycle (sample batches of protocol train targets, explanation-fused)
+    rec_steps_per_cycle: int = 50
+    # K: PPO iterations per cycle, each on fresh rollouts (0 = frozen explainer: the no-RL ablation)
+    ppo_iterations: int = 1
+    # prompts per PPO rollout (grpo/rloo: each sampled rl.group_size times)
+    rollout_prompts: int = 8
+    # train samples that get a new greedy explanation per cycle; the rest keep their cached one or null
+    refresh_budget: int = 64
+    # probability that a training sample's explanation is replaced by the null one
+    null_dropout: float = 0.2
+    # False: the control run, same steps with the null explanation everywhere ("its own backbone")
+    use_explanations: bool = True
+    # supervised format warm-up of LoRA + soft prompt on templated explanations before the cycles
+    sft_steps: int = 30
+    # prompts per supervised warm-up step
+    sft_batch: int = 8
+    # initial bias of the fusion gate (negative: explanations start with little say)
+    gate_bias: float = -2.0
+    # learning rate of the recommender (backbone + fusion) in the joint phase
+    rec_lr: float = 1.0e-4
+    # learning rate of LoRA + soft prompt + value head (PPO and warm-up)
+    llm_lr: float = 2.0e-4
+    # gradient-norm clip of each optimizer step (0 = off)
+    grad_clip: float = 1.0
+    # recommender batch size in the joint phase
+    batch_size: int = 64
+    # explanation batch size of greedy generation (refresh, val, test)
+    generation_batch: int = 32
+    # val samples scored after each cycle for checkpoint selection (0 = all; a fixed seeded subset)
+    val_samples: int = 128
+    # test samples scored at the end (0 = all); the subset is fixed by test_subset_seed and documented
+    test_samples: int = 0
+    # seed of the val/test subset choice (independent of the training seed)
+    subset_seed: int = 1234
