@@ -71,6 +71,14 @@ def rollout_stats(rollout: Rollout) -> dict[str, float]:
     }
 
 
+def _check_detached(rollout: Rollout) -> None:
+    tensors = {f.name: getattr(rollout, f.name) for f in fields(rollout) if f.name != "extras"}
+    tensors.update({f"extras[{k!r}]": v for k, v in rollout.extras.items()})
+    attached = [name for name, t in tensors.items() if t is not None and t.requires_grad]
+    if attached:
+        raise ValueError(f"Rollout.{', '.join(attached)} require grad: collect rollouts in torch.no_grad()")
+
+
 def ppo_update(rollout: Rollout, policy_forward: PolicyForward, backward: Callable[[Tensor], None],
                step: Callable[[], None], cfg: RLConfig, kl_coef: float,
                generator: torch.Generator | None = None) -> dict[str, float]:
@@ -82,6 +90,7 @@ def ppo_update(rollout: Rollout, policy_forward: PolicyForward, backward: Callab
     if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1:
         raise ValueError(f"rl.minibatch_size={cfg.minibatch_size} and rl.ppo_epochs={cfg.ppo_epochs} "
                          "must both be >= 1")
+    _check_detached(rollout)
     advantages, returns = compute_advantages(rollout, cfg, kl_coef)
     n = rollout.sequences.shape[0]
     sums: dict[str, float] = {}
