@@ -158,7 +158,25 @@ def test_response_logprobs_match_the_sampling_distribution_of_generate(temperatu
     sampling_logp = torch.log_softmax(torch.stack(gen.scores, 1).float(), -1)
     sampled = sampling_logp.gather(-1, responses[..., None])[..., 0]
     torch.testing.assert_close(out.logprobs * mask, sampled * mask, atol=1e-4, rtol=0)
-    assert out.hidden.shape == (*responses.shape, model.config.hidden_size)
+    assert (value_head_for(model)(out.hidden) == 0).all()  # zero init: the critic starts neutral
+
+
+def test_response_logprobs_through_inputs_embeds_as_soft_prompts_use_them():
+    model = tiny_policy(seed=2).eval()
+    seqs, attention = left_padded_prompts(3, seed=2)
+    responses = seqs[:, -2:]
+    embeds = model.get_input_embeddings()(seqs)  # Gemma scales by sqrt(hidden) inside the embedding
+    with torch.no_grad():
+        by_ids = forward(model, seqs, attention, responses, 1.0)
+        by_embeds = response_logprobs(model, responses, 1.0, inputs_embeds=embeds, attention_mask=attention,
+                                      position_ids=left_pad_position_ids(attention))
+        soft = torch.cat([torch.randn(3, 2, embeds.shape[-1]) * embeds.std(), embeds], 1)
+        soft_mask = torch.cat([torch.ones(3, 2, dtype=torch.long), attention], 1)
+        by_soft = response_logprobs(model, responses, 1.0, inputs_embeds=soft, attention_mask=soft_mask,
+                                    position_ids=left_pad_position_ids(soft_mask))
+    torch.testing.assert_close(by_embeds.logprobs, by_ids.logprobs, atol=1e-5, rtol=0)
+    assert by_soft.logprobs.shape == by_ids.logprobs.shape
+    assert not torch.allclose(by_soft.logprobs, by_ids.logprobs, atol=1e-3)
 
 
 @pytest.mark.parametrize("estimator", ["gae", "grpo", "rloo"])
