@@ -1,0 +1,150 @@
+"""The backbone recommender: a SASRec-style causal Transformer with a copy path over the history.
+
+Per-step input = POI + category + geo + local hour-of-week + position-from-the-end (+ user) embeddings,
+plus the hour-of-week of the request that follows the step (known at request time). The state h at a
+position scores every POI: ``h . E_poi + b`` (E tied to the input POI embeddings) plus copy logits
+``sum_f beta_f(h) * feature_f(poi)``, where the features are visit counts over the steps up to that
+position, weighted by recency (decay ** age) or by closeness of the visit's local hour to the
+request's (the counters' signals), log1p-compressed, with an indicator "visited at all". beta is a
+linear function of h, so a refined state h' = h + g W z changes both parts of the score.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recpie.data.types import HOURS_PER_WEEK, PoiCatalogue
+from recpie.models.config import BackboneConfig
+
+Batch = dict[str, torch.Tensor]
+
+
+def geo_features(catalogue: PoiCatalogue, cfg: BackboneConfig) -> tuple[np.ndarray, int]:
+    """Per-POI geo input (with a zero pad row) and its width: Fourier features or a grid-cell id."""
+    lat, lon = np.asarray(catalogue.lat, np.float64), np.asarray(catalogue.lon, np.float64)
+    x = (lat - lat.min()) / max(np.ptp(lat), 1e-9)
+    y = (lon - lon.min()) / max(np.ptp(lon), 1e-9)
+    if cfg.geo == "grid":
+        n = cfg.grid_cells
+        cell = np.minimum((x * n).astype(np.int64), n - 1) * n + np.minimum((y * n).astype(np.int64), n - 1)
+        return np.append(cell, n * n), n * n + 1
+    if cfg.geo != "fourier":
+        raise ValueError(f"backbone.geo={cfg.geo!r}: use 'fourier' or 'grid'")
+    freqs = math.pi * 2.0 ** np.linspace(0, 8, cfg.fourier_bands)
+    ang = np.concatenate([x[:, None] * freqs, y[:, None] * freqs], axis=1)
+    feats = np.concatenate([np.sin(ang), np.cos(ang)], axis=1).astype(np.float32)
+    return np.vstack([feats, np.zeros((1, feats.shape[1]), np.float32)]), feats.shape[1]
+
+
+class Backbone(nn.Module):
+    def __init__(self, cfg: BackboneConfig, catalogue: PoiCatalogue, num_users: int, max_len: int):
+        super().__init__()
+        self.cfg, self.max_len = cfg, max_len
+        self.num_pois = p = len(catalogue)
+        self.hidden_size = d = cfg.hidden_size
+        n_cat = len(catalogue.category_names)
+        self.register_buffer("poi_category", torch.as_tensor(np.append(catalogue.category, n_cat)),
+                             persistent=False)
+        geo, geo_width = geo_features(catalogue, cfg)
+        self.register_buffer("poi_geo", torch.as_tensor(geo), persistent=False)
+        self.poi_emb = nn.Embedding(p + 1, d, padding_idx=p)
+        self.cat_emb = nn.Embedding(n_cat + 1, d, padding_idx=n_cat)
+        self.geo_emb = nn.Embedding(geo_width, d) if cfg.geo == "grid" else nn.Linear(geo_width, d)
+        self.hour_emb = nn.Embedding(HOURS_PER_WEEK, d)
+        self.next_hour_emb = nn.Embedding(HOURS_PER_WEEK, d)
+        self.pos_emb = nn.Embedding(max_len, d)
+        self.user_emb = nn.Embedding(num_users, d) if cfg.use_user else None
+        self.drop = nn.Dropout(cfg.dropout)
+        layer = nn.TransformerEncoderLayer(d, cfg.num_heads, 4 * d, cfg.dropout, batch_first=True,
+                                           norm_first=True, activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.out_bias = nn.Parameter(torch.zeros(p))
+        self.num_copy = len(cfg.copy_decays) + len(cfg.copy_bandwidths_h) + 1 if cfg.copy else 0
+        if cfg.copy:
+            self.copy_weight = nn.Linear(d, self.num_copy)
+            nn.init.zeros_(self.copy_weight.weight)
+            nn.init.constant_(self.copy_weight.bias, 1.0)
+        nn.init.normal_(self.poi_emb.weight, std=d**-0.5)
+
+    # ------------------------------------------------------------------ encoder
+    def _states(self, batch: Batch) -> torch.Tensor:
+        poi, mask = batch["poi"], batch["mask"]
+        b, length = poi.shape
+        if length > self.max_len:
+            raise ValueError(f"batch has {length} steps, the backbone was built for max_len={self.max_len}")
+        geo = self.poi_geo[poi]
+        x = (self.poi_emb(poi) + self.cat_emb(self.poi_category[poi]) + self.geo_emb(geo)
+             + self.hour_emb(batch["hour_of_week"]) + self.next_hour_emb(batch["next_hour_of_week"]))
+        x = x + self.pos_emb(torch.arange(length - 1, -1, -1, device=poi.device))[None]
+        if self.user_emb is not None:
+            x = x + self.user_emb(batch["user"])[:, None]
+        x = self.drop(x * mask[..., None])
+        idx = torch.arange(length, device=poi.device)
+        allowed = (idx[None, :] <= idx[:, None])[None] & (mask[:, None, :] | torch.eye(
+            length, dtype=torch.bool, device=poi.device)[None])  # causal; pads only see themselves
+        attn = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(~allowed, float("-inf"))
+        attn = attn.repeat_interleave(self.cfg.num_heads, dim=0)
+        return self.norm(self.encoder(x, mask=attn))
+
+    def user_state(self, batch: Batch) -> torch.Tensor:
+        """h [B, d]: the state at the last position (the sample's request)."""
+        return self._states(batch)[:, -1]
+
+    # ------------------------------------------------------------------ scoring
+    @torch.no_grad()
+    def copy_features(self, batch: Batch, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """History features per (query position, input slot): ([B, Q, L, F], slot weight [B, Q, L]).
+
+        Slot i stands for POI poi[i]; its features aggregate every step k <= query visiting that POI.
+        The slot weight (1 / visits, 0 for slots after the query or pads) makes the slots of one POI
+        add up to a single copy logit."""
+        poi, mask = batch["poi"], batch["mask"]
+        length = poi.shape[1]
+        age = (query[:, None] - torch.arange(length, device=poi.device)[None]).float()  # [Q, L]
+        valid = ((age >= 0)[None] & mask[:, None, :]).float()  # [B, Q, L]
+        hour = (batch["hour_of_week"] % 24)[:, None, :].float()
+        req = (batch["next_hour_of_week"][:, query] % 24)[:, :, None].float()
+        dist = (hour - req).abs()
+        dist = torch.minimum(dist, 24 - dist)  # [B, Q, L]
+        age = age.clamp(min=0)[None]
+        phis = [valid] + [torch.pow(torch.tensor(dec), age) * valid for dec in self.cfg.copy_decays]
+        kdecay = torch.pow(torch.tensor(self.cfg.copy_kernel_decay), age)
+        phis += [kdecay * torch.exp(-dist**2 / (2 * bw**2)) * valid for bw in self.cfg.copy_bandwidths_h]
+        same = (poi[:, :, None] == poi[:, None, :]).float()  # [B, L, L]
+        counts = torch.einsum("bik,bqkf->bqif", same, torch.stack(phis, -1))  # [B, Q, L, 1 + F-1]
+        visits = counts[..., 0]
+        seen = (visits > 0).float()
+        feats = torch.cat([torch.log1p(counts[..., 1:]), seen[..., None]], -1)
+        return feats, seen * valid / visits.clamp(min=1)
+
+    def _logits(self, h: torch.Tensor, batch: Batch, query: torch.Tensor) -> torch.Tensor:
+        """[B, Q, P] logits at the query positions from states h [B, Q, d]."""
+        logits = h @ self.poi_emb.weight[: self.num_pois].T + self.out_bias
+        if not self.cfg.copy:
+            return logits
+        feats, weight = self.copy_features(batch, query)
+        slot = (feats * self.copy_weight(h)[:, :, None, :]).sum(-1) * weight  # [B, Q, L]
+        b, q, length = slot.shape
+        copy = torch.zeros(b, q, self.num_pois + 1, dtype=slot.dtype, device=slot.device)
+        copy = copy.scatter_add(2, batch["poi"][:, None, :].expand(b, q, length), slot)
+        return logits + copy[..., : self.num_pois]
+
+    def score(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """logits [B, P] of the request after the last position, from a (possibly refined) state h [B, d]."""
+        last = torch.tensor([batch["poi"].shape[1] - 1], device=h.device)
+        return self._logits(h[:, None], batch, last)[:, 0]
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """logits [B, L, P] at every position (training on all next steps)."""
+        states = self._states(batch)
+        return self._logits(states, batch, torch.arange(states.shape[1], device=states.device))
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Full-softmax cross-entropy over the positions with a target (-100 elsewhere)."""
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                               label_smoothing=label_smoothing)

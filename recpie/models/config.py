@@ -1,0 +1,39 @@
+"""The ``backbone``, ``train`` and ``baselines`` config sections (the recommender and its baselines)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BackboneConfig:
+    hidden_size: int = 128  # d: width of embeddings, Transformer and the user state h
+    num_layers: int = 2  # causal Transformer blocks
+    num_heads: int = 2  # attention heads per block
+    dropout: float = 0.2  # dropout on embeddings, attention and feed-forward
+    use_user: bool = True  # add a user embedding to every step's input
+    geo: str = "fourier"  # POI location features: "fourier" (sin/cos of lat/lon) or "grid" (cell embedding)
+    fourier_bands: int = 16  # frequencies per coordinate of the Fourier geo features
+    grid_cells: int = 64  # "grid": cells per axis over the POIs' bounding box
+    copy: bool = True  # add copy logits from the history (visit counts weighted by recency and hour)
+    copy_decays: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.99])  # recency decays per age
+    copy_bandwidths_h: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])  # hour-kernel widths
+    copy_kernel_decay: float = 0.99  # recency decay applied inside the hour-kernel copy features
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-3  # AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_epochs: int = 30  # upper bound on epochs over the train windows
+    patience: int = 3  # early stopping: epochs without a val MRR gain before stopping
+    grad_clip: float = 1.0  # gradient norm clipping (0 = off)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    fast_max_epochs: int = 2  # max_epochs when run.fast is set
+    fast_limit_batches: float = 0.2  # fraction of train batches per epoch when run.fast is set
+
+
+@dataclass
+class BaselinesConfig:
+    counter_decay: float = 0.99  # the fixed-decay counter of the design note
+    decay_grid: list[float] = field(default_factory=lambda: [0.9, 0.95, 0.98, 0.99, 0.995, 1.0])  # val-tuned
+    bandwidth_grid_h: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0])  # time-aware

@@ -1,0 +1,98 @@
+"""Trains the backbone alone: full-softmax CE on train windows, val MRR for checkpoints, full-rank test.
+
+Every epoch reseeds torch's RNG (dropout) and the train sampler's generator from (seed, epoch), so a
+run resumed from an epoch-boundary checkpoint replays exactly what the uninterrupted run would have
+done (Lightning checkpoints hold no RNG state). Under DDP the evaluator's accumulator gathers the
+ranks of all processes and counts each sample once.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from recpie.components.backbone import Backbone
+from recpie.data.types import CheckinData
+from recpie.evaluation import RankAccumulator, metrics_from_ranks, ranks_from_scores
+from recpie.evaluation.breakdowns import split_targets
+from recpie.evaluation.config import EvalConfig
+from recpie.evaluation.export import topk_from_scores, write_topk_jsonl
+from recpie.models.config import BackboneConfig, TrainConfig
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return zlib.crc32(f"backbone/{seed}/{epoch}".encode()) & 0x7FFFFFFF
+
+
+class RecommenderModule(L.LightningModule):
+    def __init__(self, backbone_cfg: BackboneConfig, train_cfg: TrainConfig, eval_cfg: EvalConfig,
+                 data: CheckinData, max_len: int, seed: int = 0, export_path: str | Path | None = None):
+        """export_path: where ``trainer.test`` writes the per-sample top-K JSONL (None = no export)."""
+        super().__init__()
+        self.train_cfg, self.eval_cfg, self.data, self.seed = train_cfg, eval_cfg, data, seed
+        self.export_path = Path(export_path) if export_path else None
+        self.backbone = Backbone(backbone_cfg, data.catalogue, data.num_users, max_len)
+        self.acc = RankAccumulator()
+        self.results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.backbone.parameters(), lr=self.train_cfg.lr,
+                                 weight_decay=self.train_cfg.weight_decay)
+
+    def on_train_epoch_start(self) -> None:
+        s = epoch_seed(self.seed, self.current_epoch)
+        torch.manual_seed(s)
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        generator = getattr(sampler, "generator", None)
+        if generator is not None:
+            generator.manual_seed(s)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.backbone.loss(self.backbone(batch), batch["target"], self.train_cfg.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["user"]))
+        return loss
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: dict[str, torch.Tensor], with_topk: bool) -> None:
+        scores = self.backbone.score(self.backbone.user_state(batch), batch)
+        ranks = ranks_from_scores(scores, batch["target"][:, -1])
+        topk = topk_from_scores(scores, self.eval_cfg.topk) if with_topk else None
+        self.acc.update(batch["sample_id"], ranks, topk)
+
+    def _eval_end(self, split: str) -> dict[str, float]:
+        full = not self.trainer.sanity_checking and self._limit(split) == 1.0
+        ids, ranks, topk = self.acc.result(expected=len(self.data.splits[split]) if full else None)
+        self.acc.reset()
+        metrics = metrics_from_ranks(ranks)
+        for name, value in metrics.items():
+            self.log(f"{split}/{name}", value, prog_bar=name == "mrr", rank_zero_only=False)
+        self.results[split] = (ids, ranks, topk)
+        return metrics
+
+    def _limit(self, split: str) -> float:
+        limit = self.trainer.limit_val_batches if split == "val" else self.trainer.limit_test_batches
+        return float(limit)
+
+    def on_validation_epoch_start(self) -> None:
+        self.acc.reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, with_topk=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.acc.reset()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, with_topk=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+        ids, ranks, topk = self.results["test"]
+        if self.export_path is not None and self.trainer.is_global_zero:
+            write_topk_jsonl(self.export_path, ids, topk, split_targets(self.data, "test")[ids], ranks)
