@@ -64,11 +64,22 @@ def evaluate_file(data: CheckinData, split: str, path: str | Path,
     return breakdown(ranks, standard_groups(data, split, cfg.activity_bins))
 
 
-def evaluate_main(argv: Sequence[str], load_data: Callable[[str], CheckinData],
-                  cfg: EvalConfig | None = None) -> dict[str, dict[str, float]]:
-    """CLI body: ``--experiment NAME --file PATH [--split test] [--out metrics.json]``.
+def load_experiment_data(experiment: str) -> tuple[CheckinData, EvalConfig]:
+    """A named experiment's processed data and eval section (through the config and the data cache)."""
+    from omegaconf import OmegaConf
 
-    ``load_data(experiment)`` (from the lead's config loading) returns that experiment's CheckinData."""
+    from recpie.config import data_config, load_experiment
+    from recpie.data.load import load_checkin_data
+
+    cfg = load_experiment(experiment)
+    return load_checkin_data(data_config(cfg)), OmegaConf.to_object(cfg.eval)
+
+
+def evaluate_main(argv: Sequence[str],
+                  load_data: Callable[[str], tuple[CheckinData, EvalConfig]] = load_experiment_data) -> int:
+    """CLI body: ``--experiment NAME --file PATH [--split test] [--out metrics.json]``; prints a table.
+
+    ``load_data(experiment)`` returns that experiment's CheckinData and eval config."""
     parser = argparse.ArgumentParser(prog="python -m recpie evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", required=True, help="experiment whose data/split to score against")
@@ -76,9 +87,10 @@ def evaluate_main(argv: Sequence[str], load_data: Callable[[str], CheckinData],
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--out", type=Path, help="also write the metrics as JSON here")
     args = parser.parse_args(list(argv))
-    results = evaluate_file(load_data(args.experiment), args.split, args.file, cfg)
+    data, cfg = load_data(args.experiment)
+    results = evaluate_file(data, args.split, args.file, cfg)
     print(metrics_table(results, first="group"))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
-    return results
+    return 0
