@@ -16,6 +16,7 @@ from recpie.rl import (
     RLConfig,
     Rollout,
     RunningMoments,
+    attention_implementation,
     left_pad_position_ids,
     ppo_update,
     response_logprobs,
@@ -81,9 +82,12 @@ def sample(model, prompts, prompt_mask, group: int, temperature: float, **genera
     return seqs, attention
 
 
-def forward(model, seqs, attention, responses, temperature):
-    return response_logprobs(model, responses, temperature, input_ids=seqs, attention_mask=attention,
-                             position_ids=left_pad_position_ids(attention))
+LOGPROB_ATTENTION = RLConfig().logprob_attention
+
+
+def forward(model, seqs, attention, responses, temperature, attn=LOGPROB_ATTENTION):
+    return response_logprobs(model, responses, temperature, attn=attn, input_ids=seqs,
+                             attention_mask=attention, position_ids=left_pad_position_ids(attention))
 
 
 def target_share(responses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -161,19 +165,33 @@ def test_response_logprobs_match_the_sampling_distribution_of_generate(temperatu
     assert (value_head_for(model)(out.hidden) == 0).all()  # zero init: the critic starts neutral
 
 
+def test_attention_implementation_switches_the_kernel_and_restores_it():
+    model = tiny_policy(seed=3).eval()
+    seqs, attention = left_padded_prompts(3, seed=3)
+    base = model.get_base_model()
+    assert base.config._attn_implementation == "sdpa"
+    with attention_implementation(model, "eager"):
+        assert base.config._attn_implementation == "eager"
+    assert base.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        eager = forward(model, seqs, attention, seqs[:, -1:], 1.0, attn="eager")  # prompts have >= 2 tokens
+        sdpa = forward(model, seqs, attention, seqs[:, -1:], 1.0, attn=None)
+    torch.testing.assert_close(eager.logprobs, sdpa.logprobs, atol=1e-5, rtol=0)
+
+
 def test_response_logprobs_through_inputs_embeds_as_soft_prompts_use_them():
     model = tiny_policy(seed=2).eval()
     seqs, attention = left_padded_prompts(3, seed=2)
-    responses = seqs[:, -2:]
+    responses = seqs[:, -1:]  # the prompts have >= 2 real tokens: the response has a real context
     embeds = model.get_input_embeddings()(seqs)  # Gemma scales by sqrt(hidden) inside the embedding
     with torch.no_grad():
         by_ids = forward(model, seqs, attention, responses, 1.0)
-        by_embeds = response_logprobs(model, responses, 1.0, inputs_embeds=embeds, attention_mask=attention,
-                                      position_ids=left_pad_position_ids(attention))
+        by_embeds = response_logprobs(model, responses, 1.0, attn=LOGPROB_ATTENTION, inputs_embeds=embeds,
+                                      attention_mask=attention, position_ids=left_pad_position_ids(attention))
         soft = torch.cat([torch.randn(3, 2, embeds.shape[-1]) * embeds.std(), embeds], 1)
         soft_mask = torch.cat([torch.ones(3, 2, dtype=torch.long), attention], 1)
-        by_soft = response_logprobs(model, responses, 1.0, inputs_embeds=soft, attention_mask=soft_mask,
-                                    position_ids=left_pad_position_ids(soft_mask))
+        by_soft = response_logprobs(model, responses, 1.0, attn=LOGPROB_ATTENTION, inputs_embeds=soft,
+                                    attention_mask=soft_mask, position_ids=left_pad_position_ids(soft_mask))
     torch.testing.assert_close(by_embeds.logprobs, by_ids.logprobs, atol=1e-5, rtol=0)
     assert by_soft.logprobs.shape == by_ids.logprobs.shape
     assert not torch.allclose(by_soft.logprobs, by_ids.logprobs, atol=1e-3)

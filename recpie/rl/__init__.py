@@ -9,8 +9,8 @@ One PPO iteration, as the module runs it (manual optimization)::
     #    (group_size rows per prompt, contiguous, for grpo/rloo: num_return_sequences=cfg.group_size)
     mask, has_eos = response_mask(responses, eos_token_id)
     pos = left_pad_position_ids(attention_mask)
-    with torch.no_grad():
-        out = response_logprobs(llm, responses, cfg.temperature, input_ids=seqs,
+    with torch.no_grad():      # attn: SDPA's backward gives NaN LoRA grads on CUDA with left padding
+        out = response_logprobs(llm, responses, cfg.temperature, attn=cfg.logprob_attention, input_ids=seqs,
                                 attention_mask=attention_mask, position_ids=pos)   # old log-probs, hidden
         with llm.disable_adapter():
             ref = response_logprobs(llm, responses, cfg.temperature, ...).logprobs
@@ -31,13 +31,20 @@ API
   value_loss(values, old_values, returns, mask, cliprange_value) -> (loss, stats), kl_k1, kl_k3.
 - reward: RunningMoments, parse_flags(texts, parse_ok), shape_scores(...), KLController(cfg.kl).
 - logprobs: left_pad_position_ids(attention_mask), response_mask(responses, eos_id) -> (mask, has_eos),
-  response_logprobs(model, responses, temperature, **model_inputs) -> ResponseOutput.
+  response_logprobs(model, responses, temperature, attn=None, **model_inputs) -> ResponseOutput,
+  attention_implementation(model, name) (context manager).
 - ppo: Rollout, compute_advantages(rollout, cfg, kl_coef), ppo_update(...) -> dict of stats.
 - value_head: ValueHead(hidden_size), value_head_for(model).
 """
 from recpie.rl.advantages import advantage_estimator, gae, grpo_advantages, rloo_advantages, token_rewards
 from recpie.rl.config import KLConfig, RewardConfig, RLConfig
-from recpie.rl.logprobs import ResponseOutput, left_pad_position_ids, response_logprobs, response_mask
+from recpie.rl.logprobs import (
+    ResponseOutput,
+    attention_implementation,
+    left_pad_position_ids,
+    response_logprobs,
+    response_mask,
+)
 from recpie.rl.losses import kl_k1, kl_k3, policy_loss, value_loss
 from recpie.rl.masked import masked_mean, masked_whiten
 from recpie.rl.ppo import Rollout, compute_advantages, ppo_update
@@ -46,8 +53,8 @@ from recpie.rl.value_head import ValueHead, value_head_for
 
 __all__ = [
     "KLConfig", "KLController", "RLConfig", "ResponseOutput", "RewardConfig", "Rollout", "RunningMoments",
-    "ValueHead", "advantage_estimator", "compute_advantages", "gae", "grpo_advantages", "kl_k1", "kl_k3",
-    "left_pad_position_ids", "masked_mean", "masked_whiten", "parse_flags", "policy_loss", "ppo_update",
-    "response_logprobs", "response_mask", "rloo_advantages", "shape_scores", "token_rewards",
-    "value_head_for", "value_loss",
+    "ValueHead", "advantage_estimator", "attention_implementation", "compute_advantages", "gae",
+    "grpo_advantages", "kl_k1", "kl_k3", "left_pad_position_ids", "masked_mean", "masked_whiten",
+    "parse_flags", "policy_loss", "ppo_update", "response_logprobs", "response_mask", "rloo_advantages",
+    "shape_scores", "token_rewards", "value_head_for", "value_loss",
 ]

@@ -39,5 +39,6 @@ class RLConfig:
     lam: float = 0.95  # GAE lambda
     whiten_advantages: bool = True  # masked whitening of the advantages over the whole rollout
     temperature: float = 1.0  # sampling temperature, also used in every log-prob forward
+    logprob_attention: str = "eager"  # attention kernel of log-prob forwards; "eager": SDPA NaN grads on CUDA
     kl: KLConfig = field(default_factory=KLConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
