@@ -68,9 +68,9 @@ def response_logprobs(model: nn.Module, responses: Tensor, temperature: float, a
     with attention_implementation(model, attn):
         out = model(**model_inputs, logits_to_keep=length + 1, output_hidden_states=True, use_cache=False)
     logits = out.logits[:, :-1].float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logprobs = logp_all.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+    log_norm = torch.logsumexp(logits, dim=-1)  # no second [N, R, V] log-softmax tensor in the graph
+    logprobs = logits.gather(-1, responses.unsqueeze(-1)).squeeze(-1) - log_norm
     with torch.no_grad():
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        entropy = log_norm - (torch.softmax(logits, dim=-1) * logits).sum(-1)
     hidden = out.hidden_states[-1][:, -length - 1:-1]
     return ResponseOutput(logprobs, entropy, hidden)
