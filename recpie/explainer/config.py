@@ -31,7 +31,7 @@ class ExplainerConfig:
     history_len: int = 8  # most recent check-ins shown in a prompt
     num_candidates: int = 5  # top-K candidates of the recommender shown in a prompt
     few_shot: bool = True  # prepend one worked example to each prompt (format hint for a base model)
-    max_new_tokens: int = 48  # generation budget per explanation
+    max_new_tokens: int = 64  # generation budget per explanation (templated ones take 30-60 tokens)
     temperature: float = 1.0  # sampling temperature, also used by every log-prob forward of PPO
     static_cache: bool = False  # use transformers' static KV cache in generate() (pays off on GPU)
     # "llm" (adapter-disabled LLM, mean-pooled), a sentence-transformers directory, or EMBEDDED_MINILM

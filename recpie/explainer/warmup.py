@@ -1,0 +1,118 @@
+"""Supervised format warm-up: templated explanations grounded in the user's history and the candidates.
+
+The templates read only what the prompt shows (history before the sample, its time, the candidates),
+never the target, so the warm-up teaches the format and grounding, not the answer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recpie.data.types import SECONDS_PER_HOUR, CheckinData
+from recpie.explainer.generate import Generation, response_logprobs
+from recpie.explainer.parse import PREFIX, format_explanation
+from recpie.explainer.prompts import Context, context, part_of_day
+
+
+def _visits(data: CheckinData, ctx: Context, poi: int) -> np.ndarray:
+    return ctx.history[data.poi[ctx.history] == poi]
+
+
+def _usual_time(data: CheckinData, visits: np.ndarray) -> str:
+    hours = (data.local_seconds(visits) // SECONDS_PER_HOUR) % 24
+    parts = [part_of_day(int(h)) for h in hours]
+    return max(set(parts), key=parts.count)
+
+
+def _for(data: CheckinData, ctx: Context, j: int) -> list[str]:
+    """Reasons for candidate j, most specific first (visits, category habit, closeness, timing)."""
+    poi, km = int(ctx.candidates[j]), float(ctx.distance_km[j])
+    visits = _visits(data, ctx, poi)
+    now = part_of_day(int(ctx.now_local // SECONDS_PER_HOUR % 24))
+    reasons = []
+    if len(visits):
+        reasons.append(f"visited {len(visits)} time{'s' if len(visits) > 1 else ''} before")
+        if _usual_time(data, visits) == now:
+            reasons.append(f"usually in the {now}, as now")
+    else:
+        cat = data.catalogue.category[poi]
+        same = int((data.catalogue.category[data.poi[ctx.history]] == cat).sum())
+        if same and data.catalogue.category_names[cat]:
+            reasons.append(f"{same} earlier check-ins at a {data.catalogue.category_names[cat]}")
+    if km < 0.05:
+        reasons.append("right where they were last")
+    elif km < 1.0:
+        reasons.append(f"only {km:.1f} km from the last place")
+    return reasons or [f"ranked {j + 1} of {len(ctx.candidates)} candidates"]
+
+
+def _against(data: CheckinData, ctx: Context, j: int) -> list[str]:
+    """Reasons against candidate j (novelty, distance, timing), never empty."""
+    poi, km = int(ctx.candidates[j]), float(ctx.distance_km[j])
+    visits = _visits(data, ctx, poi)
+    now = part_of_day(int(ctx.now_local // SECONDS_PER_HOUR % 24))
+    reasons = ["never visited" if len(visits) == 0 else None]
+    if len(visits) and _usual_time(data, visits) != now:
+        reasons.append(f"usually visited in the {_usual_time(data, visits)}, not the {now}")
+    if km >= 1.0:
+        reasons.append(f"{km:.1f} km from the last place")
+    reasons = [r for r in reasons if r]
+    return reasons or [f"a routine place, less of a change for the {now}"]
+
+
+def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg,
+                          focus: int | None = None) -> str:
+    """'may like: ... / may not like: ...' about the top candidate vs the least supported one (user
+    granularity), or for and against the `focus` candidate (candidate granularity)."""
+    ctx = context(data, split, i, candidates, cfg)
+    label = data.catalogue.label
+    if focus is not None:
+        j = int(np.flatnonzero(ctx.candidates == focus)[0])
+        return format_explanation(
+            f"{label(focus)}, {', '.join(_for(data, ctx, j)[:2])}", ", ".join(_against(data, ctx, j)[:2])
+        )
+    support = [len(_visits(data, ctx, int(p))) - 0.01 * km for p, km in zip(ctx.candidates, ctx.distance_km,
+                                                                               strict=True)]
+    worst = int(np.argmin(support[1:]) + 1) if len(ctx.candidates) > 1 else 0
+    like = f"{label(int(ctx.candidates[0]))}, {', '.join(_for(data, ctx, 0)[:2])}"
+    dislike = f"{label(int(ctx.candidates[worst]))}, {', '.join(_against(data, ctx, worst)[:2])}"
+    return format_explanation(like, dislike)
+
+
+def sft_loss(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None
+             ) -> torch.Tensor:
+    """Mean token negative log-likelihood of target responses (the text after the forced 'may like:',
+    then EOS) given prompt + soft prompt: the same forward as PPO's log-probs, at temperature 1."""
+    tok = explainer.tokenizer
+    device = explainer.device
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
+    bodies = [t[len(PREFIX):] if t.startswith(PREFIX) else t for t in targets]
+    ids = [tok(b, add_special_tokens=False).input_ids + [tok.eos_token_id] for b in bodies]
+    width = max(map(len, ids))
+    seq = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(seq)
+    for r, row in enumerate(ids):
+        seq[r, :len(row)] = torch.tensor(row)
+        mask[r, :len(row)] = 1
+    gen = Generation(bodies, seq.to(device), mask.to(device), enc.input_ids, enc.attention_mask,
+                     torch.ones(len(ids), dtype=torch.bool))
+    logp, _ = response_logprobs(explainer.model, gen, explainer.soft(user_states), 1.0)
+    return -logp.sum() / gen.response_mask.sum()
+
+
+def warmup(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None, steps: int,
+           batch_size: int, lr: float, seed: int = 0) -> list[float]:
+    """A standalone SFT loop over (prompt, target) pairs (the joint module runs its own); returns losses."""
+    opt = torch.optim.AdamW(explainer.trainable_parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    explainer.model.train()
+    for _ in range(steps):
+        rows = torch.randint(len(prompts), (batch_size,), generator=g).tolist()
+        states = user_states[rows] if user_states is not None else None
+        loss = sft_loss(explainer, [prompts[r] for r in rows], [targets[r] for r in rows], states)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
