@@ -23,6 +23,11 @@ One PPO iteration, as the module runs it (manual optimization)::
                        cfg=cfg, kl_coef=kl_ctl.value)   # step_fn: clip_gradients, opt.step(), opt.zero_grad()
     kl_ctl.update(stats["ppo/kl_k1_per_seq"], n_samples=len(rollout.scores))
 
+Choices: gae puts -kl_coef*k1 on every token and the score on the last response token; grpo/rloo subtract
+kl_coef * (summed k1) from each sequence's score, then compare it within its group of group_size rows.
+Under DDP each rank whitens, normalises and adapts the KL coefficient on its own rows unless the caller
+all-gathers raw scores before RunningMoments.update and averages the KL stat before KLController.update.
+
 API
 - advantages: masked_whiten(x, mask), token_rewards(scores, mask, logprobs, ref_logprobs, kl_coef),
   gae(rewards, values, mask, gamma, lam) -> (adv, returns), grpo_advantages(scores, group_size),
