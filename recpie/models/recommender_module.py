@@ -46,9 +46,9 @@ class RecommenderModule(L.LightningModule):
         s = epoch_seed(self.seed, self.current_epoch)
         torch.manual_seed(s)
         sampler = getattr(self.trainer.train_dataloader, "sampler", None)
-        generator = getattr(sampler, "generator", None)
-        if generator is not None:
-            generator.manual_seed(s)
+        if hasattr(sampler, "generator"):  # a RandomSampler: give it its own generator (the DataLoader
+            # draws worker seeds from the shared one at times that differ between fresh and resumed runs)
+            sampler.generator = torch.Generator().manual_seed(s)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.backbone.loss(self.backbone(batch), batch["target"], self.train_cfg.label_smoothing)
@@ -63,7 +63,8 @@ class RecommenderModule(L.LightningModule):
         self.acc.update(batch["sample_id"], ranks, topk)
 
     def _eval_end(self, split: str) -> dict[str, float]:
-        full = not self.trainer.sanity_checking and self._limit(split) == 1.0
+        limit = self._limit(split)
+        full = not self.trainer.sanity_checking and isinstance(limit, float) and limit == 1.0
         ids, ranks, topk = self.acc.result(expected=len(self.data.splits[split]) if full else None)
         self.acc.reset()
         metrics = metrics_from_ranks(ranks)
@@ -72,9 +73,8 @@ class RecommenderModule(L.LightningModule):
         self.results[split] = (ids, ranks, topk)
         return metrics
 
-    def _limit(self, split: str) -> float:
-        limit = self.trainer.limit_val_batches if split == "val" else self.trainer.limit_test_batches
-        return float(limit)
+    def _limit(self, split: str) -> float | int:
+        return self.trainer.limit_val_batches if split == "val" else self.trainer.limit_test_batches
 
     def on_validation_epoch_start(self) -> None:
         self.acc.reset()
