@@ -16,7 +16,7 @@ from data_modules import CheckinDataModule
 from recpie.components.backbone import Backbone
 from recpie.config import ExperimentConfig, data_config
 from recpie.evaluation import ranks_from_scores
-from recpie.models.recommender_module import RecommenderModule
+from recpie.models.recommender_module import RecommenderModule, trajectory_end_weight
 from recpie.recipes.baselines import fit_backbone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,25 @@ def test_backbone_api_is_consistent(small_dm, data_root):
     visited = batch["poi"][0][batch["mask"][0]]
     copy_only = bb.score(h, batch) - bb.score(h, {**batch, "mask": torch.zeros_like(batch["mask"])})
     assert (copy_only[0, visited] != 0).all()  # the copy path reaches every POI of the history
+
+
+def test_trajectory_end_weight_marks_targets_that_end_a_trajectory(small_dm):
+    data = small_dm.checkins
+    batch = next(iter(small_dm.train_dataloader()))
+    w = trajectory_end_weight(batch, 24 * 3600.0, 5.0)
+    # rebuild each target's check-in index from (user, time) and compare with the trajectory ids
+    checked = 0
+    for b in range(len(batch["user"])):
+        u = int(batch["user"][b])
+        times = data.time[data.user_start[u]:data.user_start[u + 1]]
+        for j in range(batch["poi"].shape[1] - 1):
+            if batch["target"][b, j] < 0:
+                continue
+            k = data.user_start[u] + int(np.searchsorted(times, int(batch["next_time"][b, j])))
+            ends = k + 1 == len(data.poi) or data.trajectory[k + 1] != data.trajectory[k]
+            assert float(w[b, j]) == (5.0 if ends else 1.0)
+            checked += 1
+    assert checked > 100 and float(w.max()) == 5.0
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """The backbone recommender: a SASRec-style causal Transformer with a copy path over the history.
 
 Per-step input = POI + category + geo + local hour-of-week + position-from-the-end (+ user) embeddings,
-plus the hour-of-week of the request that follows the step (known at request time). The state h at a
+plus the hour-of-week of the request that follows the step and the time gap to it (both known at
+request time). The state h at a
 position scores every POI: ``h . E_poi + b`` (E tied to the input POI embeddings) plus copy logits
 ``sum_f beta_f(h) * feature_f(poi)``, where the features are visit counts over the steps up to that
 position, weighted by recency (decay ** age) or by closeness of the visit's local hour to the
@@ -21,6 +22,13 @@ from recpie.data.types import HOURS_PER_WEEK, PoiCatalogue
 from recpie.models.config import BackboneConfig
 
 Batch = dict[str, torch.Tensor]
+GAP_BUCKETS = 16  # log2-minute buckets of the time from a check-in to the request after it
+
+
+def gap_bucket(batch: Batch) -> torch.Tensor:
+    """[B, L] bucket of log2(1 + minutes) between each input check-in and the request that follows it."""
+    minutes = (batch["next_time"] - batch["time"]).clamp(min=0).float() / 60.0
+    return torch.log2(1.0 + minutes).long().clamp(max=GAP_BUCKETS - 1)
 
 
 def geo_features(catalogue: PoiCatalogue, cfg: BackboneConfig) -> tuple[np.ndarray, int]:
@@ -56,6 +64,7 @@ class Backbone(nn.Module):
         self.geo_emb = nn.Embedding(geo_width, d) if cfg.geo == "grid" else nn.Linear(geo_width, d)
         self.hour_emb = nn.Embedding(HOURS_PER_WEEK, d)
         self.next_hour_emb = nn.Embedding(HOURS_PER_WEEK, d)
+        self.gap_emb = nn.Embedding(GAP_BUCKETS, d)
         self.pos_emb = nn.Embedding(max_len, d)
         self.user_emb = nn.Embedding(num_users, d) if cfg.use_user else None
         self.drop = nn.Dropout(cfg.dropout)
@@ -79,7 +88,8 @@ class Backbone(nn.Module):
             raise ValueError(f"batch has {length} steps, the backbone was built for max_len={self.max_len}")
         geo = self.poi_geo[poi]
         x = (self.poi_emb(poi) + self.cat_emb(self.poi_category[poi]) + self.geo_emb(geo)
-             + self.hour_emb(batch["hour_of_week"]) + self.next_hour_emb(batch["next_hour_of_week"]))
+             + self.hour_emb(batch["hour_of_week"]) + self.next_hour_emb(batch["next_hour_of_week"])
+             + self.gap_emb(gap_bucket(batch)))
         x = x + self.pos_emb(torch.arange(length - 1, -1, -1, device=poi.device))[None]
         if self.user_emb is not None:
             x = x + self.user_emb(batch["user"])[:, None]
@@ -144,7 +154,13 @@ class Backbone(nn.Module):
         states = self._states(batch)
         return self._logits(states, batch, torch.arange(states.shape[1], device=states.device))
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Full-softmax cross-entropy over the positions with a target (-100 elsewhere)."""
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
-                               label_smoothing=label_smoothing)
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-softmax cross-entropy over the positions with a target (-100 elsewhere), optionally
+        weighted per position (weight [B, L]); the weighted mean over target positions."""
+        per = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                              label_smoothing=label_smoothing, reduction="none")
+        w = (target.reshape(-1) != -100).float()
+        if weight is not None:
+            w = w * weight.reshape(-1)
+        return (per * w).sum() / w.sum().clamp(min=1e-9)

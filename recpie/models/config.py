@@ -28,6 +28,8 @@ class TrainConfig:
     patience: int = 3  # early stopping: epochs without a val MRR gain before stopping
     grad_clip: float = 1.0  # gradient norm clipping (0 = off)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    # loss weight of targets that end their trajectory (val/test samples all do), relative to other steps
+    trajectory_end_weight: float = 5.0
     fast_max_epochs: int = 2  # max_epochs when run.fast is set
     fast_limit_batches: float = 0.2  # fraction of train batches per epoch when run.fast is set
 

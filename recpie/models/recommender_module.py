@@ -23,15 +23,30 @@ from recpie.evaluation.export import topk_from_scores, write_topk_jsonl
 from recpie.models.config import BackboneConfig, TrainConfig
 
 
+def trajectory_end_weight(batch: dict[str, torch.Tensor], session_gap_s: float,
+                          end_weight: float) -> torch.Tensor:
+    """[B, L] loss weights: ``end_weight`` where the target ends its trajectory (the next check-in
+    comes more than a session gap later), 1 elsewhere. Val/test samples are all trajectory ends; the
+    train period is fully observed, so this hindsight is the protocol's own. Unknown at a window's
+    last position (its following check-in is not in the batch): weight 1."""
+    nt = batch["next_time"]
+    is_end = torch.zeros_like(batch["mask"])
+    is_end[:, :-1] = (nt[:, 1:] - nt[:, :-1]) > session_gap_s
+    return 1.0 + (end_weight - 1.0) * is_end.float()
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return zlib.crc32(f"backbone/{seed}/{epoch}".encode()) & 0x7FFFFFFF
 
 
 class RecommenderModule(L.LightningModule):
     def __init__(self, backbone_cfg: BackboneConfig, train_cfg: TrainConfig, eval_cfg: EvalConfig,
-                 data: CheckinData, max_len: int, seed: int = 0, export_path: str | Path | None = None):
-        """export_path: where ``trainer.test`` writes the per-sample top-K JSONL (None = no export)."""
+                 data: CheckinData, max_len: int, seed: int = 0, export_path: str | Path | None = None,
+                 session_gap_hours: float = 24.0):
+        """export_path: where ``trainer.test`` writes the per-sample top-K JSONL (None = no export);
+        session_gap_hours: the data's trajectory gap (for the trajectory-end loss weight)."""
         super().__init__()
+        self.session_gap_s = session_gap_hours * 3600.0
         self.train_cfg, self.eval_cfg, self.data, self.seed = train_cfg, eval_cfg, data, seed
         self.export_path = Path(export_path) if export_path else None
         self.backbone = Backbone(backbone_cfg, data.catalogue, data.num_users, max_len)
@@ -51,7 +66,9 @@ class RecommenderModule(L.LightningModule):
             sampler.generator = torch.Generator().manual_seed(s)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.backbone.loss(self.backbone(batch), batch["target"], self.train_cfg.label_smoothing)
+        weight = trajectory_end_weight(batch, self.session_gap_s, self.train_cfg.trajectory_end_weight)
+        loss = self.backbone.loss(self.backbone(batch), batch["target"], self.train_cfg.label_smoothing,
+                                  weight)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["user"]))
         return loss
 

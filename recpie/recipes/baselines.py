@@ -62,7 +62,8 @@ def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pat
     """Train (or resume) one seed, test its best checkpoint; returns ranks, metrics and costs."""
     L.seed_everything(seed, workers=True, verbose=False)
     module = RecommenderModule(cfg.backbone, cfg.train, cfg.eval, dm.checkins, cfg.data.max_len, seed,
-                               export_path=out_dir / "test_topk.jsonl")
+                               export_path=out_dir / "test_topk.jsonl",
+                               session_gap_hours=dm.cfg.session_gap_hours)
     trainer = make_trainer(cfg, out_dir, seed)
     last = out_dir / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
