@@ -4,6 +4,11 @@ checkpoint holds no frozen base weights."""
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +96,20 @@ def test_resumed_run_matches_uninterrupted(setup, nyc_data, tmp_path):
     resumed = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path / "split", "recpie", seed=0)
     np.testing.assert_allclose(resumed["ranks"], whole["ranks"], rtol=1e-5)
     assert resumed["module"].policy_version == whole["module"].policy_version
+
+
+def test_ddp_two_cpu_processes(tmp_path, nyc_datamodule_config, nyc_data, tiny_llm_dir):  # noqa: F811
+    """Two gloo processes: gradients synced (identical LoRA and backbone), train explanations shared,
+    rollouts drawn differently per rank, every test sample scored exactly once."""
+    script = Path(__file__).parent / "scripts" / "ddp_recpie.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(tiny_llm_dir),
+                           nyc_datamodule_config.cache_dir], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert r0["test_ids"] == r0["expected_ids"] == r1["test_ids"]
+    for key in ("lora", "backbone", "train_store", "coverage"):
+        assert r0[key] == r1[key], key
+    assert r0["coverage"] > 0
+    assert r0["rollout_ids"] != r1["rollout_ids"]
