@@ -4,58 +4,62 @@ Real NYC test prompts of mixed length (history of 2..10 check-ins, the counter's
 greedy decoding, the explainer's own generate(). Prints tokens/s, s/explanation and peak RSS.
 
     python benchmarks/bench_generation.py                     # embedded Gemma 3 270M on CPU
-    python benchmarks/bench_generation.py --random-init       # Gemma-270M-shaped random model (GPU boxes)
+    python benchmarks/bench_generation.py --save-prompts p.json --n 64   # prompts for a machine without data
+    python benchmarks/bench_generation.py --model DIR --random-init --prompts-file p.json --train-check
+        # random weights of DIR's config (+ its tokenizer): for GPU boxes the real weights cannot reach
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from recpie.components.baselines import DecayedCounter
-from recpie.data.config import DataConfig
-from recpie.data.load import load_checkin_data
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.explainer import Explainer
+from recpie.explainer.llm import resolve_model_path
 from recpie.explainer.prompts import build_prompt
-
-GEMMA_270M_SHAPE = dict(  # Gemma 3 270M's text config, for random-init runs where weights cannot travel
-    vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
-    num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256, sliding_window=512,
-    max_position_embeddings=32768,
-)
 
 
 def nyc_prompts(n: int, cfg: ExplainerConfig, seed: int) -> list[str]:
+    from recpie.components.baselines import DecayedCounter
+    from recpie.data.config import DataConfig
+    from recpie.data.load import load_checkin_data
+
     data = load_checkin_data(DataConfig())
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(data.splits["test"]), n, replace=False)
     top = np.argsort(-DecayedCounter(0.99).fit(data).score(data, "test", rows), 1)[:, : cfg.num_candidates]
     lens = rng.integers(2, 11, n)
-    return [build_prompt(data, "test", int(r), c, _with(cfg, history_len=int(k)))
+    return [build_prompt(data, "test", int(r), c, dataclasses.replace(cfg, history_len=int(k)))
             for r, c, k in zip(rows, top, lens, strict=True)]
 
 
-def _with(cfg: ExplainerConfig, **kw) -> ExplainerConfig:
-    import dataclasses
+def random_init_dir(src: str, out: str) -> str:
+    """A model with `src`'s config and tokenizer but random weights (speed runs where weights cannot go)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    return dataclasses.replace(cfg, **kw)
-
-
-def random_init_dir(path: str) -> str:
-    """Save a random-init Gemma-270M-shaped model with the embedded tokenizer (GPU speed runs)."""
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
-
-    from recpie.explainer.llm import resolve_model_path
-
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(ExplainerConfig()))
     torch.manual_seed(0)
-    Gemma3ForCausalLM(Gemma3TextConfig(**GEMMA_270M_SHAPE)).to(torch.bfloat16).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src)).to(torch.bfloat16).save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
+
+
+def train_check(ex: Explainer, prompts: list[str]) -> str:
+    """Soft prompt + LoRA (+ NF4 if configured): sample, then backward through the response log-probs."""
+    h = torch.randn(len(prompts), 8, device=ex.device)
+    gen = ex.generate(prompts, h, sample=True, max_new_tokens=16)
+    logp, _ = ex.response_logprobs(gen, h)
+    logp.sum().backward()
+    missing = [n for n, p in ex.named_parameters() if p.requires_grad and p.grad is None]
+    if missing:
+        raise SystemExit(f"train check failed: no gradient for {missing[:3]}")
+    return f"train check ok: {len(ex.trainable_parameters())} trainable tensors all received gradients"
 
 
 def run(ex: Explainer, prompts: list[str], batch: int) -> tuple[float, int]:
@@ -80,20 +84,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--static-cache", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--prompts-file", help="JSON list of prompts (default: built from the NYC data)")
+    ap.add_argument("--save-prompts", help="write the NYC prompts to this JSON file and stop")
+    ap.add_argument("--train-check", action="store_true", help="also sample + backward with soft prompt/LoRA")
+    ap.add_argument("--no-naive", action="store_true", help="skip the one-prompt-at-a-time loop")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = random_init_dir("/tmp/recpie_gemma_random") if args.random_init else args.model
-    cfg = ExplainerConfig(model=model, dtype=args.dtype, quantization=args.quantization, soft_tokens=0,
+    cfg = ExplainerConfig(model=args.model, dtype=args.dtype, quantization=args.quantization, soft_tokens=4,
                           max_new_tokens=args.max_new_tokens, static_cache=args.static_cache)
-    ex = Explainer(cfg, user_dim=1)
-    prompts = nyc_prompts(args.n, cfg, seed=0)
+    if args.prompts_file:
+        prompts = json.loads(Path(args.prompts_file).read_text())[: args.n]
+    else:
+        prompts = nyc_prompts(args.n, cfg, seed=0)
+    if args.save_prompts:
+        Path(args.save_prompts).write_text(json.dumps(prompts))
+        return
+    if args.random_init:
+        src = resolve_model_path(cfg)
+        cfg = dataclasses.replace(cfg, model=random_init_dir(src, "/tmp/recpie_random_init"))
+    ex = Explainer(cfg, user_dim=8)
+    if args.train_check:
+        print(train_check(ex, prompts[:8]), flush=True)
     plen = [len(ex.tokenizer(p).input_ids) for p in prompts]
     print(f"device {ex.device}, dtype {args.dtype}, quantization {args.quantization}, static cache "
           f"{args.static_cache}, {args.n} prompts of {min(plen)}-{max(plen)} tokens "
           f"(mean {np.mean(plen):.0f}), up to {args.max_new_tokens} new tokens, greedy")
     run(ex, prompts[:2], 2)  # warm-up (allocator, kernels)
-    naive_s, naive_tok = run(ex, prompts, 1)
+    naive_s, naive_tok = (float("nan"), 0) if args.no_naive else run(ex, prompts, 1)
     for b in [int(x) for x in args.batches.split(",")]:
         sec, tok = (naive_s, naive_tok) if b == 1 else run(ex, prompts, b)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -47,7 +47,7 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     ap.add_argument("--source", default="foursquare")
     ap.add_argument("--city", default="NYC")
     ap.add_argument("--data-root", default="")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
     args = ap.parse_args(argv)
     data = load_checkin_data(DataConfig(source=args.source, city=args.city, data_root=args.data_root))
     if args.user not in data.user_ids:
