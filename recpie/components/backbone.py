@@ -73,7 +73,8 @@ class Backbone(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.out_bias = nn.Parameter(torch.zeros(p))
-        self.num_copy = len(cfg.copy_decays) + len(cfg.copy_bandwidths_h) + 1 if cfg.copy else 0
+        self.num_copy = (len(cfg.copy_decays) + len(cfg.copy_bandwidths_h) + len(cfg.copy_time_scales_days)
+                         + int(cfg.copy_daytype and bool(cfg.copy_bandwidths_h)) + 1) if cfg.copy else 0
         if cfg.copy:
             self.copy_weight = nn.Linear(d, self.num_copy)
             nn.init.zeros_(self.copy_weight.weight)
@@ -122,9 +123,17 @@ class Backbone(nn.Module):
         dist = (hour - req).abs()
         dist = torch.minimum(dist, 24 - dist)  # [B, Q, L]
         age = age.clamp(min=0)[None]
-        phis = [valid] + [torch.pow(torch.tensor(dec), age) * valid for dec in self.cfg.copy_decays]
         kdecay = torch.pow(torch.tensor(self.cfg.copy_kernel_decay), age)
-        phis += [kdecay * torch.exp(-dist**2 / (2 * bw**2)) * valid for bw in self.cfg.copy_bandwidths_h]
+        kernels = [kdecay * torch.exp(-dist**2 / (2 * bw**2)) for bw in self.cfg.copy_bandwidths_h]
+        phis = [valid] + [torch.pow(torch.tensor(dec), age) * valid for dec in self.cfg.copy_decays]
+        phis += [k * valid for k in kernels]
+        days = (batch["next_time"][:, query][:, :, None] - batch["time"][:, None, :]).float() / 86400.0
+        phis += [torch.exp(-days.clamp(min=0) / tau) * valid for tau in self.cfg.copy_time_scales_days]
+        if self.cfg.copy_daytype and kernels:  # same weekday/weekend type as the request, near its hour
+            weekend = batch["hour_of_week"] // 24 >= 5
+            req_weekend = batch["next_hour_of_week"][:, query] // 24 >= 5
+            same_type = (weekend[:, None, :] == req_weekend[:, :, None]).float()
+            phis.append(kernels[len(kernels) // 2] * same_type * valid)
         same = (poi[:, :, None] == poi[:, None, :]).float()  # [B, L, L]
         counts = torch.einsum("bik,bqkf->bqif", same, torch.stack(phis, -1))  # [B, Q, L, 1 + F-1]
         visits = counts[..., 0]

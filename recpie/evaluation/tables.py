@@ -29,13 +29,13 @@ def metrics_table(results: Mapping[str, Mapping[str, float]], names: Sequence[st
 
 def mean_std_table(runs: Mapping[str, Sequence[Mapping[str, float]]],
                    names: Sequence[str] = METRIC_NAMES) -> str:
-    """Mean +- std (population std over seeds; "+- 0" for a single deterministic run) per model."""
+    """Mean +- sample std (ddof 1) over seeds per model; "+- 0" for a single (deterministic) run."""
     rows = []
     for model, per_seed in runs.items():
         cells = []
         for n in names:
             v = np.array([m[n] for m in per_seed])
-            cells.append(f"{v.mean():.4f} +- {v.std():.4f}")
+            cells.append(f"{v.mean():.4f} +- {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}")
         rows.append([model, len(per_seed), *cells])
     return markdown_table(["model", "seeds", *names], rows)
 

@@ -18,6 +18,8 @@ class BackboneConfig:
     copy_decays: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.99])  # recency decays per age
     copy_bandwidths_h: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])  # hour-kernel widths
     copy_kernel_decay: float = 0.99  # recency decay applied inside the hour-kernel copy features
+    copy_time_scales_days: list[float] = field(default_factory=lambda: [7.0, 60.0])  # exp(-elapsed days / tau)
+    copy_daytype: bool = True  # a copy feature for visits on the request's day type (weekday/weekend) and hour
 
 
 @dataclass

@@ -18,6 +18,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
@@ -101,17 +102,19 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     dm.setup()
     data = dm.checkins
     seeds = [0] if cfg.run.fast else list(cfg.run.seeds)
+    is_main = rank_zero_only.rank == 0  # under DDP every process runs the recipe; one writes the files
     targets = split_targets(data, "test")
     groups = standard_groups(data, "test", cfg.eval.activity_bins)
 
     counters = counter_runs(cfg, data)
-    writer = SummaryWriter(run_dir / "tb" / "counters")
-    for name, r in counters.items():
-        write_topk_jsonl(run_dir / "predictions" / f"{slug(name)}_test.jsonl", np.arange(len(targets)),
-                         r["topk"], targets, r["test"])
-        for metric, value in metrics_from_ranks(r["test"]).items():
-            writer.add_scalar(f"{slug(name)}/test/{metric}", value, 0)
-    writer.close()
+    if is_main:
+        writer = SummaryWriter(run_dir / "tb" / "counters")
+        for name, r in counters.items():
+            write_topk_jsonl(run_dir / "predictions" / f"{slug(name)}_test.jsonl", np.arange(len(targets)),
+                             r["topk"], targets, r["test"])
+            for metric, value in metrics_from_ranks(r["test"]).items():
+                writer.add_scalar(f"{slug(name)}/test/{metric}", value, 0)
+        writer.close()
     best_counter = max(counters, key=lambda n: metrics_from_ranks(counters[n]["val"], ["mrr"])["mrr"])
 
     backbone = {seed: fit_backbone(cfg, dm, seed, run_dir / "tb" / f"backbone_seed{seed}") for seed in seeds}
@@ -147,17 +150,19 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     for name, r in counters.items():
         if "grid" in r:
             md += [f"\n{name}\n", *[f"- {k}: {v:.4f}" for k, v in r["grid"].items()]]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.md").write_text("\n".join(md) + "\n")
-
     results = {
-        "test": {name: m for name, m in summary.items()},
+        "test": summary,
         "best_counter": best_counter,
         "backbone_runs": {s: {k: v for k, v in r.items() if k != "ranks"} for s, r in backbone.items()},
         "bootstrap": {s: [dataclasses.asdict(c) for c in cl] for s, cl in cis.items()},
         "breakdowns": breakdowns,
         "samples": {k: len(v) for k, v in data.splits.items()},
     }
+    if not is_main:
+        return results
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "results.md").write_text("\n".join(md) + "\n")
+
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     log.info("wrote %s", run_dir / "results.md")
     return results
