@@ -52,6 +52,10 @@ def test_prompt_shows_history_time_and_candidates(nyc_data):
         assert d.catalogue.label(p) in body
     assert d.catalogue.label(8) not in body.split("Candidates")[1]  # only num_candidates are listed
     assert "Now: " in body and body.count(" km") == 3
+    # a candidate's visits over the whole history (beyond the shown window) are stated
+    last = int(d.poi[ctx.history[-1]])
+    n = int((d.poi[ctx.history] == last).sum())
+    assert f"{n} earlier visit" in build_prompt(d, "test", 0, [last], CFG)
 
 
 def test_candidate_focus_lists_that_candidate_alone(nyc_data):

@@ -18,7 +18,7 @@ EARTH_KM = 6371.0
 FEW_SHOT = (
     "Example.\nRecent check-ins (oldest first):\n- Mon 08:10 Coffee Shop\n- Mon 12:30 Office\n"
     "- Mon 19:05 Gym / Fitness Center\nNow: Tue 08:05\nCandidates (distance from the last place):\n"
-    "1. Coffee Shop, 0.2 km\n2. Bar, 1.1 km\n"
+    "1. Coffee Shop, 0.2 km, 9 earlier visits, mostly morning\n2. Bar, 1.1 km, never visited\n"
     "Explanation: may like: the Coffee Shop, visited on weekday mornings and 0.2 km away"
     " / may not like: the Bar, an evening place 1.1 km away at breakfast time\n\n"
 )
@@ -73,6 +73,25 @@ def context(data: CheckinData, split: str, i: int, candidates, cfg) -> Context:
     return Context(f"{split}:{i}", hist, hist[-cfg.history_len:], now, cands, dist)
 
 
+def visits(data: CheckinData, ctx: Context, poi: int) -> np.ndarray:
+    """The sample's history check-ins at `poi`."""
+    return ctx.history[data.poi[ctx.history] == poi]
+
+
+def usual_time(data: CheckinData, checkins: np.ndarray) -> str:
+    """The most common part of the day of these check-ins (local time)."""
+    parts = [part_of_day(int(h)) for h in (data.local_seconds(checkins) // SECONDS_PER_HOUR) % 24]
+    return max(set(parts), key=parts.count)
+
+
+def _habit(data: CheckinData, ctx: Context, poi: int) -> str:
+    """What the whole history says about a candidate (the prompt shows only its recent part)."""
+    v = visits(data, ctx, poi)
+    if len(v) == 0:
+        return "never visited"
+    return f"{len(v)} earlier visit{'s' if len(v) > 1 else ''}, mostly {usual_time(data, v)}"
+
+
 def render(data: CheckinData, ctx: Context, cfg, focus: int | None = None) -> str:
     """The prompt text; with `focus` (a candidate POI, candidate granularity) only that one is listed."""
     cat = data.catalogue
@@ -83,8 +102,8 @@ def render(data: CheckinData, ctx: Context, cfg, focus: int | None = None) -> st
     lines += [f"- {_when(int(data.local_seconds(c)))} {cat.label(int(data.poi[c]))}" for c in ctx.shown]
     lines.append(f"Now: {_when(ctx.now_local)}")
     lines.append("Candidates (distance from the last place):")
-    lines += [f"{n + 1}. {cat.label(int(ctx.candidates[j]))}, {ctx.distance_km[j]:.1f} km"
-              for n, j in enumerate(keep)]
+    lines += [f"{n + 1}. {cat.label(int(p))}, {ctx.distance_km[j]:.1f} km, {_habit(data, ctx, int(p))}"
+              for n, (j, p) in enumerate(zip(keep, ctx.candidates[keep], strict=True))]
     head = FEW_SHOT if cfg.few_shot else ""
     return head + "\n".join(lines) + f"\nExplanation: {PREFIX}"
 

@@ -11,28 +11,18 @@ import torch
 from recpie.data.types import SECONDS_PER_HOUR, CheckinData
 from recpie.explainer.generate import Generation, response_logprobs
 from recpie.explainer.parse import PREFIX, format_explanation
-from recpie.explainer.prompts import Context, context, part_of_day
-
-
-def _visits(data: CheckinData, ctx: Context, poi: int) -> np.ndarray:
-    return ctx.history[data.poi[ctx.history] == poi]
-
-
-def _usual_time(data: CheckinData, visits: np.ndarray) -> str:
-    hours = (data.local_seconds(visits) // SECONDS_PER_HOUR) % 24
-    parts = [part_of_day(int(h)) for h in hours]
-    return max(set(parts), key=parts.count)
+from recpie.explainer.prompts import Context, context, part_of_day, usual_time, visits
 
 
 def _for(data: CheckinData, ctx: Context, j: int) -> list[str]:
     """Reasons for candidate j, most specific first (visits, category habit, closeness, timing)."""
     poi, km = int(ctx.candidates[j]), float(ctx.distance_km[j])
-    visits = _visits(data, ctx, poi)
+    seen = visits(data, ctx, poi)
     now = part_of_day(int(ctx.now_local // SECONDS_PER_HOUR % 24))
     reasons = []
-    if len(visits):
-        reasons.append(f"visited {len(visits)} time{'s' if len(visits) > 1 else ''} before")
-        if _usual_time(data, visits) == now:
+    if len(seen):
+        reasons.append(f"visited {len(seen)} time{'s' if len(seen) > 1 else ''} before")
+        if usual_time(data, seen) == now:
             reasons.append(f"usually in the {now}, as now")
     else:
         cat = data.catalogue.category[poi]
@@ -49,11 +39,11 @@ def _for(data: CheckinData, ctx: Context, j: int) -> list[str]:
 def _against(data: CheckinData, ctx: Context, j: int) -> list[str]:
     """Reasons against candidate j (novelty, distance, timing), never empty."""
     poi, km = int(ctx.candidates[j]), float(ctx.distance_km[j])
-    visits = _visits(data, ctx, poi)
+    seen = visits(data, ctx, poi)
     now = part_of_day(int(ctx.now_local // SECONDS_PER_HOUR % 24))
-    reasons = ["never visited" if len(visits) == 0 else None]
-    if len(visits) and _usual_time(data, visits) != now:
-        reasons.append(f"usually visited in the {_usual_time(data, visits)}, not the {now}")
+    reasons = ["never visited" if len(seen) == 0 else None]
+    if len(seen) and usual_time(data, seen) != now:
+        reasons.append(f"usually visited in the {usual_time(data, seen)}, not the {now}")
     if km >= 1.0:
         reasons.append(f"{km:.1f} km from the last place")
     reasons = [r for r in reasons if r]
@@ -71,7 +61,7 @@ def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg
         return format_explanation(
             f"{label(focus)}, {', '.join(_for(data, ctx, j)[:2])}", ", ".join(_against(data, ctx, j)[:2])
         )
-    support = [len(_visits(data, ctx, int(p))) - 0.01 * km for p, km in zip(ctx.candidates, ctx.distance_km,
+    support = [len(visits(data, ctx, int(p))) - 0.01 * km for p, km in zip(ctx.candidates, ctx.distance_km,
                                                                                strict=True)]
     worst = int(np.argmin(support[1:]) + 1) if len(ctx.candidates) > 1 else 0
     like = f"{label(int(ctx.candidates[0]))}, {', '.join(_for(data, ctx, 0)[:2])}"
