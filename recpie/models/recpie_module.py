@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.fusion import CandidateReranker, GatedFusion
@@ -177,7 +178,8 @@ class RecPIEModule(L.LightningModule):
             keys = [f"{self._cache_tag}/{split}/{i}/{s}" for i in ids[pick].tolist() for s in range(self.slots)]
             states = h[pick].repeat_interleave(self.slots, 0)
             texts = []
-            for start in range(0, len(prompts), self.rc.generation_batch):
+            for start in self._progress(range(0, len(prompts), self.rc.generation_batch),
+                                        f"explaining {len(prompts)} {split} prompts (batches)"):
                 sl = slice(start, start + self.rc.generation_batch)
                 texts += self.explainer.explain(prompts[sl], keys[sl], states[sl], self.policy_version)
             z = self.explainer.encode(texts).view(len(todo), self.slots, -1)
@@ -197,7 +199,7 @@ class RecPIEModule(L.LightningModule):
     def _format_warmup(self, opt) -> None:
         """Supervised warm-up on templated explanations, so the base LLM emits the parseable format."""
         g = torch.Generator().manual_seed(phase_seed(self.cfg.data.seed, "sft", self.global_rank))
-        for _ in range(self.rc.sft_steps):
+        for _ in self._progress(range(self.rc.sft_steps), "format warm-up (SFT steps)"):
             ids = self.explainable[torch.randint(len(self.explainable), (self.rc.sft_batch,), generator=g)]
             batch = self._batch("train", ids)
             h, candidates = self._predict(batch)
@@ -208,6 +210,10 @@ class RecPIEModule(L.LightningModule):
             self._llm_step(opt, loss)
             self.log("sft/loss", loss.detach(), on_step=False, on_epoch=True)
         self.policy_version += 1
+
+    def _progress(self, iterable, desc: str):
+        """A progress bar on rank 0 for the explainer's phases (Lightning's bar covers the rest)."""
+        return tqdm(iterable, desc=desc, leave=False, disable=self.global_rank != 0)
 
     def _llm_step(self, opt, loss: torch.Tensor) -> None:
         opt.zero_grad()
@@ -337,8 +343,11 @@ class RecPIEModule(L.LightningModule):
         if not self.sft_done and self.rc.sft_steps > 0:
             self._format_warmup(opt)
             self.sft_done = True
-        for k in range(self.rc.ppo_iterations):
+        for k in self._progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations"):
             stats = self._ppo_iteration(opt, k)
+            log.info("cycle %d PPO %d: reward %.3f (null logp %.3f), KL %.3f, parse %.2f, EOS %.2f",
+                     self.current_epoch, k, stats["reward/raw_mean"], stats["reward/null_logp"],
+                     stats["ppo/kl_k1_per_seq"], stats["reward/parse_rate"], stats["reward/eos_rate"])
             self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True)
         self._refresh()
         self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)
