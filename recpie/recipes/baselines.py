@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
@@ -33,6 +33,7 @@ from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.evaluation.tables import ci_table, mean_std_table, metrics_table
 from recpie.models.recommender_module import RecommenderModule
+from recpie.utils.checkpoints import checkpoint_callbacks
 
 log = logging.getLogger(__name__)
 CI_METRICS = ("acc@1", "acc@10", "mrr")
@@ -45,17 +46,16 @@ def slug(name: str) -> str:
 def make_trainer(cfg: DictConfig, out_dir: Path, seed: int, max_epochs: int | None = None) -> L.Trainer:
     """Lightning Trainer for one backbone run: val-MRR checkpoints and early stopping, TensorBoard."""
     tc, fast = cfg.train, cfg.run.fast
-    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor="val/mrr", mode="max", save_last=True,
-                           filename="best-{epoch}")
     return L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
         precision=cfg.trainer.precision, num_nodes=cfg.trainer.num_nodes,
         max_epochs=max_epochs or (tc.fast_max_epochs if fast else tc.max_epochs),
         limit_train_batches=tc.fast_limit_batches if fast else 1.0,
         gradient_clip_val=tc.grad_clip or None, num_sanity_val_steps=0,
-        callbacks=[ckpt, EarlyStopping(monitor="val/mrr", mode="max", patience=tc.patience)],
+        callbacks=[*checkpoint_callbacks(out_dir / "checkpoints", "val/mrr"),
+                   EarlyStopping(monitor="val/mrr", mode="max", patience=tc.patience)],
         logger=TensorBoardLogger(out_dir.parent, name="", version=out_dir.name),
-        log_every_n_steps=cfg.trainer.log_every_n_steps, enable_progress_bar=False,
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
         enable_model_summary=False)
 
 
