@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
+from recpie.__main__ import main
 from recpie.components.backbone import Backbone
 from recpie.config import load_experiment
 from recpie.models.recpie_module import subset_ids
@@ -50,7 +52,7 @@ def setup(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
     return cfg, backbone, eval_ids
 
 
-def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path):
+def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path, capsys):
     cfg, backbone, eval_ids = setup
     out = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path, "recpie", seed=0)
     module = out["module"]
@@ -69,6 +71,13 @@ def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path):
                 "val_null/mrr", "sft/loss", "train/loss_epoch"):
         assert key in scalars, key
     assert {"explanations/rollout/text_summary", "explanations/val/text_summary"} <= texts
+
+    # `python -m recpie explain --run` reopens the trained run (config.yaml is what the runner writes)
+    OmegaConf.save(cfg, tmp_path / "config.yaml")
+    user = nyc_data.user_ids[int(nyc_data.user[nyc_data.splits["test"].target[0]])]
+    assert main(["explain", user, "--run", str(tmp_path), "--k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"user {user}," in out and all(f"{r}. " in out for r in (1, 2, 3))
 
 
 def test_control_needs_no_llm_and_checkpoints_hold_no_base_weights(setup, nyc_data, tmp_path):

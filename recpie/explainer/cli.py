@@ -42,6 +42,10 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     ap.add_argument("--time", help="UTC time, ISO 8601 (e.g. 2013-01-05T18:00): explain the user's first "
                     "check-in at or after it, from the history before it; default: their last check-in")
     ap.add_argument("--k", type=int, default=5, help="places to list (top-K of the recommender)")
+    ap.add_argument("--run", help="a finished `recpie` run directory (e.g. results/default): its recommender ranks "
+                    "and its trained explainer (LoRA + soft prompt from the user state) explains; without it the "
+                    "0.99 counter ranks and --model explains")
+    ap.add_argument("--seed", type=int, help="with --run: whose checkpoint (default: the run's first seed)")
     ap.add_argument("--model", default=EMBEDDED_GEMMA, help="explainer LLM: HF dir, hub id, .gguf, embedded")
     ap.add_argument("--adapters", help="torch file of Explainer.trainable_state_dict() from a trained run")
     ap.add_argument("--source", default="foursquare")
@@ -49,11 +53,20 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     ap.add_argument("--data-root", default="")
     ap.add_argument("--max-new-tokens", type=int, default=96)
     args = ap.parse_args(argv)
-    data = load_checkin_data(DataConfig(source=args.source, city=args.city, data_root=args.data_root))
+    if args.run:
+        from recpie.models.trained_run import load_trained_run
+
+        _, data, module = load_trained_run(args.run, args.seed)
+    else:
+        data = load_checkin_data(DataConfig(source=args.source, city=args.city, data_root=args.data_root))
     if args.user not in data.user_ids:
         raise SystemExit(f"user {args.user!r} is not in {data.source} after preprocessing")
     when = datetime.fromisoformat(args.time).replace(tzinfo=timezone.utc) if args.time else None
     data, j = query_data(data, data.user_ids.index(args.user), when)
+    if args.run:
+        top, texts = explain_with_run(module, data, args.k)
+        _print(data, args.user, j, top, texts)
+        return 0
     if recommender is None:
         from recpie.components.baselines import DecayedCounter
 
@@ -66,8 +79,27 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
         ex.load_trainable_state_dict(torch.load(args.adapters, map_location="cpu"))
     prompts = [build_prompt(data, QUERY, 0, top, cfg, focus=int(p)) for p in top]
     texts = ex.generate(prompts, None, sample=False).texts
+    _print(data, args.user, j, top, texts)
+    return 0
+
+
+def explain_with_run(module, data: CheckinData, k: int) -> tuple[list[int], list[str]]:
+    """A trained RecPIE module's top-k for the query sample, one explanation per place, each generated
+    with the soft prompt of the user's state."""
+    from omegaconf import OmegaConf
+
+    from data_modules.batches import SampleDataset, to_tensors
+
+    batch = to_tensors(SampleDataset(data, QUERY, module.cfg.data.max_len).__getitems__([0]))
+    h, top = module.predict(batch, k)
+    top = top[0].tolist()
+    cfg = OmegaConf.merge(module.cfg.explainer, {"num_candidates": k})
+    prompts = [build_prompt(data, QUERY, 0, top, cfg, focus=p) for p in top]
+    return top, module.explainer.generate(prompts, h.expand(k, -1), sample=False).texts
+
+
+def _print(data: CheckinData, user: str, j: int, top, texts: list[str]) -> None:
     local = datetime.fromtimestamp(int(data.local_seconds(j)), timezone.utc).strftime("%a %Y-%m-%d %H:%M")
-    print(f"user {args.user}, {len(data.history(QUERY, 0))} earlier check-ins, asked at {local} local time")
+    print(f"user {user}, {len(data.history(QUERY, 0))} earlier check-ins, asked at {local} local time")
     for rank, (p, text) in enumerate(zip(top, texts, strict=True), 1):
         print(f"{rank}. {data.catalogue.label(int(p))}\n   {text.strip()}")
-    return 0

@@ -131,16 +131,17 @@ class RecPIEModule(L.LightningModule):
             for m, training in modes:
                 m.train(training)
 
-    def _predict(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(h, top-K candidates) of a sample batch, as the recommender predicts them."""
+    def predict(self, batch, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, top-k candidates; k defaults to explainer.num_candidates) of a sample batch, as the
+        recommender predicts them before any explanation."""
         with self._recommender_eval():
             h = self.backbone.user_state(batch)
-            return h, self._candidates(batch, h)
+            return h, self._candidates(batch, h, k)
 
-    def _candidates(self, batch, h) -> torch.Tensor:
+    def _candidates(self, batch, h, k: int | None = None) -> torch.Tensor:
         """The recommender's own top-K (with the null explanation): what the prompt shows."""
         logits = self._logits(batch, h, *self._null_explanations(h))
-        return logits.topk(self.cfg.explainer.num_candidates, dim=-1).indices
+        return logits.topk(k or self.cfg.explainer.num_candidates, dim=-1).indices
 
     def _null_explanations(self, h):
         b = h.shape[0]
@@ -170,7 +171,7 @@ class RecPIEModule(L.LightningModule):
     def _explain(self, split: str, ids: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy explanations of samples ``ids`` by the current policy, through the store and the disk
         cache; returns (h, candidates) of the batch for reuse."""
-        h, candidates = self._predict(batch)
+        h, candidates = self.predict(batch)
         todo = self.store.missing(split, ids, self.policy_version)
         if len(todo) and self.explainer is not None:
             pick = torch.isin(ids, todo)
@@ -202,7 +203,7 @@ class RecPIEModule(L.LightningModule):
         for _ in self._progress(range(self.rc.sft_steps), "format warm-up (SFT steps)"):
             ids = self.explainable[torch.randint(len(self.explainable), (self.rc.sft_batch,), generator=g)]
             batch = self._batch("train", ids)
-            h, candidates = self._predict(batch)
+            h, candidates = self.predict(batch)
             prompts = self._prompts("train", ids, candidates)
             targets = [templated_explanation(self.data, "train", i, c, self.cfg.explainer)
                        for i, c in zip(ids.tolist(), candidates.tolist(), strict=True) for _ in range(self.slots)]
@@ -264,7 +265,7 @@ class RecPIEModule(L.LightningModule):
         group = rl.group_size if rl.estimator in ("grpo", "rloo") else 1
         ids = self._draw_train_ids(self.rc.rollout_prompts, f"ppo{iteration}")
         batch = self._batch("train", ids)
-        h, candidates = self._predict(batch)
+        h, candidates = self.predict(batch)
         prompts = self._prompts("train", ids, candidates)
         # rows: (sample, slot) pairs, each repeated `group` times contiguously (grpo/rloo groups)
         rows = torch.arange(len(ids), device=h.device).repeat_interleave(self.slots * group)
