@@ -122,3 +122,17 @@ def test_ddp_two_cpu_processes(tmp_path, nyc_datamodule_config, nyc_data, tiny_l
         assert r0[key] == r1[key], key
     assert r0["coverage"] > 0
     assert r0["rollout_ids"] != r1["rollout_ids"]
+
+
+def test_candidate_granularity_explains_each_of_the_top_k(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
+    cfg = small_cfg(tmp_path, tiny_llm_dir, **{"explainer.granularity": "candidate", "recpie.cycles": 1})
+    torch.manual_seed(0)
+    backbone = Backbone(cfg.backbone, nyc_data.catalogue, nyc_data.num_users, cfg.data.max_len)
+    eval_ids = {s: subset_ids(len(nyc_data.splits[s]), 8, cfg.recpie.subset_seed) for s in ("val", "test")}
+    out = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path, "recpie", seed=0)
+    store = out["module"].store
+    assert all(len(texts) == cfg.explainer.num_candidates for texts in out["texts"].values())
+    assert store.z["test"].shape[1] == cfg.explainer.num_candidates
+    first = int(eval_ids["test"][0])
+    prompts = out["module"]._prompts("test", torch.tensor([first]), torch.tensor([store.candidates["test"][first]]))
+    assert len(set(prompts)) == cfg.explainer.num_candidates  # one prompt about each candidate

@@ -164,9 +164,13 @@ class RecPIEModule(L.LightningModule):
         """One prompt per (sample, slot), sample-major."""
         prompts = []
         for i, cands in zip(ids.tolist(), candidates.tolist(), strict=True):
-            focus = cands if self.granularity == "candidate" else [None]
-            prompts += [build_prompt(self.data, split, i, cands, self.cfg.explainer, focus=f) for f in focus]
+            prompts += [build_prompt(self.data, split, i, cands, self.cfg.explainer, focus=f)
+                        for f in self._focus(cands)]
         return prompts
+
+    def _focus(self, candidates: list[int]) -> list[int | None]:
+        """What each slot's explanation is about: every candidate, or (user granularity) the sample."""
+        return candidates if self.granularity == "candidate" else [None]
 
     def _explain(self, split: str, ids: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy explanations of samples ``ids`` by the current policy, through the store and the disk
@@ -205,8 +209,8 @@ class RecPIEModule(L.LightningModule):
             batch = self._batch("train", ids)
             h, candidates = self.predict(batch)
             prompts = self._prompts("train", ids, candidates)
-            targets = [templated_explanation(self.data, "train", i, c, self.cfg.explainer)
-                       for i, c in zip(ids.tolist(), candidates.tolist(), strict=True) for _ in range(self.slots)]
+            targets = [templated_explanation(self.data, "train", i, c, self.cfg.explainer, focus=f)
+                       for i, c in zip(ids.tolist(), candidates.tolist(), strict=True) for f in self._focus(c)]
             loss = sft_loss(self.explainer, prompts, targets, h.repeat_interleave(self.slots, 0))
             self._llm_step(opt, loss)
             self.log("sft/loss", loss.detach(), on_step=False, on_epoch=True)
