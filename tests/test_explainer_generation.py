@@ -75,11 +75,14 @@ def test_eos_ends_a_response_and_is_masked_after(tiny_llm_dir):  # noqa: F811
     ex = make(tiny_llm_dir)
     h = torch.randn(2, 8)
     free = ex.generate(PROMPTS, h, sample=False)
-    ex.model.generation_config.eos_token_id = int(free.sequences[0, 1])  # row 0's second token ends it
+    row = free.sequences[0].tolist()
+    k = next((i for i in range(1, len(row)) if row[i] not in row[:i]), 0)  # a token not seen before it
+    ex.model.generation_config.eos_token_id = row[k]  # row 0's (k+1)-th token ends it
     gen = ex.generate(PROMPTS, h, sample=False)
-    assert gen.ended[0] and gen.response_mask[0].tolist()[:3] == [1, 1, 0]
-    assert (gen.sequences[0, 2:] == ex.tokenizer.pad_token_id).all()
-    assert gen.texts[0] == "may like:" + ex.tokenizer.decode(free.sequences[0, :2], skip_special_tokens=True)
+    mask = gen.response_mask[0].tolist()
+    assert gen.ended[0] and mask[:k + 1] == [1] * (k + 1) and not any(mask[k + 1:])
+    assert (gen.sequences[0, k + 1:] == ex.tokenizer.pad_token_id).all()
+    assert gen.texts[0] == "may like:" + ex.tokenizer.decode(free.sequences[0, :k + 1], skip_special_tokens=True)
 
 
 def test_sampling_is_seeded_and_differs_from_greedy(tiny_llm_dir):  # noqa: F811

@@ -7,6 +7,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from recpie.explainer.soft_prompt import build_inputs
+from recpie.rl.logprobs import response_logprobs as token_logprobs
 
 
 @dataclass
@@ -69,19 +70,14 @@ def generate(
 
 
 def response_logprobs(
-    model, gen: Generation, soft: torch.Tensor | None, temperature: float
+    model, gen: Generation, soft: torch.Tensor | None, temperature: float, attn: str | None = "eager"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs [B,T] (0 where masked) of the responses and the last hidden states [B,T,H]
-    that predicted them. Logits are computed on response positions only (Gemma's vocabulary is 262k)."""
+    that predicted them, through the PPO code's forward (logits on response positions only; eager
+    attention by default, since SDPA gives NaN gradients with left padding on CUDA)."""
     ids = torch.cat([gen.prompt_ids, gen.sequences], 1)
     mask = torch.cat([gen.prompt_mask, gen.response_mask], 1)
     embeds, full_mask, pos = build_inputs(model, ids, mask, soft)
-    total, t = embeds.shape[1], gen.sequences.shape[1]
-    keep = torch.arange(total - t - 1, total - 1, device=embeds.device)
-    out = model(
-        inputs_embeds=embeds, attention_mask=full_mask, position_ids=pos, logits_to_keep=keep,
-        output_hidden_states=True, use_cache=False,
-    )
-    logp = torch.log_softmax(out.logits.float() / temperature, -1)
-    logp = logp.gather(-1, gen.sequences[..., None]).squeeze(-1) * gen.response_mask
-    return logp, out.hidden_states[-1][:, keep]
+    out = token_logprobs(model, gen.sequences, temperature, attn=attn, inputs_embeds=embeds,
+                         attention_mask=full_mask, position_ids=pos)
+    return out.logprobs * gen.response_mask, out.hidden
