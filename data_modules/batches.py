@@ -4,6 +4,11 @@ A batch is a dict of tensors; L = max_len, P = number of POIs (the pad POI id):
   user [B]; poi, hour_of_week, time, mask [B, L] (inputs oldest -> newest, LEFT-padded: poi P, others 0);
   next_hour_of_week, next_time [B, L] (of the check-in to be predicted after each position);
   target [B, L] (POI to predict after each position, -100 where none); sample_id [B] (-1 for train windows).
+With ``history_summary`` on (data.history_summary), also a summary of the user's check-ins BEFORE the
+row's first input (the part of the full history that the window truncates), one slot per distinct POI:
+  hist_poi [B, M] (P = pad), hist_stats [B, M, S] float32 (HISTORY_STATS below, ages and elapsed days
+  relative to the last of those check-ins), hist_time [B] (that check-in's time; 0 if there is none).
+Every check-in it summarises precedes the row's first input, hence every target of the row: no leakage.
 Both datasets build whole batches at once through ``__getitems__`` (one numpy gather per batch).
 """
 from __future__ import annotations
@@ -15,6 +20,42 @@ from torch.utils.data import Dataset
 from recpie.data.types import CheckinData
 
 IGNORE = -100  # target where nothing is predicted (torch cross-entropy's ignore_index)
+HISTORY_DECAYS = (0.9, 0.99, 0.995)  # hist_stats[..., 1 + j] = sum of HISTORY_DECAYS[j] ** age
+HISTORY_TIME_SCALES_DAYS = (7.0, 60.0)  # then sum of exp(-elapsed days / tau)
+HISTORY_KERNEL_DECAY = 0.99  # then 48 columns: sum of 0.99 ** age per (weekend?, local hour of day)
+HISTORY_STATS = 1 + len(HISTORY_DECAYS) + len(HISTORY_TIME_SCALES_DAYS) + 48  # column 0: visit count
+
+
+def history_summary(data: CheckinData, how: np.ndarray, user: np.ndarray, start: np.ndarray
+                    ) -> dict[str, np.ndarray]:
+    """Per row, per distinct POI among the user's check-ins [user_start, start): HISTORY_STATS sums.
+
+    Ages (in check-ins) and elapsed days are relative to check-in ``start - 1``, the latest summarised one."""
+    us = data.user_start[user]
+    lengths = np.maximum(start - us, 0)
+    b, p = len(user), data.num_pois
+    row = np.repeat(np.arange(b), lengths)
+    idx = np.repeat(us, lengths) + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    ref = np.repeat(start - 1, lengths)
+    age = (ref - idx).astype(np.float64)
+    days = (data.time[ref] - data.time[idx]).astype(np.float64) / 86400.0
+    keys, inv = np.unique(row * p + data.poi[idx], return_inverse=True)
+    cols = [np.ones_like(age)] + [d**age for d in HISTORY_DECAYS] + [np.exp(-days / t)
+                                                                    for t in HISTORY_TIME_SCALES_DAYS]
+    stats = np.stack([np.bincount(inv, weights=c, minlength=len(keys)) for c in cols], -1)
+    hour_bin = (how[idx] // 24 >= 5) * 24 + how[idx] % 24
+    hours = np.bincount(inv * 48 + hour_bin, weights=HISTORY_KERNEL_DECAY**age, minlength=len(keys) * 48)
+    stats = np.concatenate([stats, hours.reshape(len(keys), 48)], -1)
+    krow = keys // p
+    per_row = np.bincount(krow, minlength=b)
+    m = max(1, int(per_row.max(initial=0)))
+    slot = np.arange(len(keys)) - (np.cumsum(per_row) - per_row)[krow]
+    hist_poi = np.full((b, m), p, dtype=np.int64)
+    hist_poi[krow, slot] = keys % p
+    hist_stats = np.zeros((b, m, HISTORY_STATS), dtype=np.float32)
+    hist_stats[krow, slot] = stats
+    hist_time = np.where(lengths > 0, data.time[np.maximum(start - 1, 0)], 0).astype(np.int64)
+    return {"hist_poi": hist_poi, "hist_stats": hist_stats, "hist_time": hist_time}
 
 
 def build_rows(data: CheckinData, how: np.ndarray, user: np.ndarray, start: np.ndarray, end: np.ndarray,
@@ -52,8 +93,8 @@ def to_tensors(rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 class SampleDataset(Dataset):
     """One row per sample of a split: the last L check-ins of its history, target at position L-1."""
 
-    def __init__(self, data: CheckinData, split: str, max_len: int):
-        self.data, self.max_len = data, max_len
+    def __init__(self, data: CheckinData, split: str, max_len: int, summary: bool = False):
+        self.data, self.max_len, self.summary = data, max_len, summary
         self.how = data.hour_of_week(np.arange(len(data.poi)))
         s = data.splits[split]
         self.target = s.target
@@ -76,6 +117,8 @@ class SampleDataset(Dataset):
         target[:, -1] = self.data.poi[self.target[i]]
         rows["target"] = target
         rows["sample_id"] = i
+        if self.summary:
+            rows.update(history_summary(self.data, self.how, self.user[i], self.start[i]))
         return rows
 
 
@@ -99,8 +142,8 @@ def train_windows(data: CheckinData, max_len: int) -> tuple[np.ndarray, np.ndarr
 class WindowDataset(Dataset):
     """SASRec-style train windows; targets at every step ("all_steps") or only at train targets."""
 
-    def __init__(self, data: CheckinData, max_len: int, train_targets: str):
-        self.data, self.max_len = data, max_len
+    def __init__(self, data: CheckinData, max_len: int, train_targets: str, summary: bool = False):
+        self.data, self.max_len, self.summary = data, max_len, summary
         self.how = data.hour_of_week(np.arange(len(data.poi)))
         self.user, self.start, self.end = train_windows(data, max_len)
         self.is_target = np.ones(len(data.poi), dtype=bool)
@@ -122,4 +165,6 @@ class WindowDataset(Dataset):
         keep = rows["_has_next"] & rows["mask"] & self.is_target[rows["_next"]]
         rows["target"] = np.where(keep, self.data.poi[rows["_next"]], IGNORE)
         rows["sample_id"] = np.full(len(i), -1, dtype=np.int64)
+        if self.summary:
+            rows.update(history_summary(self.data, self.how, self.user[i], self.start[i]))
         return rows

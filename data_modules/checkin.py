@@ -42,14 +42,16 @@ class CheckinDataModule(L.LightningDataModule):
                           persistent_workers=self.cfg.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = WindowDataset(self.checkins, self.cfg.max_len, self.cfg.train_targets)
+        dataset = WindowDataset(self.checkins, self.cfg.max_len, self.cfg.train_targets,
+                                self.cfg.history_summary)
         return self._loader(dataset, self.cfg.batch_size, shuffle=True)
 
     def sample_dataloader(self, split: str) -> DataLoader:
         """Sample batches of "train" (protocol train targets), "val" or "test", in sample order."""
         if split not in self.checkins.splits:
             raise KeyError(f"split {split!r} unknown; use one of {sorted(self.checkins.splits)}")
-        return self._loader(SampleDataset(self.checkins, split, self.cfg.max_len), self.cfg.eval_batch_size,
+        return self._loader(SampleDataset(self.checkins, split, self.cfg.max_len,
+                                                  self.cfg.history_summary), self.cfg.eval_batch_size,
                             shuffle=False)
 
     def val_dataloader(self) -> DataLoader:

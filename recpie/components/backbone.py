@@ -2,12 +2,13 @@
 
 Per-step input = POI + category + geo + local hour-of-week + position-from-the-end (+ user) embeddings,
 plus the hour-of-week of the request that follows the step and the time gap to it (both known at
-request time). The state h at a
-position scores every POI: ``h . E_poi + b`` (E tied to the input POI embeddings) plus copy logits
+request time). The state h at a position scores every POI: ``h . E_poi + b`` (E tied to the input POI
+embeddings) plus copy logits
 ``sum_f beta_f(h) * feature_f(poi)``, where the features are visit counts over the steps up to that
 position, weighted by recency (decay ** age) or by closeness of the visit's local hour to the
-request's (the counters' signals), log1p-compressed, with an indicator "visited at all". beta is a
-linear function of h, so a refined state h' = h + g W z changes both parts of the score.
+request's (the counters' signals), log1p(count / scale)-compressed at one or more scales, with an indicator
+"visited at all". With the batch's hist_* summary the counts cover the whole history, not just the window.
+beta is a linear function of h, so a refined state h' = h + g W z changes both parts of the score.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_modules.batches import HISTORY_DECAYS, HISTORY_KERNEL_DECAY, HISTORY_TIME_SCALES_DAYS
 from recpie.data.types import HOURS_PER_WEEK, PoiCatalogue
 from recpie.models.config import BackboneConfig
 
@@ -73,12 +75,20 @@ class Backbone(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.out_bias = nn.Parameter(torch.zeros(p))
-        self.num_copy = (len(cfg.copy_decays) + len(cfg.copy_bandwidths_h) + len(cfg.copy_time_scales_days)
-                         + int(cfg.copy_daytype and bool(cfg.copy_bandwidths_h)) + 1) if cfg.copy else 0
+        self.num_copy = ((len(cfg.copy_decays) + len(cfg.copy_bandwidths_h) + len(cfg.copy_time_scales_days)
+                          + int(cfg.copy_daytype and bool(cfg.copy_bandwidths_h))) * len(cfg.copy_log_scales)
+                         + 1) if cfg.copy else 0
+        if cfg.copy and cfg.copy_full_history:
+            unknown = [x for x in cfg.copy_decays if x != 1.0 and x not in HISTORY_DECAYS]
+            unknown += [x for x in cfg.copy_time_scales_days if x not in HISTORY_TIME_SCALES_DAYS]
+            if unknown or cfg.copy_kernel_decay != HISTORY_KERNEL_DECAY:
+                raise ValueError(f"copy_full_history: the batch summary has no column for {unknown or 'the kernel'}"
+                                 f" decay {cfg.copy_kernel_decay}; see data_modules.batches.HISTORY_*")
         if cfg.copy:
             self.copy_weight = nn.Linear(d, self.num_copy)
             nn.init.zeros_(self.copy_weight.weight)
-            nn.init.constant_(self.copy_weight.bias, 1.0)
+            nn.init.constant_(self.copy_weight.bias, 1.0)  # features at scales other than the first start off
+            nn.init.zeros_(self.copy_weight.bias[(self.num_copy - 1) // len(cfg.copy_log_scales): -1])
         nn.init.normal_(self.poi_emb.weight, std=d**-0.5)
 
     # ------------------------------------------------------------------ encoder
@@ -108,12 +118,8 @@ class Backbone(nn.Module):
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
-    def copy_features(self, batch: Batch, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """History features per (query position, input slot): ([B, Q, L, F], slot weight [B, Q, L]).
-
-        Slot i stands for POI poi[i]; its features aggregate every step k <= query visiting that POI.
-        The slot weight (1 / visits, 0 for slots after the query or pads) makes the slots of one POI
-        add up to a single copy logit."""
+    def _window_phis(self, batch: Batch, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw per-visit weights of the window's check-ins seen from each query: ([B, Q, L, F], valid)."""
         poi, mask = batch["poi"], batch["mask"]
         length = poi.shape[1]
         age = (query[:, None] - torch.arange(length, device=poi.device)[None]).float()  # [Q, L]
@@ -134,23 +140,86 @@ class Backbone(nn.Module):
             req_weekend = batch["next_hour_of_week"][:, query] // 24 >= 5
             same_type = (weekend[:, None, :] == req_weekend[:, :, None]).float()
             phis.append(kernels[len(kernels) // 2] * same_type * valid)
+        return torch.stack(phis, -1), valid
+
+    @torch.no_grad()
+    def _prefix_counts(self, batch: Batch, query: torch.Tensor) -> torch.Tensor:
+        """The same features' sums over the check-ins before the window (batch hist_*): [B, Q, M, F].
+
+        The summary holds sums relative to the latest check-in before the window; at a query, its
+        ages shift by the number of window inputs up to the query, elapsed times by the request's time."""
+        stats, mask = batch["hist_stats"].float(), batch["mask"]
+        shift = mask.long().cumsum(1)[:, query].float()  # [B, Q]: age of the latest summarised check-in
+        req = batch["next_hour_of_week"][:, query]
+        cols = [stats[..., 0][:, None].expand(-1, len(query), -1)]
+        for dec in self.cfg.copy_decays:
+            col = 0 if dec == 1.0 else 1 + HISTORY_DECAYS.index(dec)
+            cols.append(stats[..., col][:, None] * torch.pow(torch.tensor(dec), shift)[..., None])
+        hours = stats[..., -48:]  # [B, M, 48]
+        bin_hour = torch.arange(48, device=stats.device) % 24
+        dist = (bin_hour[None, None] - (req % 24)[..., None]).abs().float()
+        dist = torch.minimum(dist, 24 - dist)  # [B, Q, 48]
+        kdecay = torch.pow(torch.tensor(HISTORY_KERNEL_DECAY), shift)[..., None]
+        kernels = [torch.exp(-dist**2 / (2 * bw**2)) * kdecay for bw in self.cfg.copy_bandwidths_h]
+        cols += [torch.einsum("bqs,bms->bqm", k, hours) for k in kernels]
+        days = (batch["next_time"][:, query] - batch["hist_time"][:, None]).float().clamp(min=0) / 86400.0
+        for tau in self.cfg.copy_time_scales_days:
+            col = 1 + len(HISTORY_DECAYS) + HISTORY_TIME_SCALES_DAYS.index(tau)
+            cols.append(stats[..., col][:, None] * torch.exp(-days / tau)[..., None])
+        if self.cfg.copy_daytype and kernels:
+            bin_weekend = torch.arange(48, device=stats.device) >= 24
+            same_type = (bin_weekend[None, None] == (req // 24 >= 5)[..., None]).float()
+            cols.append(torch.einsum("bqs,bms->bqm", kernels[len(kernels) // 2] * same_type, hours))
+        return torch.stack(cols, -1)
+
+    @torch.no_grad()
+    def copy_features(self, batch: Batch, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """History features per (query position, slot): ([B, Q, S, F], slot weight [B, Q, S], slot POI [B, S]).
+
+        Slots are the L inputs, then (with the batch's hist_* summary of the check-ins before the window)
+        one per distinct earlier POI; a slot's features aggregate every visit of its POI up to the query
+        over the user's whole history. The slot weights make the slots of one POI add up to one copy logit."""
+        poi = batch["poi"]
+        phis, valid = self._window_phis(batch, query)
         same = (poi[:, :, None] == poi[:, None, :]).float()  # [B, L, L]
-        counts = torch.einsum("bik,bqkf->bqif", same, torch.stack(phis, -1))  # [B, Q, L, 1 + F-1]
+        counts = torch.einsum("bik,bqkf->bqif", same, phis)  # [B, Q, L, F]
         visits = counts[..., 0]
-        seen = (visits > 0).float()
-        feats = torch.cat([torch.log1p(counts[..., 1:]), seen[..., None]], -1)
-        return feats, seen * valid / visits.clamp(min=1)
+        weight = (visits > 0).float() * valid / visits.clamp(min=1)
+        slot_poi = poi
+        if self.cfg.copy_full_history and "hist_poi" in batch:
+            hist_poi = batch["hist_poi"]
+            length, m = poi.shape[1], hist_poi.shape[1]
+            pre = self._prefix_counts(batch, query)  # [B, Q, M, F]
+            match = (poi[:, :, None] == hist_poi[:, None, :]) & (hist_poi < self.num_pois)[:, None, :]
+            hidx = torch.where(match.any(2), match.float().argmax(2), m)  # [B, L]: the input's prefix slot
+            widx = torch.where(match.any(1), match.float().argmax(1), length)  # [B, M]: an input, same POI
+            q = len(query)
+            pad = torch.zeros_like(pre[:, :, :1])
+            pre_p = torch.cat([pre, pad], 2)
+            cnt_p = torch.cat([counts, torch.zeros_like(counts[:, :, :1])], 2)
+            win_tot = counts + torch.gather(pre_p, 2, hidx[:, None, :, None].expand(-1, q, -1, pre.shape[-1]))
+            pre_tot = pre + torch.gather(cnt_p, 2, widx[:, None, :, None].expand(-1, q, -1, pre.shape[-1]))
+            in_window = torch.gather(torch.cat([visits, torch.zeros_like(visits[:, :, :1])], 2), 2,
+                                     widx[:, None, :].expand(-1, q, -1)) > 0
+            pre_weight = ((hist_poi < self.num_pois)[:, None, :] & ~in_window).float()
+            counts = torch.cat([win_tot, pre_tot], 2)
+            weight = torch.cat([weight, pre_weight], 2)
+            slot_poi = torch.cat([poi, hist_poi], 1)
+        seen = (counts[..., 0] > 0).float()
+        feats = torch.cat([torch.log1p(counts[..., 1:] / scale) for scale in self.cfg.copy_log_scales]
+                          + [seen[..., None]], -1)
+        return feats, weight, slot_poi
 
     def _logits(self, h: torch.Tensor, batch: Batch, query: torch.Tensor) -> torch.Tensor:
         """[B, Q, P] logits at the query positions from states h [B, Q, d]."""
         logits = h @ self.poi_emb.weight[: self.num_pois].T + self.out_bias
         if not self.cfg.copy:
             return logits
-        feats, weight = self.copy_features(batch, query)
-        slot = (feats * self.copy_weight(h)[:, :, None, :]).sum(-1) * weight  # [B, Q, L]
-        b, q, length = slot.shape
+        feats, weight, slot_poi = self.copy_features(batch, query)
+        slot = (feats * self.copy_weight(h)[:, :, None, :]).sum(-1) * weight  # [B, Q, S]
+        b, q, n = slot.shape
         copy = torch.zeros(b, q, self.num_pois + 1, dtype=slot.dtype, device=slot.device)
-        copy = copy.scatter_add(2, batch["poi"][:, None, :].expand(b, q, length), slot)
+        copy = copy.scatter_add(2, slot_poi[:, None, :].expand(b, q, n), slot)
         return logits + copy[..., : self.num_pois]
 
     def score(self, h: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -45,6 +45,8 @@ class DataConfig:
     cache_dir: str = ""
     # set False to always preprocess from the raw files (the cache is then neither read nor written)
     use_cache: bool = True
+    # batches also summarise each row's history before its window (hist_* keys, data_modules/batches.py)
+    history_summary: bool = False
     # train windows: "all_steps" (every next check-in in the train period) or "protocol" (train targets only)
     train_targets: str = "all_steps"
     # batch size of train windows

@@ -25,7 +25,7 @@ CACHE_VERSION = 1  # bump when the pipeline's output changes for the same inputs
 REPO = Path(__file__).resolve().parents[2]
 # keys that only shape batches or name the cache do not change the processed data
 _NOT_IN_KEY = {"data_root", "dataset_dir", "meta_dir", "names_file", "max_len", "cache_dir", "use_cache",
-               "train_targets", "batch_size", "eval_batch_size", "num_workers", "seed"}
+               "train_targets", "history_summary", "batch_size", "eval_batch_size", "num_workers", "seed"}
 
 
 def data_root(cfg: DataConfig) -> Path:

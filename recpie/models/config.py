@@ -20,6 +20,11 @@ class BackboneConfig:
     copy_kernel_decay: float = 0.99  # recency decay applied inside the hour-kernel copy features
     copy_time_scales_days: list[float] = field(default_factory=lambda: [7.0, 60.0])  # exp(-elapsed days / tau)
     copy_daytype: bool = True  # a copy feature for visits on the request's day type (weekday/weekend) and hour
+    # copy features count the whole history: add the batch's summary of the check-ins before the window
+    # (needs data.history_summary=true; its decays, time scales and kernel decay come from data_modules.batches)
+    copy_full_history: bool = True
+    # each count feature enters as log1p(count / scale) per scale (small scales resolve small kernel weights)
+    copy_log_scales: list[float] = field(default_factory=lambda: [1.0])
 
 
 @dataclass
