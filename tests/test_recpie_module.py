@@ -136,3 +136,18 @@ def test_candidate_granularity_explains_each_of_the_top_k(tmp_path, nyc_data, ti
     first = int(eval_ids["test"][0])
     prompts = out["module"]._prompts("test", torch.tensor([first]), torch.tensor([store.candidates["test"][first]]))
     assert len(set(prompts)) == cfg.explainer.num_candidates  # one prompt about each candidate
+
+
+def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, capsys):  # noqa: F811
+    """The `recpie` recipe as `make experiment` runs it: warm-up, control, RecPIE, tables and files."""
+    from recpie.recipes.recpie import run
+
+    cfg = small_cfg(tmp_path, tiny_llm_dir, **{"recpie.cycles": 1, "run.fast": True, "train.fast_max_epochs": 1,
+                                               "train.fast_limit_batches": 0.02})
+    run(cfg, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "RecPIE" in out and "control (null explanations)" in out and "excludes 0" in out
+    results = json.loads((tmp_path / "run" / "results.json").read_text())["per_seed"]
+    assert set(results) == {"backbone (warm-up only)", "control (null explanations)", "RecPIE"}
+    assert all(r[0]["n"] == 8 for r in results.values())
+    assert (tmp_path / "run" / "test_explanations_seed0.jsonl").read_text().count("\n") == 8

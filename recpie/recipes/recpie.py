@@ -161,7 +161,7 @@ def _seed_section(cfg, data, seed: int, control: dict, full: dict, run_dir: Path
     lines = [f"## Seed {seed}", "",
              "RecPIE minus its own backbone (control), paired bootstrap over the same test samples:", "",
              ci_table(cis), "", "Explanation quality (greedy, test samples):", "",
-             metrics_table({"RecPIE": quality}, names=list(quality), first="run"), "",
+             metrics_table({"RecPIE": quality}, names=[k for k in quality if k != "n"], first="run"), "",
              f"Cost: RecPIE {full['seconds']:.0f} s, control {control['seconds']:.0f} s, "
              f"{full['explained']} samples explained.", "", "Sample explanations:", ""]
     for i in list(full["texts"])[:3]:
