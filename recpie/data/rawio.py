@@ -83,3 +83,13 @@ def read_lines(path: Path, encoding: str, bad: BadLines) -> Iterator[tuple[int, 
         ) from e
     finally:
         progress.close()
+
+
+def read_tsv(path: Path, encoding: str, n_fields: int, bad: BadLines) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, fields) of a tab-separated file; a line with another field count goes to ``bad``."""
+    for lineno, line in read_lines(path, encoding, bad):
+        fields = line.split("\t")
+        if len(fields) != n_fields:
+            bad(lineno, f"{len(fields)} tab-separated fields, expected {n_fields}")
+            continue
+        yield lineno, fields

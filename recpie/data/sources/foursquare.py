@@ -13,7 +13,7 @@ from pathlib import Path
 
 from recpie.data.config import DataConfig
 from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate
-from recpie.data.rawio import BadLines, DataError, find_file, read_lines
+from recpie.data.rawio import BadLines, DataError, find_file, read_tsv
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,7 @@ def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
     path = files[0]
     bad = BadLines(path, cfg.on_bad_line)
     rows = RowBuffer()
-    for lineno, line in read_lines(path, "latin-1", bad):
-        fields = line.split("\t")
-        if len(fields) != N_FIELDS:
-            bad(lineno, f"{len(fields)} tab-separated fields, expected {N_FIELDS}")
-            continue
+    for lineno, fields in read_tsv(path, "latin-1", N_FIELDS, bad):
         user, venue, _cat_id, category, lat, lon, offset, stamp = fields
         try:
             time = parse_timestamp(stamp)

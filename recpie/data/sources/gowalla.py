@@ -11,7 +11,7 @@ from pathlib import Path
 
 from recpie.data.config import DataConfig
 from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate
-from recpie.data.rawio import BadLines, find_file, read_lines
+from recpie.data.rawio import BadLines, find_file, read_tsv
 
 HOW_TO_GET = "Download loc-gowalla_totalCheckins.txt.gz from https://snap.stanford.edu/data/loc-gowalla.html."
 N_FIELDS = 5
@@ -32,11 +32,7 @@ def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
     path = files[0]
     bad = BadLines(path, cfg.on_bad_line)
     rows = RowBuffer()
-    for lineno, line in read_lines(path, "utf-8", bad):
-        fields = line.split("\t")
-        if len(fields) != N_FIELDS:
-            bad(lineno, f"{len(fields)} tab-separated fields, expected {N_FIELDS}")
-            continue
+    for lineno, fields in read_tsv(path, "utf-8", N_FIELDS, bad):
         user, stamp, lat, lon, location = fields
         try:
             time = parse_iso(stamp)
