@@ -3,7 +3,9 @@
 A batch is a dict of tensors; L = max_len, P = number of POIs (the pad POI id):
   user [B]; poi, hour_of_week, time, mask [B, L] (inputs oldest -> newest, LEFT-padded: poi P, others 0);
   next_hour_of_week, next_time [B, L] (of the check-in to be predicted after each position);
-  target [B, L] (POI to predict after each position, -100 where none); sample_id [B] (-1 for train windows).
+  target [B, L] (POI to predict after each position, -100 where none); sample_id [B] (-1 for train windows);
+  train_step [B, L] (the step from each input to the check-in after it is a counted train-period step, see
+  CheckinData.train_steps: the backbone's transition prior leaves that step's own count out).
 With ``history_summary`` on (data.history_summary), also a summary of the user's check-ins BEFORE the
 row's first input (the part of the full history that the window truncates), one slot per distinct POI:
   hist_poi [B, M] (P = pad), hist_stats [B, M, S] float32 (HISTORY_STATS below, ages and elapsed days
@@ -80,6 +82,7 @@ def build_rows(data: CheckinData, how: np.ndarray, user: np.ndarray, start: np.n
         "mask": mask,
         "next_hour_of_week": np.where(has_next, how[nxt], 0),
         "next_time": np.where(has_next, data.time[nxt], 0),
+        "train_step": has_next & mask & data.train_steps()[idx] & (nxt == idx + 1),
         "_next": nxt,
         "_has_next": has_next,
     }

@@ -10,12 +10,13 @@ from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamo
 
 from data_modules import CheckinDataModule
 
-KEYS = {"user", "poi", "hour_of_week", "time", "mask", "next_hour_of_week", "next_time", "target",
+KEYS = {"user", "poi", "hour_of_week", "time", "mask", "next_hour_of_week", "next_time", "target", "train_step",
         "sample_id"}
 
 
 def _module(cfg, **overrides) -> CheckinDataModule:
-    dm = CheckinDataModule(dataclasses.replace(cfg, **overrides))
+    """The base spec (the hist_* summary has its own tests in test_rec_full_history.py)."""
+    dm = CheckinDataModule(dataclasses.replace(cfg, **{"history_summary": False, **overrides}))
     dm.setup()
     return dm
 
@@ -28,7 +29,7 @@ def _cat(loader) -> dict[str, torch.Tensor]:
 def _check_common(b: dict[str, torch.Tensor], num_pois: int, max_len: int) -> None:
     assert set(b) == KEYS
     for k, v in b.items():
-        assert v.dtype == (torch.bool if k == "mask" else torch.int64), k
+        assert v.dtype == (torch.bool if k in ("mask", "train_step") else torch.int64), k
         assert v.shape[1:] == (() if k in ("user", "sample_id") else (max_len,)), k
     m = b["mask"]
     assert torch.all(m[:, 1:] | ~m[:, :-1]), "inputs must be left-padded"

@@ -24,7 +24,7 @@ def _per_poi(bb: Backbone, batch: dict[str, torch.Tensor], query: torch.Tensor) 
 
 
 def test_summary_equals_long_window(nyc_data):
-    bb = Backbone(BackboneConfig(), nyc_data.catalogue, nyc_data.num_users, LONG)
+    bb = Backbone(BackboneConfig(), nyc_data, LONG)
     rows = list(range(0, len(nyc_data.splits["test"]), 41))
     short = to_tensors(SampleDataset(nyc_data, "test", 50, summary=True).__getitems__(rows))
     long = to_tensors(SampleDataset(nyc_data, "test", LONG).__getitems__(rows))
@@ -47,3 +47,58 @@ def test_summary_equals_long_window(nyc_data):
         x = _per_poi(bb, one, torch.arange(50 - n, 50))
         y = _per_poi(bb, full, torch.arange(LONG - n, LONG))
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+def test_target_visited_counts_the_whole_history(nyc_data):
+    """The new-POI loss weight needs, per position, whether its target was visited before: with the
+    summary this must cover check-ins before the window too (checked against the raw check-ins)."""
+    bb = Backbone(BackboneConfig(), nyc_data, 50)
+    windows = WindowDataset(nyc_data, 50, "all_steps", summary=True)
+    picks = list(range(0, len(windows), 53))[:12]
+    batch = to_tensors(windows.__getitems__(picks))
+    visited = bb.target_visited(batch)
+    expected = torch.zeros_like(visited)
+    for j, i in enumerate(picks):
+        first = 50 - int(batch["mask"][j].sum())
+        for pos in range(first, 50):
+            if batch["target"][j, pos] >= 0:
+                before = nyc_data.poi[nyc_data.user_start[windows.user[i]]: windows.start[i] + pos - first + 1]
+                expected[j, pos] = bool((before == int(batch["target"][j, pos])).any())
+    has_target = batch["target"] >= 0
+    assert (visited & ~has_target).sum() == 0
+    assert expected[has_target].float().mean() > 0.5 and (~expected[has_target]).sum() > 0  # both kinds occur
+    assert torch.equal(visited[has_target], expected[has_target])
+
+
+def test_priors_match_brute_force_and_leave_out_the_step_itself(nyc_data):
+    """Transition prior = log1p(train steps from the input's POI), minus the predicted step itself when it
+    is one of those counted train steps (else a training target would see its own label); distance prior =
+    log1p(great-circle km). Val/test targets lie after t80: nothing is left out there."""
+    bb = Backbone(BackboneConfig(), nyc_data, 50)
+    trans = nyc_data.train_transitions()
+    windows = WindowDataset(nyc_data, 50, "all_steps")
+    batch = to_tensors(windows.__getitems__([3, 400, 1200]))
+    query = torch.arange(50)
+    got = bb.log_transitions(batch, query)
+    own = 0
+    for j in range(3):
+        for q in range(50):
+            if not batch["mask"][j, q]:
+                continue
+            row = trans[int(batch["poi"][j, q])].astype(np.float64)
+            t = int(batch["target"][j, q])
+            if batch["train_step"][j, q] and t >= 0:
+                row[t] -= 1
+                own += 1
+            np.testing.assert_allclose(got[j, q].numpy(), np.log1p(row), atol=1e-5)
+    assert own > 50  # inside the train period most steps (all but a trajectory's first) are counted
+    test = to_tensors(SampleDataset(nyc_data, "test", 50).__getitems__(list(range(0, 2000, 97))))
+    assert not test["train_step"][:, -1].any()
+    last = test["poi"][:, -1]
+    np.testing.assert_allclose(bb.log_transitions(test, torch.tensor([49]))[:, 0].numpy(),
+                               np.log1p(trans[last.numpy()]), atol=1e-5)
+    lat, lon = np.radians(nyc_data.catalogue.lat), np.radians(nyc_data.catalogue.lon)
+    a, b = int(last[0]), np.arange(nyc_data.num_pois)
+    hav = np.sin((lat[b] - lat[a]) / 2) ** 2 + np.cos(lat[a]) * np.cos(lat[b]) * np.sin((lon[b] - lon[a]) / 2) ** 2
+    km = 2 * 6371.0 * np.arcsin(np.sqrt(hav))
+    np.testing.assert_allclose(bb.log_distance_km(test, torch.tensor([49]))[0, 0].numpy(), np.log1p(km), atol=2e-3)

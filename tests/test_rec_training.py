@@ -40,7 +40,7 @@ def small_dm(data_root):
 def test_backbone_api_is_consistent(small_dm, data_root):
     cfg = small_cfg(data_root)
     torch.manual_seed(0)
-    bb = Backbone(cfg.backbone, small_dm.checkins.catalogue, small_dm.checkins.num_users, 8).eval()
+    bb = Backbone(cfg.backbone, small_dm.checkins, 8).eval()
     batch = next(iter(small_dm.test_dataloader()))
     with torch.no_grad():
         h = bb.user_state(batch)

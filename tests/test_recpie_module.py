@@ -4,6 +4,7 @@ checkpoint holds no frozen base weights."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 from recpie.__main__ import main
 from recpie.components.backbone import Backbone
 from recpie.config import load_experiment
+from recpie.explainer.prompts import build_prompt
 from recpie.models.recpie_module import subset_ids
 from recpie.recipes.recpie import fit_variant
 
@@ -47,7 +49,7 @@ def small_cfg(tmp_path, llm_dir, **overrides):
 def setup(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
     cfg = small_cfg(tmp_path, tiny_llm_dir)
     torch.manual_seed(0)
-    backbone = Backbone(cfg.backbone, nyc_data.catalogue, nyc_data.num_users, cfg.data.max_len)
+    backbone = Backbone(cfg.backbone, nyc_data, cfg.data.max_len)
     eval_ids = {s: subset_ids(len(nyc_data.splits[s]), 8, cfg.recpie.subset_seed) for s in ("val", "test")}
     return cfg, backbone, eval_ids
 
@@ -71,6 +73,14 @@ def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path, ca
                 "val_null/mrr", "sft/loss", "train/loss_epoch"):
         assert key in scalars, key
     assert {"explanations/rollout/text_summary", "explanations/val/text_summary"} <= texts
+
+    # disk cache keys: run, seed and config fingerprint, then the hash of the very prompt explained
+    cached = [json.loads(line)["key"] for line in open(tmp_path / "expl" / "explanations.jsonl")]
+    tag = f"{cfg.name}-seed0-{module.config_fingerprint()}/"
+    assert cached and all(k.startswith(tag) for k in cached)
+    i = int(out["ids"][0])
+    prompt = build_prompt(nyc_data, "test", i, module.store.candidates["test"][i], cfg.explainer)
+    assert f"{tag}test/{i}/0/{hashlib.sha1(prompt.encode()).hexdigest()[:12]}" in cached
 
     # `python -m recpie explain --run` reopens the trained run (config.yaml is what the runner writes)
     OmegaConf.save(cfg, tmp_path / "config.yaml")
@@ -127,7 +137,7 @@ def test_ddp_two_cpu_processes(tmp_path, nyc_datamodule_config, nyc_data, tiny_l
 def test_candidate_granularity_explains_each_of_the_top_k(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
     cfg = small_cfg(tmp_path, tiny_llm_dir, **{"explainer.granularity": "candidate", "recpie.cycles": 1})
     torch.manual_seed(0)
-    backbone = Backbone(cfg.backbone, nyc_data.catalogue, nyc_data.num_users, cfg.data.max_len)
+    backbone = Backbone(cfg.backbone, nyc_data, cfg.data.max_len)
     eval_ids = {s: subset_ids(len(nyc_data.splits[s]), 8, cfg.recpie.subset_seed) for s in ("val", "test")}
     out = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path, "recpie", seed=0)
     store = out["module"].store
@@ -151,3 +161,19 @@ def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, caps
     assert set(results) == {"backbone (warm-up only)", "control (null explanations)", "RecPIE"}
     assert all(r[0]["n"] == 8 for r in results.values())
     assert (tmp_path / "run" / "test_explanations_seed0.jsonl").read_text().count("\n") == 8
+
+
+def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
+    """rl.kl_reference=warmup: the reference is the policy frozen right after the format warm-up, so the
+    first PPO iteration's rollout is at KL 0 from it (against the base it is not), and it is checkpointed."""
+    cfg, backbone, eval_ids = setup
+    kls = {}
+    for reference in ("base", "warmup"):
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg.rl.kl_reference, run_cfg.recpie.cycles = reference, 1
+        fit_variant(run_cfg, nyc_data, backbone, eval_ids, tmp_path / reference, "recpie", seed=0)
+        events = EventAccumulator(str(tmp_path / reference / "tensorboard" / "recpie" / "seed0")).Reload()
+        kls[reference] = events.Scalars("ppo/kl_k1_per_seq")[0].value
+    assert abs(kls["warmup"]) < 1e-4 < abs(kls["base"])
+    ckpt = torch.load(tmp_path / "warmup" / "checkpoints" / "recpie-seed0" / "last.ckpt", weights_only=False)
+    assert ckpt["recpie"]["reference_weights"] and any("lora_B" in k for k in ckpt["recpie"]["reference_weights"])

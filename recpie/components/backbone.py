@@ -8,7 +8,9 @@ embeddings) plus copy logits
 position, weighted by recency (decay ** age) or by closeness of the visit's local hour to the
 request's (the counters' signals), log1p(count / scale)-compressed at one or more scales, with an indicator
 "visited at all". With the batch's hist_* summary the counts cover the whole history, not just the window.
-beta is a linear function of h, so a refined state h' = h + g W z changes both parts of the score.
+Two context priors add ``w(h) * prior(poi)``: log1p of the great-circle km from the check-in at the position,
+and log1p of the train-period first-order transition counts from its POI (all users; a train step's own
+transition left out). beta and w are linear in h, so a refined state h' = h + g W z changes every part.
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_modules.batches import HISTORY_DECAYS, HISTORY_KERNEL_DECAY, HISTORY_TIME_SCALES_DAYS
-from recpie.data.types import HOURS_PER_WEEK, PoiCatalogue
+from recpie.data.types import HOURS_PER_WEEK, CheckinData, PoiCatalogue
 from recpie.models.config import BackboneConfig
 
 Batch = dict[str, torch.Tensor]
+EARTH_RADIUS_KM = 6371.0
 GAP_BUCKETS = 16  # log2-minute buckets of the time from a check-in to the request after it
 
 
@@ -51,8 +54,10 @@ def geo_features(catalogue: PoiCatalogue, cfg: BackboneConfig) -> tuple[np.ndarr
 
 
 class Backbone(nn.Module):
-    def __init__(self, cfg: BackboneConfig, catalogue: PoiCatalogue, num_users: int, max_len: int):
+    def __init__(self, cfg: BackboneConfig, data: CheckinData, max_len: int):
+        """data: the check-ins (POI catalogue, users and, for the transition prior, train-period steps)."""
         super().__init__()
+        catalogue, num_users = data.catalogue, data.num_users
         self.cfg, self.max_len = cfg, max_len
         self.num_pois = p = len(catalogue)
         self.hidden_size = d = cfg.hidden_size
@@ -89,6 +94,23 @@ class Backbone(nn.Module):
             nn.init.zeros_(self.copy_weight.weight)
             nn.init.constant_(self.copy_weight.bias, 1.0)  # features at scales other than the first start off
             nn.init.zeros_(self.copy_weight.bias[(self.num_copy - 1) // len(cfg.copy_log_scales): -1])
+        num_priors = int(cfg.distance_prior) + int(cfg.transition_prior)
+        self.prior_weight = nn.Linear(d, num_priors) if num_priors else None
+        if self.prior_weight is not None:
+            nn.init.zeros_(self.prior_weight.weight)  # the priors start without a say
+            nn.init.zeros_(self.prior_weight.bias)
+        if cfg.transition_prior:  # CSR rows of the train transition counts (pad POI: an empty row)
+            counts = data.train_transitions()
+            src, dst = np.nonzero(counts)
+            crow = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=p + 1))])
+            for name, value in (("trans_crow", crow), ("trans_col", dst), ("trans_val", counts[src, dst])):
+                self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32 if name == "trans_val"
+                                                           else torch.int64), persistent=False)
+        if cfg.distance_prior:
+            lat, lon = np.radians(catalogue.lat), np.radians(catalogue.lon)
+            xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1)
+            self.register_buffer("poi_xyz", torch.as_tensor(np.vstack([xyz, np.zeros((1, 3))]), dtype=torch.float64),
+                                 persistent=False)  # unit vectors (pad row 0); float64: 1 - cos of 1 km is 1e-8
         nn.init.normal_(self.poi_emb.weight, std=d**-0.5)
 
     # ------------------------------------------------------------------ encoder
@@ -210,9 +232,46 @@ class Backbone(nn.Module):
                           + [seen[..., None]], -1)
         return feats, weight, slot_poi
 
+    @torch.no_grad()
+    def target_visited(self, batch: Batch) -> torch.Tensor:
+        """[B, L] bool: each position's target POI was visited before (in the window or its summary)."""
+        query = torch.arange(batch["poi"].shape[1], device=batch["poi"].device)
+        feats, weight, slot_poi = self.copy_features(batch, query)
+        seen = (feats[..., -1] * weight) > 0  # [B, Q, S]
+        return ((slot_poi[:, None, :] == batch["target"][:, :, None]) & seen).any(-1)
+
+    @torch.no_grad()
+    def log_distance_km(self, batch: Batch, query: torch.Tensor) -> torch.Tensor:
+        """[B, Q, P] log1p(great-circle km) from the check-in at each query position to every POI."""
+        here = self.poi_xyz[batch["poi"][:, query]]  # [B, Q, 3]
+        cos = (here @ self.poi_xyz[: self.num_pois].T).clamp(-1.0, 1.0)
+        half_chord = torch.sqrt((2.0 - 2.0 * cos).clamp(min=0.0)) / 2.0
+        return torch.log1p(2.0 * EARTH_RADIUS_KM * torch.asin(half_chord.clamp(max=1.0))).float()
+
+    @torch.no_grad()
+    def log_transitions(self, batch: Batch, query: torch.Tensor) -> torch.Tensor:
+        """[B, Q, P] log1p(train steps from the POI at each query position to every POI), leaving out the
+        step being predicted when it is itself one of the counted train steps (batch "train_step")."""
+        last = batch["poi"][:, query].reshape(-1)
+        dev = last.device
+        start, n = self.trans_crow[last], self.trans_crow[last + 1] - self.trans_crow[last]
+        row = torch.repeat_interleave(torch.arange(len(last), device=dev), n)  # entry -> query row
+        idx = torch.repeat_interleave(start - (torch.cumsum(n, 0) - n), n) + torch.arange(int(n.sum()), device=dev)
+        counts = torch.zeros(len(last), self.num_pois + 1, device=last.device)
+        counts[row, self.trans_col[idx]] = self.trans_val[idx]
+        target = batch["target"][:, query].reshape(-1)
+        own = batch["train_step"][:, query].reshape(-1) & (target >= 0)
+        counts[own.nonzero()[:, 0], target[own]] -= 1.0
+        return torch.log1p(counts[:, : self.num_pois]).view(*batch["poi"][:, query].shape, self.num_pois)
+
     def _logits(self, h: torch.Tensor, batch: Batch, query: torch.Tensor) -> torch.Tensor:
         """[B, Q, P] logits at the query positions from states h [B, Q, d]."""
         logits = h @ self.poi_emb.weight[: self.num_pois].T + self.out_bias
+        priors = ([self.log_distance_km(batch, query)] if self.cfg.distance_prior else []) + (
+            [self.log_transitions(batch, query)] if self.cfg.transition_prior else [])
+        if priors:
+            for w, prior in zip(self.prior_weight(h).unbind(-1), priors, strict=True):
+                logits = logits + w[..., None] * prior
         if not self.cfg.copy:
             return logits
         feats, weight, slot_poi = self.copy_features(batch, query)

@@ -99,10 +99,7 @@ class Markov:
 
     def fit(self, data: CheckinData) -> Markov:
         self.pop = train_popularity(data)
-        p = data.num_pois
-        same = (data.trajectory[1:] == data.trajectory[:-1]) & (data.time[1:] < data.t80)
-        src, dst = data.poi[:-1][same], data.poi[1:][same]
-        self.trans = np.bincount(src * p + dst, minlength=p * p).reshape(p, p).astype(np.float64)
+        self.trans = data.train_transitions().astype(np.float64)
         return self
 
     def score(self, data: CheckinData, split: str, rows: np.ndarray) -> np.ndarray:

@@ -95,3 +95,15 @@ class CheckinData:
     def train_mask(self) -> np.ndarray:
         """Check-ins in the train period (t < t80): all a model may fit on."""
         return self.time < self.t80
+
+    def train_steps(self) -> np.ndarray:
+        """bool [n]: check-in i -> i + 1 is a step within one trajectory ending in the train period (what
+        transition models count); False for the last check-in."""
+        steps = np.zeros(len(self.poi), dtype=bool)
+        steps[:-1] = (self.trajectory[1:] == self.trajectory[:-1]) & (self.time[1:] < self.t80)
+        return steps
+
+    def train_transitions(self) -> np.ndarray:
+        """int64 [P, P]: counts of train steps from POI a to POI b."""
+        p, steps = self.num_pois, np.flatnonzero(self.train_steps())
+        return np.bincount(self.poi[steps] * p + self.poi[steps + 1], minlength=p * p).reshape(p, p)

@@ -90,7 +90,8 @@ def explain_with_run(module, data: CheckinData, k: int) -> tuple[list[int], list
 
     from data_modules.batches import SampleDataset, to_tensors
 
-    batch = to_tensors(SampleDataset(data, QUERY, module.cfg.data.max_len).__getitems__([0]))
+    dataset = SampleDataset(data, QUERY, module.cfg.data.max_len, module.cfg.data.history_summary)
+    batch = to_tensors(dataset.__getitems__([0]))
     h, top = module.predict(batch, k)
     top = top[0].tolist()
     cfg = OmegaConf.merge(module.cfg.explainer, {"num_candidates": k})

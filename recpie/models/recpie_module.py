@@ -19,6 +19,7 @@ train explanations; never the frozen base LLM.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import zlib
 from contextlib import contextmanager
@@ -66,7 +67,8 @@ class RecPIEModule(L.LightningModule):
         self.slots = cfg.explainer.num_candidates if self.granularity == "candidate" else 1
         self.backbone = backbone
         self.eval_ids = eval_ids
-        self.datasets = {s: SampleDataset(data, s, cfg.data.max_len) for s in ("train", "val", "test")}
+        self.datasets = {s: SampleDataset(data, s, cfg.data.max_len, cfg.data.history_summary)
+                         for s in ("train", "val", "test")}
         train = data.splits["train"]
         # a prompt needs a history: a few train targets share their second with the user's first check-in
         has_history = train.history_end > data.user_start[data.user[train.target]]
@@ -78,6 +80,9 @@ class RecPIEModule(L.LightningModule):
         self.moments, self.kl_ctl = RunningMoments(), KLController(cfg.rl.kl)
         self.policy_version = 0
         self.sft_done = False
+        if cfg.rl.kl_reference not in ("base", "warmup"):
+            raise ValueError(f"rl.kl_reference={cfg.rl.kl_reference!r}: use 'base' or 'warmup'")
+        self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
         self._acc: dict[str, RankAccumulator] = {}
 
     # ------------------------------------------------------------------ building
@@ -180,7 +185,9 @@ class RecPIEModule(L.LightningModule):
         if len(todo) and self.explainer is not None:
             pick = torch.isin(ids, todo)
             prompts = self._prompts(split, ids[pick], candidates[pick])
-            keys = [f"{self._cache_tag}/{split}/{i}/{s}" for i in ids[pick].tolist() for s in range(self.slots)]
+            slots = [(i, s) for i in ids[pick].tolist() for s in range(self.slots)]
+            keys = [f"{self._cache_tag}/{split}/{i}/{s}/{hashlib.sha1(p.encode()).hexdigest()[:12]}"
+                    for (i, s), p in zip(slots, prompts, strict=True)]
             states = h[pick].repeat_interleave(self.slots, 0)
             texts = []
             for start in self._progress(range(0, len(prompts), self.rc.generation_batch),
@@ -194,8 +201,10 @@ class RecPIEModule(L.LightningModule):
 
     @property
     def _cache_tag(self) -> str:
-        """Cache keys name the run and seed: policy versions of different runs are different policies."""
-        return f"{self.cfg.name}-seed{self.cfg.data.seed}"
+        """Cache keys name the run, seed and config fingerprint (policy versions of different runs are
+        different policies); each key also ends in a hash of its prompt, whose candidates move with the
+        recommender: a cached text is reused only for the very prompt it was generated from."""
+        return f"{self.cfg.name}-seed{self.cfg.data.seed}-{self.config_fingerprint()}"
 
     def _draw_train_ids(self, n: int, phase: str) -> torch.Tensor:
         g = torch.Generator().manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, phase))
@@ -247,8 +256,11 @@ class RecPIEModule(L.LightningModule):
 
     def _policy_forward(self, mb: Rollout, reference: bool = False):
         """(logprobs, values, entropy) of a minibatch's responses under the current policy, or with
-        ``reference`` under the adapter-disabled base (same soft prompt, no values). Every log-prob
-        forward uses the same attention kernel (rl.logprob_attention)."""
+        ``reference`` under the reference policy (rl.kl_reference: the adapter-disabled base with the same
+        soft prompt, or the frozen post-warm-up weights; no values). Every log-prob forward uses the same
+        attention kernel (rl.logprob_attention)."""
+        if reference and self.reference_weights is not None:
+            return self._with_weights(self.reference_weights, lambda: self._policy_forward(mb))[0], None, None
         model = self.explainer.model
         soft = self.explainer.soft(mb.extras["user_state"])
         embeds, mask, pos = build_inputs(model, mb.sequences, mb.attention_mask, soft)
@@ -259,6 +271,16 @@ class RecPIEModule(L.LightningModule):
         out = response_logprobs(model, mb.responses, self.cfg.rl.temperature, **kwargs)
         values = self.value_head(out.hidden) * mb.response_mask if self.value_head is not None else None
         return out.logprobs * mb.response_mask, values, out.entropy
+
+    def _with_weights(self, weights: dict[str, torch.Tensor], fn):
+        """fn() with the explainer's LoRA + soft prompt set to ``weights``, then the current ones restored."""
+        current = self.explainer.trainable_state_dict()
+        self.explainer.load_trainable_state_dict(weights)
+        try:
+            with torch.no_grad():
+                return fn()
+        finally:
+            self.explainer.load_trainable_state_dict(current)
 
     def _gathered(self, x: torch.Tensor) -> torch.Tensor:
         """x [n] from every rank, flattened rank-major (x itself without DDP)."""
@@ -348,6 +370,8 @@ class RecPIEModule(L.LightningModule):
         if not self.sft_done and self.rc.sft_steps > 0:
             self._format_warmup(opt)
             self.sft_done = True
+        if self.cfg.rl.kl_reference == "warmup" and self.reference_weights is None:
+            self.reference_weights = self.explainer.trainable_state_dict()  # a detached copy on the CPU
         for k in self._progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations"):
             stats = self._ppo_iteration(opt, k)
             log.info("cycle %d PPO %d: reward %.3f (null logp %.3f), KL %.3f, parse %.2f, EOS %.2f",
@@ -436,7 +460,7 @@ class RecPIEModule(L.LightningModule):
         checkpoint["recpie"] = {
             "store": self.store.state_dict(), "moments": self.moments.state_dict(),
             "kl": self.kl_ctl.state_dict(), "policy_version": self.policy_version, "sft_done": self.sft_done,
-            "config_fingerprint": self.config_fingerprint(),
+            "config_fingerprint": self.config_fingerprint(), "reference_weights": self.reference_weights,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -451,6 +475,7 @@ class RecPIEModule(L.LightningModule):
         self.moments.load_state_dict(extra["moments"])
         self.kl_ctl.load_state_dict(extra["kl"])
         self.policy_version, self.sft_done = extra["policy_version"], extra["sft_done"]
+        self.reference_weights = extra["reference_weights"]
 
     def config_fingerprint(self) -> str:
         """What must match for a checkpoint to be resumable: data, model shapes and the schedule (the number

@@ -31,7 +31,7 @@ def load_trained_run(run_dir: str | Path, seed: int | None = None) -> tuple[Dict
     seed = cfg.run.seeds[0] if seed is None else seed
     cfg.data.seed = seed
     data = load_checkin_data(data_config(cfg))
-    backbone = Backbone(cfg.backbone, data.catalogue, data.num_users, cfg.data.max_len)
+    backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
     module = RecPIEModule(cfg, data, backbone, eval_ids={})
     module.configure_model()
     checkpoint = torch.load(best_checkpoint(run_dir, seed), map_location="cpu", weights_only=False)

@@ -52,7 +52,7 @@ def warm_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pa
         fitted = fit_backbone(cfg, dm, seed, out_dir)
         path, ranks = fitted["best_checkpoint"], fitted["ranks"][test_ids.numpy()]
     data = dm.checkins
-    backbone = Backbone(cfg.backbone, data.catalogue, data.num_users, cfg.data.max_len)
+    backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
     if ranks is None:
@@ -63,7 +63,7 @@ def warm_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pa
 @torch.no_grad()
 def _score_backbone(backbone: Backbone, data, ids: torch.Tensor, cfg: DictConfig) -> np.ndarray:
     backbone.eval()
-    dataset = SampleDataset(data, "test", cfg.data.max_len)
+    dataset = SampleDataset(data, "test", cfg.data.max_len, cfg.data.history_summary)
     ranks = []
     for batch in _loader(dataset, ids, cfg.data.eval_batch_size):
         ranks.append(ranks_from_scores(backbone.score(backbone.user_state(batch), batch), batch["target"][:, -1]))
@@ -94,16 +94,13 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
     """Train one variant from a copy of the warm backbone; return its test ranks and bookkeeping."""
     module = RecPIEModule(cfg, data, copy.deepcopy(backbone), eval_ids)
     trainer = _trainer(cfg, run_dir, variant, seed)
-    train = SampleDataset(data, "train", cfg.data.max_len)
+    train = SampleDataset(data, "train", cfg.data.max_len, cfg.data.history_summary)
     sampler = CycleSampler(len(train), cfg.recpie.rec_steps_per_cycle * cfg.recpie.batch_size, seed,
                            trainer.global_rank, trainer.world_size)
-    loaders = {
-        "train": _loader(train, None, cfg.recpie.batch_size, sampler),
-        "val": _loader(SampleDataset(data, "val", cfg.data.max_len), eval_ids["val"], cfg.recpie.generation_batch,
-                       trainer=trainer),
-        "test": _loader(SampleDataset(data, "test", cfg.data.max_len), eval_ids["test"],
-                        cfg.recpie.generation_batch, trainer=trainer),
-    }
+    loaders = {"train": _loader(train, None, cfg.recpie.batch_size, sampler)}
+    for split in ("val", "test"):
+        loaders[split] = _loader(SampleDataset(data, split, cfg.data.max_len, cfg.data.history_summary),
+                                 eval_ids[split], cfg.recpie.generation_batch, trainer=trainer)
     ckpt_dir = run_dir / "checkpoints" / f"{variant}-seed{seed}"
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if cfg.run.resume and last.is_file() else None

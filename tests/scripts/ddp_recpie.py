@@ -31,7 +31,7 @@ def main(out: Path, llm_dir: Path, data_cache: Path) -> None:
                                       "data.cache_dir": str(data_cache), "recpie.test_samples": 7})
     data = load_checkin_data(data_config(cfg))
     torch.manual_seed(0)
-    backbone = Backbone(cfg.backbone, data.catalogue, data.num_users, cfg.data.max_len)
+    backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
     eval_ids = {"val": subset_ids(len(data.splits["val"]), 8, 1), "test": subset_ids(len(data.splits["test"]), 7, 1)}
     result = fit_variant(cfg, data, backbone, eval_ids, out, "recpie", seed=0)
     module = result["module"]
