@@ -73,6 +73,10 @@ def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path, ca
                 "val_null/mrr", "sft/loss", "train/loss_epoch"):
         assert key in scalars, key
     assert {"explanations/rollout/text_summary", "explanations/val/text_summary"} <= texts
+    # recpie.explained_share=0.5 (null dropout 0.2): ~40% of the recommender's rows carry an explanation;
+    # from the refresh budget alone (4 of the 24 rows per cycle) it would be ~13%
+    shares = [e.value for e in events.Scalars("train/explained_share")]
+    assert min(shares) > 0.25, shares
 
     # disk cache keys: run, seed and config fingerprint, then the hash of the very prompt explained
     cached = [json.loads(line)["key"] for line in open(tmp_path / "expl" / "explanations.jsonl")]
