@@ -234,11 +234,15 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def target_visited(self, batch: Batch) -> torch.Tensor:
-        """[B, L] bool: each position's target POI was visited before (in the window or its summary)."""
-        query = torch.arange(batch["poi"].shape[1], device=batch["poi"].device)
-        feats, weight, slot_poi = self.copy_features(batch, query)
-        seen = (feats[..., -1] * weight) > 0  # [B, Q, S]
-        return ((slot_poi[:, None, :] == batch["target"][:, :, None]) & seen).any(-1)
+        """[B, L] bool: each position's target POI was visited before (in the window up to the position,
+        or, as the copy features count it, in the batch's summary of the check-ins before the window)."""
+        poi, target = batch["poi"], batch["target"]
+        pos = torch.arange(poi.shape[1], device=poi.device)
+        earlier = (pos[None, :] <= pos[:, None])[None] & batch["mask"][:, None, :]  # [B, Q, L]
+        visited = ((poi[:, None, :] == target[:, :, None]) & earlier).any(-1)
+        if self.cfg.copy_full_history and "hist_poi" in batch:
+            visited |= (batch["hist_poi"][:, None, :] == target[:, :, None]).any(-1)
+        return visited
 
     @torch.no_grad()
     def log_distance_km(self, batch: Batch, query: torch.Tensor) -> torch.Tensor:
@@ -257,7 +261,7 @@ class Backbone(nn.Module):
         start, n = self.trans_crow[last], self.trans_crow[last + 1] - self.trans_crow[last]
         row = torch.repeat_interleave(torch.arange(len(last), device=dev), n)  # entry -> query row
         idx = torch.repeat_interleave(start - (torch.cumsum(n, 0) - n), n) + torch.arange(int(n.sum()), device=dev)
-        counts = torch.zeros(len(last), self.num_pois + 1, device=last.device)
+        counts = torch.zeros(len(last), self.num_pois + 1, device=dev)
         counts[row, self.trans_col[idx]] = self.trans_val[idx]
         target = batch["target"][:, query].reshape(-1)
         own = batch["train_step"][:, query].reshape(-1) & (target >= 0)
