@@ -99,6 +99,18 @@ def test_paired_bootstrap():
     assert noisy.low < noisy.diff < noisy.high
 
 
+def test_paired_bootstrap_over_seeds_averages_per_sample_metrics_first():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(1, 30, size=400)
+    flip = rng.random(400) < 0.5  # two seeds whose per-sample errors cancel: each noisy, their mean not
+    seeds = np.stack([np.where(flip, base / 3, base * 3), np.where(flip, base * 3, base / 3)])
+    mean = paired_bootstrap_ci(seeds, base, "mrr")
+    per_seed = [paired_bootstrap_ci(r, base, "mrr") for r in seeds]
+    assert mean.diff == pytest.approx(np.mean([c.diff for c in per_seed]))
+    assert mean.diff == pytest.approx((0.5 * (3 / base + 1 / (3 * base)) - 1 / base).mean())
+    assert mean.high - mean.low < 0.5 * min(c.high - c.low for c in per_seed)
+
+
 def test_tables_render_values():
     m = metrics_from_ranks(np.array([1.0, 3.0]))
     assert "| counter | 0.5000 |" in metrics_table({"counter": m}, names=["acc@1"])

@@ -25,9 +25,12 @@ def paired_bootstrap_ci(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str, n
                         level: float = 0.95, seed: int = 0) -> PairedCI:
     """Percentile CI of mean(metric(a)) - mean(metric(b)), resampling samples (rows paired).
 
-    Both rank arrays must be ordered by the same sample ids."""
+    Both rank arrays must be ordered by the same sample ids (the last axis). Either may be [S, N], one row
+    per seed: its per-sample metric is averaged over the seeds first, so the CI is that of the seed-mean
+    difference (a model's mean over 3 seeds against a deterministic baseline, samples resampled)."""
     a = per_sample_metric(ranks_a, metric)
     b = per_sample_metric(ranks_b, metric)
+    a, b = (x.mean(0) if x.ndim == 2 else x for x in (a, b))
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"paired bootstrap needs two equal, non-empty rank arrays; got {a.shape}, {b.shape}")
     d = a - b
