@@ -15,7 +15,9 @@ class BackboneConfig:
     fourier_bands: int = 16  # frequencies per coordinate of the Fourier geo features
     grid_cells: int = 64  # "grid": cells per axis over the POIs' bounding box
     copy: bool = True  # add copy logits from the history (visit counts weighted by recency and hour)
-    copy_decays: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.99])  # recency decays per age
+    # recency decays per age (0.995: the NYC val-tuned counter's, so the backbone can rank as it does;
+    # NYC seeds 0-2, val MRR 0.4577 with it, 0.4582 without: a tie)
+    copy_decays: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.99, 0.995])
     copy_bandwidths_h: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])  # hour-kernel widths
     copy_kernel_decay: float = 0.99  # recency decay applied inside the hour-kernel copy features
     copy_time_scales_days: list[float] = field(default_factory=lambda: [7.0, 60.0])  # exp(-elapsed days / tau)
