@@ -70,12 +70,29 @@ def test_target_visited_counts_the_whole_history(nyc_data):
     assert torch.equal(visited[has_target], expected[has_target])
 
 
+def _brute_force_transitions(data) -> np.ndarray:
+    """Dense [P, P] counts of consecutive check-ins of one trajectory, both before t80, by a plain loop."""
+    counts = np.zeros((data.num_pois, data.num_pois))
+    for i in range(len(data.poi) - 1):
+        if data.trajectory[i] == data.trajectory[i + 1] and data.time[i + 1] < data.t80:
+            counts[data.poi[i], data.poi[i + 1]] += 1
+    return counts
+
+
+def test_sparse_train_transitions_match_a_dense_count(nyc_data):
+    dense = _brute_force_transitions(nyc_data)
+    sparse = nyc_data.train_transitions()
+    assert len(sparse.count) == np.count_nonzero(dense) and sparse.count.sum() > 50_000
+    pois = np.array([0, 5, int(dense.sum(1).argmax()), nyc_data.num_pois - 1, 5])
+    np.testing.assert_array_equal(sparse.dense_rows(pois), dense[pois])
+
+
 def test_priors_match_brute_force_and_leave_out_the_step_itself(nyc_data):
     """Transition prior = log1p(train steps from the input's POI), minus the predicted step itself when it
     is one of those counted train steps (else a training target would see its own label); distance prior =
     log1p(great-circle km). Val/test targets lie after t80: nothing is left out there."""
     bb = Backbone(BackboneConfig(), nyc_data, 50)
-    trans = nyc_data.train_transitions()
+    trans = _brute_force_transitions(nyc_data)
     windows = WindowDataset(nyc_data, 50, "all_steps")
     batch = to_tensors(windows.__getitems__([3, 400, 1200]))
     query = torch.arange(50)
@@ -85,7 +102,7 @@ def test_priors_match_brute_force_and_leave_out_the_step_itself(nyc_data):
         for q in range(50):
             if not batch["mask"][j, q]:
                 continue
-            row = trans[int(batch["poi"][j, q])].astype(np.float64)
+            row = trans[int(batch["poi"][j, q])].copy()
             t = int(batch["target"][j, q])
             if batch["train_step"][j, q] and t >= 0:
                 row[t] -= 1

@@ -100,10 +100,9 @@ class Backbone(nn.Module):
             nn.init.zeros_(self.prior_weight.weight)  # the priors start without a say
             nn.init.zeros_(self.prior_weight.bias)
         if cfg.transition_prior:  # CSR rows of the train transition counts (pad POI: an empty row)
-            counts = data.train_transitions()
-            src, dst = np.nonzero(counts)
-            crow = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=p + 1))])
-            for name, value in (("trans_crow", crow), ("trans_col", dst), ("trans_val", counts[src, dst])):
+            t = data.train_transitions()
+            for name, value in (("trans_crow", np.append(t.crow, t.crow[-1])), ("trans_col", t.col),
+                                ("trans_val", t.count)):
                 self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32 if name == "trans_val"
                                                            else torch.int64), persistent=False)
         if cfg.distance_prior:

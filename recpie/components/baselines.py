@@ -99,7 +99,7 @@ class Markov:
 
     def fit(self, data: CheckinData) -> Markov:
         self.pop = train_popularity(data)
-        self.trans = data.train_transitions().astype(np.float64)
+        self.trans = data.train_transitions()
         return self
 
     def score(self, data: CheckinData, split: str, rows: np.ndarray) -> np.ndarray:
@@ -107,7 +107,7 @@ class Markov:
         ends = s.history_end[rows]
         has = ends > data.user_start[data.user[s.target[rows]]]
         primary = np.zeros((len(rows), data.num_pois))
-        primary[has] = self.trans[data.poi[ends[has] - 1]]
+        primary[has] = self.trans.dense_rows(data.poi[ends[has] - 1])
         return lexicographic_scores(primary, self.pop)
 
 

@@ -16,6 +16,26 @@ HOURS_PER_WEEK = 168
 
 
 @dataclass(frozen=True)
+class Transitions:
+    """Sparse counts of steps between POIs (CSR): the steps out of POI a go to col[crow[a]:crow[a + 1]]."""
+
+    crow: np.ndarray  # int64 [P + 1]
+    col: np.ndarray  # int64 [nnz]: destination POI
+    count: np.ndarray  # int64 [nnz]
+    num_pois: int
+
+    def dense_rows(self, pois: np.ndarray) -> np.ndarray:
+        """float64 [len(pois), P]: the counts out of each given POI."""
+        pois = np.asarray(pois, dtype=np.int64)
+        n = self.crow[pois + 1] - self.crow[pois]
+        row = np.repeat(np.arange(len(pois)), n)
+        idx = np.repeat(self.crow[pois] - (np.cumsum(n) - n), n) + np.arange(n.sum())
+        out = np.zeros((len(pois), self.num_pois))
+        out[row, self.col[idx]] = self.count[idx]
+        return out
+
+
+@dataclass(frozen=True)
 class PoiCatalogue:
     """What is known about each POI: the text an LLM reads and the features a model embeds."""
 
@@ -103,7 +123,9 @@ class CheckinData:
         steps[:-1] = (self.trajectory[1:] == self.trajectory[:-1]) & (self.time[1:] < self.t80)
         return steps
 
-    def train_transitions(self) -> np.ndarray:
-        """int64 [P, P]: counts of train steps from POI a to POI b."""
+    def train_transitions(self) -> Transitions:
+        """Counts of train steps from POI a to POI b, sparse (a dense [P, P] table is 20 GB at 50k POIs)."""
         p, steps = self.num_pois, np.flatnonzero(self.train_steps())
-        return np.bincount(self.poi[steps] * p + self.poi[steps + 1], minlength=p * p).reshape(p, p)
+        pair, count = np.unique(self.poi[steps] * p + self.poi[steps + 1], return_counts=True)
+        crow = np.concatenate([[0], np.cumsum(np.bincount(pair // p, minlength=p))])
+        return Transitions(crow, pair % p, count, p)
