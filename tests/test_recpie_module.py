@@ -169,15 +169,17 @@ def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, caps
 
 def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
     """rl.kl_reference=warmup: the reference is the policy frozen right after the format warm-up, so the
-    first PPO iteration's rollout is at KL 0 from it (against the base it is not), and it is checkpointed."""
+    first PPO iteration's rollout is at KL 0 from it (against the base it is not), the next one, after a
+    PPO update, is not (the reference is a snapshot, not the live weights), and it is checkpointed."""
     cfg, backbone, eval_ids = setup
     kls = {}
     for reference in ("base", "warmup"):
         run_cfg = copy.deepcopy(cfg)
-        run_cfg.rl.kl_reference, run_cfg.recpie.cycles = reference, 1
+        run_cfg.rl.kl_reference, run_cfg.recpie.cycles = reference, 2
         fit_variant(run_cfg, nyc_data, backbone, eval_ids, tmp_path / reference, "recpie", seed=0)
         events = EventAccumulator(str(tmp_path / reference / "tensorboard" / "recpie" / "seed0")).Reload()
-        kls[reference] = events.Scalars("ppo/kl_k1_per_seq")[0].value
-    assert abs(kls["warmup"]) < 1e-4 < abs(kls["base"])
+        kls[reference] = [e.value for e in events.Scalars("ppo/kl_k1_per_seq")]
+    assert abs(kls["warmup"][0]) < 1e-4 < abs(kls["base"][0])
+    assert abs(kls["warmup"][1]) > 1e-5  # exactly 0.0 when the snapshot aliased the live weights
     ckpt = torch.load(tmp_path / "warmup" / "checkpoints" / "recpie-seed0" / "last.ckpt", weights_only=False)
     assert ckpt["recpie"]["reference_weights"] and any("lora_B" in k for k in ckpt["recpie"]["reference_weights"])

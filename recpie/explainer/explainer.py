@@ -88,9 +88,10 @@ class Explainer(nn.Module):
         return lora + list(self.soft_prompt.parameters())
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """LoRA + soft prompt only: checkpoints never hold the frozen base."""
+        """LoRA + soft prompt only (checkpoints never hold the frozen base), as copies on the CPU: a snapshot
+        that later updates do not change (``.cpu()`` of a CPU tensor would alias the live parameter)."""
         names = {id(p) for p in self.trainable_parameters()}
-        return {k: v.detach().cpu() for k, v in self.named_parameters() if id(v) in names}
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.named_parameters() if id(v) in names}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         params = dict(self.named_parameters())

@@ -381,7 +381,7 @@ class RecPIEModule(L.LightningModule):
             self._format_warmup(opt)
             self.sft_done = True
         if self.cfg.rl.kl_reference == "warmup" and self.reference_weights is None:
-            self.reference_weights = self.explainer.trainable_state_dict()  # a detached copy on the CPU
+            self.reference_weights = self.explainer.trainable_state_dict()  # a snapshot on the CPU
         for k in self._progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations"):
             stats = self._ppo_iteration(opt, k)
             log.info("cycle %d PPO %d: reward %.3f (null logp %.3f), KL %.3f, parse %.2f, EOS %.2f",
