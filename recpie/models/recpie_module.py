@@ -40,6 +40,7 @@ from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.soft_prompt import build_inputs
 from recpie.explainer.warmup import sft_loss, templated_explanation
+from recpie.models.cycle_sampler import explainable_train_ids, phase_seed
 from recpie.models.explanation_store import ExplanationStore
 from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
 from recpie.rl.logprobs import response_logprobs
@@ -48,11 +49,6 @@ from recpie.rl.value_head import value_head_for
 
 log = logging.getLogger(__name__)
 CONTROL_EXPLANATION_DIM = 16  # the control never sees an explanation: its null vector's size is immaterial
-
-
-def phase_seed(*parts: int | str) -> int:
-    """A stable 31-bit seed from (seed, cycle, rank, phase name, ...)."""
-    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
 
 
 class RecPIEModule(L.LightningModule):
@@ -69,10 +65,7 @@ class RecPIEModule(L.LightningModule):
         self.eval_ids = eval_ids
         self.datasets = {s: SampleDataset(data, s, cfg.data.max_len, cfg.data.history_summary)
                          for s in ("train", "val", "test")}
-        train = data.splits["train"]
-        # a prompt needs a history: a few train targets share their second with the user's first check-in
-        has_history = train.history_end > data.user_start[data.user[train.target]]
-        self.explainable = torch.from_numpy(np.flatnonzero(has_history))
+        self.explainable = explainable_train_ids(data)
         self.explainer: Explainer | None = None
         self.fusion: torch.nn.Module | None = None
         self.value_head: torch.nn.Module | None = None
@@ -83,7 +76,6 @@ class RecPIEModule(L.LightningModule):
         if cfg.rl.kl_reference not in ("base", "warmup"):
             raise ValueError(f"rl.kl_reference={cfg.rl.kl_reference!r}: use 'base' or 'warmup'")
         self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
-        self.refresh_pool = torch.zeros(0, dtype=torch.long)  # train samples refreshed so far (any rank)
         self._acc: dict[str, RankAccumulator] = {}
 
     # ------------------------------------------------------------------ building
@@ -341,15 +333,9 @@ class RecPIEModule(L.LightningModule):
         opt.step()
         opt.zero_grad()
 
-    def _refresh_ids(self, epoch: int, rank: int) -> torch.Tensor:
-        """The train samples that rank ``rank`` explains afresh in cycle ``epoch``: the first refresh_budget
-        explainable ones of its sampler order."""
-        ids = self.trainer.train_dataloader.sampler.indices_for_epoch(epoch, rank)
-        return ids[torch.isin(ids, self.explainable)][: self.rc.refresh_budget]
-
     def _refresh(self) -> None:
-        """Fresh greedy explanations for the first refresh_budget train samples of this cycle."""
-        ids = self._refresh_ids(self.current_epoch, self.global_rank)
+        """Fresh greedy explanations for this cycle's refresh_budget train samples (the sampler's choice)."""
+        ids = self.trainer.train_dataloader.sampler.refreshed(self.current_epoch, self.global_rank)
         for start in range(0, len(ids), self.rc.generation_batch):
             chunk = ids[start:start + self.rc.generation_batch]
             self._explain("train", chunk, self._batch("train", chunk))
@@ -370,10 +356,6 @@ class RecPIEModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # dropout and sampling draw from the global generator: reseed it per cycle so resuming is exact
         torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, "cycle"))
-        # every sample refreshed up to this cycle, on any rank: the explained rows of the recommender's
-        # batches come from here, in the control too (same rows, null explanations: a fair comparison)
-        self.refresh_pool = torch.unique(torch.cat([self._refresh_ids(e, r) for e in range(self.current_epoch + 1)
-                                                    for r in range(self.trainer.world_size)]))
         if self.explainer is None:
             return
         opt = self._optimizers()[1]
@@ -391,22 +373,8 @@ class RecPIEModule(L.LightningModule):
         self._refresh()
         self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)
 
-    def _with_explained_rows(self, batch, batch_idx: int):
-        """The batch with its first ``explained_share`` rows replaced by samples of the refresh pool (seeded
-        draw): in RecPIE they hold an explanation, in the control the same rows use the null one."""
-        pool = self.refresh_pool
-        k = round(self.rc.explained_share * len(batch["sample_id"]))
-        if k == 0 or len(pool) == 0:
-            return batch
-        g = torch.Generator().manual_seed(
-            phase_seed(self.cfg.data.seed, self.current_epoch, batch_idx, self.global_rank, "explained"))
-        ids = batch["sample_id"].cpu().clone()
-        ids[:k] = pool[torch.randint(len(pool), (k,), generator=g)]
-        return self._batch("train", ids)
-
     def training_step(self, batch, batch_idx):
         opt = self._optimizers()[0]
-        batch = self._with_explained_rows(batch, batch_idx)
         ids = batch["sample_id"]
         torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, batch_idx, self.global_rank, "rec"))
         h = self.backbone.user_state(batch)
@@ -511,30 +479,6 @@ class RecPIEModule(L.LightningModule):
                              ("explainer", "explanation_cache")):
             parts[section].pop(key)
         return f"{zlib.crc32(repr(sorted(parts.items())).encode()):08x}"
-
-
-class CycleSampler(torch.utils.data.Sampler[int]):
-    """Per cycle, rec_steps * batch_size train samples per rank, distinct across ranks, seeded by epoch."""
-
-    def __init__(self, n: int, per_rank: int, seed: int, rank: int = 0, world: int = 1):
-        self.n, self.per_rank, self.seed, self.rank, self.world = n, per_rank, seed, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def indices_for_epoch(self, epoch: int, rank: int | None = None) -> torch.Tensor:
-        """The samples of ``rank`` (default: this sampler's) in cycle ``epoch``."""
-        g = torch.Generator().manual_seed(phase_seed(self.seed, epoch, "cycle"))
-        need = self.per_rank * self.world
-        order = torch.cat([torch.randperm(self.n, generator=g) for _ in range(-(-need // self.n))])[:need]
-        return order[self.rank if rank is None else rank::self.world]
-
-    def __iter__(self):
-        return iter(self.indices_for_epoch(self.epoch).tolist())
-
-    def __len__(self) -> int:
-        return self.per_rank
 
 
 def subset_ids(n: int, k: int, seed: int) -> torch.Tensor:

@@ -35,7 +35,8 @@ from recpie.evaluation.export import write_topk_jsonl
 from recpie.evaluation.tables import ci_table, mean_std_table, metrics_table
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
-from recpie.models.recpie_module import CycleSampler, RecPIEModule, subset_ids
+from recpie.models.cycle_sampler import CycleSampler, explainable_train_ids
+from recpie.models.recpie_module import RecPIEModule, subset_ids
 from recpie.recipes.baselines import fit_backbone
 from recpie.utils.checkpoints import checkpoint_callbacks
 
@@ -95,12 +96,14 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
     module = RecPIEModule(cfg, data, copy.deepcopy(backbone), eval_ids)
     trainer = _trainer(cfg, run_dir, variant, seed)
     train = SampleDataset(data, "train", cfg.data.max_len, cfg.data.history_summary)
-    sampler = CycleSampler(len(train), cfg.recpie.rec_steps_per_cycle * cfg.recpie.batch_size, seed,
+    rc = cfg.recpie
+    sampler = CycleSampler(len(train), rc.rec_steps_per_cycle * rc.batch_size, seed, explainable_train_ids(data),
+                           rc.refresh_budget, rc.explained_share, rc.explained_draws,
                            trainer.global_rank, trainer.world_size)
-    loaders = {"train": _loader(train, None, cfg.recpie.batch_size, sampler)}
+    loaders = {"train": _loader(train, None, rc.batch_size, sampler)}
     for split in ("val", "test"):
         loaders[split] = _loader(SampleDataset(data, split, cfg.data.max_len, cfg.data.history_summary),
-                                 eval_ids[split], cfg.recpie.generation_batch, trainer=trainer)
+                                 eval_ids[split], rc.generation_batch, trainer=trainer)
     ckpt_dir = run_dir / "checkpoints" / f"{variant}-seed{seed}"
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if cfg.run.resume and last.is_file() else None
