@@ -122,6 +122,16 @@ def test_resumed_run_matches_uninterrupted(setup, nyc_data, tmp_path):
     np.testing.assert_allclose(resumed["ranks"], whole["ranks"], rtol=1e-5)
     assert resumed["module"].policy_version == whole["module"].policy_version
 
+    # a finished run re-tested from its last checkpoint instead of the best: resumes (no training), and
+    # the test sees the last checkpoint's weights
+    folder = tmp_path / "whole" / "checkpoints" / "recpie-seed0"
+    for choice, path in (("last", folder / "last.ckpt"), ("best", next(folder.glob("best-*.ckpt")))):
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg.recpie.test_checkpoint = choice
+        out = fit_variant(run_cfg, nyc_data, backbone, eval_ids, tmp_path / "whole", "recpie", seed=0)
+        saved = torch.load(path, weights_only=False)["state_dict"]["backbone.out_bias"]
+        assert torch.equal(out["module"].backbone.out_bias, saved), choice
+
 
 def test_ddp_two_cpu_processes(tmp_path, nyc_datamodule_config, nyc_data, tiny_llm_dir):  # noqa: F811
     """Two gloo processes: gradients synced (identical LoRA and backbone), train explanations shared,

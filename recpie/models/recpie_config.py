@@ -52,6 +52,10 @@ class RecPIEConfig:
     generation_batch: int = 32
     # val samples scored after each cycle for checkpoint selection (0 = all; a fixed seeded subset)
     val_samples: int = 128
+    # which checkpoint the test scores: "best" (val MRR, the default) or "last" (the end of the final
+    # cycle; for short runs whose val subset is too small to choose between cycles). Not part of the
+    # resume fingerprint: a finished run can be re-tested from the other one by resuming it
+    test_checkpoint: str = "best"
     # test samples scored at the end (0 = all); the subset is fixed by test_subset_seed and documented
     test_samples: int = 0
     # seed of the val/test subset choice (independent of the training seed)

@@ -473,10 +473,12 @@ class RecPIEModule(L.LightningModule):
 
     def config_fingerprint(self) -> str:
         """What must match for a checkpoint to be resumable: data, model shapes and the schedule (the number
-        of cycles may grow: that extends a run; where data and caches live does not matter)."""
+        of cycles may grow: that extends a run; where data and caches live, and which checkpoint the test
+        scores, do not matter)."""
         parts = {k: OmegaConf.to_container(self.cfg[k], resolve=True)
                  for k in ("data", "backbone", "explainer", "rl", "recpie")}
-        parts["recpie"].pop("cycles")
+        for key in ("cycles", "test_checkpoint"):
+            parts["recpie"].pop(key)
         for section, key in (("data", "data_root"), ("data", "cache_dir"), ("explainer", "cache_dir"),
                              ("explainer", "explanation_cache")):
             parts[section].pop(key)

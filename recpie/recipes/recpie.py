@@ -109,8 +109,8 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
     resume = str(last) if cfg.run.resume and last.is_file() else None
     start = time.perf_counter()
     trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=resume)
-    best = trainer.checkpoint_callback.best_model_path or None
-    trainer.test(module, loaders["test"], ckpt_path=best, verbose=False)
+    tested = trainer.checkpoint_callback.best_model_path if rc.test_checkpoint == "best" else str(last)
+    trainer.test(module, loaders["test"], ckpt_path=tested or None, verbose=False)
     ids, ranks, topk = module.results["test/recpie"]
     ids_null, ranks_null, _ = module.results["test/null"]
     return {
@@ -122,6 +122,8 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
 
 
 def run(cfg: DictConfig, run_dir: Path) -> None:
+    if cfg.recpie.test_checkpoint not in ("best", "last"):
+        raise ValueError(f"recpie.test_checkpoint={cfg.recpie.test_checkpoint!r}: use 'best' or 'last'")
     dm = CheckinDataModule(data_config(cfg))
     dm.setup()
     data = dm.checkins
@@ -178,7 +180,8 @@ def _write_results(cfg, run_dir: Path, per_seed: dict, eval_ids: dict, report: l
             f"POIs; {n_test} test samples (subset seed {cfg.recpie.subset_seed}, 0 = all), seeds "
             f"{list(cfg.run.seeds)}; explainer {cfg.explainer.model} ({cfg.explainer.quantization}), "
             f"{cfg.recpie.cycles} cycles x {cfg.recpie.rec_steps_per_cycle} recommender steps, "
-            f"{cfg.recpie.ppo_iterations} PPO iteration(s) per cycle. Peak RSS {peak_gb:.1f} GiB.", "",
+            f"{cfg.recpie.ppo_iterations} PPO iteration(s) per cycle from the second; test scores the "
+            f"{cfg.recpie.test_checkpoint} checkpoint. Peak RSS {peak_gb:.1f} GiB.", "",
             "Mean +- std over seeds:", "", mean_std_table(per_seed), ""]
     text = "\n".join(head + report)
     (run_dir / "results.md").write_text(text)
