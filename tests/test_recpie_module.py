@@ -100,8 +100,12 @@ def test_control_needs_no_llm_and_checkpoints_hold_no_base_weights(setup, nyc_da
     cfg, backbone, eval_ids = setup
     control = copy.deepcopy(cfg)
     control.recpie.use_explanations = False
+    control.recpie.fusion_lr = 1e-3  # its own optimizer group: the fusion starts from scratch
     out = fit_variant(control, nyc_data, backbone, eval_ids, tmp_path, "control", seed=0)
     assert out["module"].explainer is None and out["explained"] == 0
+    backbone_group, fusion_group = out["module"].configure_optimizers().param_groups
+    assert (backbone_group["lr"], fusion_group["lr"]) == (cfg.recpie.rec_lr, 1e-3)
+    assert {id(p) for p in fusion_group["params"]} == {id(p) for p in out["module"].fusion.parameters()}
     ckpt = torch.load(tmp_path / "checkpoints" / "control-seed0" / "last.ckpt", weights_only=False)
     assert all(k.startswith(("backbone.", "fusion.")) for k in ckpt["state_dict"])
 

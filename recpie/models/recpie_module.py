@@ -97,7 +97,8 @@ class RecPIEModule(L.LightningModule):
         self.store = ExplanationStore({s: len(ds) for s, ds in self.datasets.items()}, self.slots, dim)
 
     def configure_optimizers(self):
-        rec = torch.optim.AdamW([*self.backbone.parameters(), *self.fusion.parameters()], lr=self.rc.rec_lr)
+        rec = torch.optim.AdamW([{"params": self.backbone.parameters(), "lr": self.rc.rec_lr},
+                                 {"params": self.fusion.parameters(), "lr": self.rc.fusion_lr}])
         if self.explainer is None:
             return rec
         llm_params = self.explainer.trainable_parameters()
