@@ -61,8 +61,7 @@ def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path, ca
     assert out["ids"].tolist() == eval_ids["test"].tolist()
     assert np.all(out["ranks"] >= 1) and np.all(out["ranks"] <= nyc_data.num_pois)
     last = torch.load(tmp_path / "checkpoints" / "recpie-seed0" / "last.ckpt", weights_only=False)
-    # SFT, then PPO from the second cycle on (the first cycle's fusion is the identity: no reward yet)
-    assert last["recpie"]["policy_version"] == 1 + (cfg.recpie.cycles - 1) * cfg.recpie.ppo_iterations
+    assert last["recpie"]["policy_version"] == 1 + cfg.recpie.cycles * cfg.recpie.ppo_iterations  # SFT + PPO
     lora = [p for n, p in module.explainer.model.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora), "LoRA B starts at zero: PPO/SFT must have moved it"
     assert not torch.equal(module.backbone.out_bias, backbone.out_bias), "the recommender must have trained"
@@ -191,7 +190,7 @@ def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
     kls = {}
     for reference in ("base", "warmup"):
         run_cfg = copy.deepcopy(cfg)
-        run_cfg.rl.kl_reference, run_cfg.recpie.cycles = reference, 3  # PPO in cycles 1 and 2
+        run_cfg.rl.kl_reference, run_cfg.recpie.cycles = reference, 2
         fit_variant(run_cfg, nyc_data, backbone, eval_ids, tmp_path / reference, "recpie", seed=0)
         events = EventAccumulator(str(tmp_path / reference / "tensorboard" / "recpie" / "seed0")).Reload()
         kls[reference] = [e.value for e in events.Scalars("ppo/kl_k1_per_seq")]

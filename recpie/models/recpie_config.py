@@ -8,13 +8,13 @@ from dataclasses import dataclass
 class RecPIEConfig:
     # a trained backbone checkpoint (.ckpt of the baselines recipe) to start from; "" = warm it up first
     backbone_checkpoint: str = ""
-    # joint cycles; one cycle = K PPO iterations (none in the first), an explanation refresh, then M
-    # recommender steps
+    # joint cycles; one cycle = K PPO iterations, an explanation refresh, then M recommender steps
     cycles: int = 20
     # M: recommender steps per cycle (sample batches of protocol train targets, explanation-fused)
     rec_steps_per_cycle: int = 50
-    # K: PPO iterations per cycle from the second cycle on, each on fresh rollouts (0 = frozen explainer:
-    # the no-RL ablation); the first cycle has none, its fusion is the identity and every reward 0
+    # K: PPO iterations per cycle, each on fresh rollouts (0 = frozen explainer: the no-RL ablation). In the
+    # first cycle the reward is only the EOS/parse penalties and the KL (the fusion is the identity): without
+    # that iteration the demo's sampled parse rate was 0.00 at cycle 1 and its greedy test parse rate 0.29
     ppo_iterations: int = 1
     # prompts per PPO rollout (grpo/rloo: each sampled rl.group_size times)
     rollout_prompts: int = 8

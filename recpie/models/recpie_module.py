@@ -3,10 +3,11 @@
 One training epoch is one *cycle* (so every checkpoint falls on a cycle boundary):
 
 1. ``on_train_epoch_start``: the explainer's turn. In the first cycle a short supervised format warm-up;
-   from the second on, ``recpie.ppo_iterations`` PPO iterations, each on fresh sampled explanations of
-   train samples, rewarded by the recommender's log-likelihood gain on the true next POI (in the first
-   cycle the fusion is still the identity, so that gain is 0 by construction); then greedy explanations
-   for ``recpie.refresh_budget`` of the train samples this cycle will use.
+   then ``recpie.ppo_iterations`` PPO iterations, each on fresh sampled explanations of train samples,
+   rewarded by the recommender's log-likelihood gain on the true next POI and penalised for a missing EOS
+   or unparseable text (in the first cycle the fusion is still the identity, so the gain is 0 and only
+   the penalties and the KL speak: they still shape the format); then greedy explanations for
+   ``recpie.refresh_budget`` of the train samples this cycle will use.
 2. ``training_step``: the recommender's turn, ``recpie.rec_steps_per_cycle`` supervised steps on the rows
    of the ``CycleSampler``, each sample's explanation fused into its user state (or the null explanation:
    none cached yet, null dropout, or the control run with ``recpie.use_explanations=false``).
@@ -366,8 +367,7 @@ class RecPIEModule(L.LightningModule):
             self.sft_done = True
         if self.cfg.rl.kl_reference == "warmup" and self.reference_weights is None:
             self.reference_weights = self.explainer.trainable_state_dict()  # a snapshot on the CPU
-        iterations = self.rc.ppo_iterations if self.current_epoch > 0 else 0  # the identity fusion: no reward yet
-        for k in self._progress(range(iterations), f"cycle {self.current_epoch}: PPO iterations"):
+        for k in self._progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations"):
             stats = self._ppo_iteration(opt, k)
             log.info("cycle %d PPO %d: reward %.3f (null logp %.3f), KL %.3f, parse %.2f, EOS %.2f",
                      self.current_epoch, k, stats["reward/raw_mean"], stats["reward/null_logp"],

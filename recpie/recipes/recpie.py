@@ -180,7 +180,7 @@ def _write_results(cfg, run_dir: Path, per_seed: dict, eval_ids: dict, report: l
             f"POIs; {n_test} test samples (subset seed {cfg.recpie.subset_seed}, 0 = all), seeds "
             f"{list(cfg.run.seeds)}; explainer {cfg.explainer.model} ({cfg.explainer.quantization}), "
             f"{cfg.recpie.cycles} cycles x {cfg.recpie.rec_steps_per_cycle} recommender steps, "
-            f"{cfg.recpie.ppo_iterations} PPO iteration(s) per cycle from the second; test scores the "
+            f"{cfg.recpie.ppo_iterations} PPO iteration(s) per cycle; test scores the "
             f"{cfg.recpie.test_checkpoint} checkpoint. Peak RSS {peak_gb:.1f} GiB.", "",
             "Mean +- std over seeds:", "", mean_std_table(per_seed), ""]
     text = "\n".join(head + report)
