@@ -14,7 +14,7 @@ class RecPIEConfig:
     rec_steps_per_cycle: int = 50
     # K: PPO iterations per cycle, each on fresh rollouts (0 = frozen explainer: the no-RL ablation). In the
     # first cycle the reward is only the EOS/parse penalties and the KL (the fusion is the identity): without
-    # that iteration the demo's sampled parse rate was 0.00 at cycle 1 and its greedy test parse rate 0.29
+    # that iteration the demo's cycle-1 rollouts parsed 0% and its greedy test explanations 29% (52% with it)
     ppo_iterations: int = 1
     # prompts per PPO rollout (grpo/rloo: each sampled rl.group_size times)
     rollout_prompts: int = 8
