@@ -51,8 +51,15 @@ def package_versions() -> dict[str, str | None]:
 
 
 def write_provenance(run_dir: Path, cfg: DictConfig, input_files: list[Path]) -> None:
-    """Write config.yaml and provenance.json into the run directory."""
+    """Write config.yaml and provenance.json into the run directory. A resumed or re-tested run keeps the
+    records of the earlier invocations (``earlier_invocations``, oldest first): the commit a checkpoint
+    was trained at is not lost when a later commit re-tests it."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "provenance.json"
+    earlier = []
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        earlier = [*previous.pop("earlier_invocations", []), previous]
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     record = {
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -62,5 +69,6 @@ def write_provenance(run_dir: Path, cfg: DictConfig, input_files: list[Path]) ->
         "git": git_state(Path(__file__).resolve().parents[2]),
         "packages": package_versions(),
         "inputs": {str(p): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in input_files},
+        "earlier_invocations": earlier,
     }
-    (run_dir / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    path.write_text(json.dumps(record, indent=2) + "\n")
