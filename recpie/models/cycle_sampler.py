@@ -64,20 +64,20 @@ class CycleSampler(torch.utils.data.Sampler[int]):
         """Every sample refreshed up to and including cycle ``epoch``, on any rank (sorted)."""
         return torch.unique(torch.cat([self.refreshed(e, r) for e in range(epoch + 1) for r in range(self.world)]))
 
-    def explained_rows(self, epoch: int) -> int:
-        """Positions per rank given to pool samples in cycle ``epoch``: explained_share of the rows, at
-        most explained_draws per pool sample over all ranks."""
+    def explained_rows(self, pool_size: int) -> int:
+        """Positions per rank given to pool samples: explained_share of the rows, at most explained_draws
+        per pool sample over all ranks."""
         wanted = round(self.explained_share * self.per_rank)
-        return min(wanted, math.floor(self.explained_draws * len(self.pool(epoch)) / self.world))
+        return min(wanted, math.floor(self.explained_draws * pool_size / self.world))
 
     def indices_for_epoch(self, epoch: int, rank: int | None = None) -> torch.Tensor:
         """The samples of ``rank`` (default: this sampler's) in cycle ``epoch``, pool draws mixed in."""
         rank = self.rank if rank is None else rank
         order = self.plain_pass(epoch, rank).clone()
-        k = self.explained_rows(epoch)
+        pool = self.pool(epoch)
+        k = self.explained_rows(len(pool))
         if k == 0:
             return order
-        pool = self.pool(epoch)
         # draws for all ranks from one generator, as whole permutations of the pool: no sample is drawn
         # more than ceil(k * world / |pool|) times in the cycle
         g = torch.Generator().manual_seed(phase_seed(self.seed, epoch, "explained"))
