@@ -49,7 +49,7 @@ def run_main(argv: list[str]) -> int:
     run_dir = Path(cfg.run.output_dir) / cfg.name
     from recpie.data.load import input_files
 
-    write_provenance(run_dir, cfg, input_files(data_config(cfg)))
+    write_provenance(run_dir, cfg, input_files(data_config(cfg)), resumed=cfg.run.resume)
     recipe = importlib.import_module(f"recpie.recipes.{cfg.run.recipe}")
     start = time.perf_counter()
     recipe.run(cfg, run_dir)

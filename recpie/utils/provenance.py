@@ -50,14 +50,14 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_provenance(run_dir: Path, cfg: DictConfig, input_files: list[Path]) -> None:
-    """Write config.yaml and provenance.json into the run directory. A resumed or re-tested run keeps the
-    records of the earlier invocations (``earlier_invocations``, oldest first): the commit a checkpoint
-    was trained at is not lost when a later commit re-tests it."""
+def write_provenance(run_dir: Path, cfg: DictConfig, input_files: list[Path], resumed: bool) -> None:
+    """Write config.yaml and provenance.json into the run directory. A ``resumed`` (or re-tested) run keeps
+    the records of the earlier invocations (``earlier_invocations``, oldest first): the commit a checkpoint
+    was trained at is not lost when a later commit re-tests it. A run that starts over starts a new record."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "provenance.json"
     earlier = []
-    if path.is_file():
+    if resumed and path.is_file():
         previous = json.loads(path.read_text())
         earlier = [*previous.pop("earlier_invocations", []), previous]
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
