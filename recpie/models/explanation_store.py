@@ -13,10 +13,13 @@ class ExplanationStore:
     """Dense per-split tables: z [n, S, dz] (float16), present [n, S], version [n], texts."""
 
     def __init__(self, sizes: dict[str, int], slots: int, dim: int) -> None:
+        """The tables live on the CPU whatever the default device (Lightning builds the module under
+        the accelerator's device context: on a GPU they would otherwise land there)."""
         self.slots, self.dim = slots, dim
-        self.z = {s: torch.zeros(n, slots, dim, dtype=torch.float16) for s, n in sizes.items()}
-        self.present = {s: torch.zeros(n, slots, dtype=torch.bool) for s, n in sizes.items()}
-        self.version = {s: torch.full((n,), -1, dtype=torch.long) for s, n in sizes.items()}
+        cpu = torch.device("cpu")
+        self.z = {s: torch.zeros(n, slots, dim, dtype=torch.float16, device=cpu) for s, n in sizes.items()}
+        self.present = {s: torch.zeros(n, slots, dtype=torch.bool, device=cpu) for s, n in sizes.items()}
+        self.version = {s: torch.full((n,), -1, dtype=torch.long, device=cpu) for s, n in sizes.items()}
         self.texts: dict[str, dict[int, list[str]]] = {s: {} for s in sizes}
         self.candidates: dict[str, dict[int, list[int]]] = {s: {} for s in sizes}  # what each prompt showed
 
