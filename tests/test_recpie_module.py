@@ -167,6 +167,20 @@ def test_candidate_granularity_explains_each_of_the_top_k(tmp_path, nyc_data, ti
     assert len(set(prompts)) == cfg.explainer.num_candidates  # one prompt about each candidate
 
 
+def test_backbone_checkpoint_of_another_shape_is_a_clear_error(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
+    """A warm-start checkpoint from another backbone config fails before any training, naming the key."""
+    from recpie.recipes.recpie import run
+
+    cfg = small_cfg(tmp_path, tiny_llm_dir)
+    other = Backbone(OmegaConf.merge(cfg.backbone, {"hidden_size": 8}), nyc_data, cfg.data.max_len)
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in other.state_dict().items()}}, path)
+    cfg.recpie.backbone_checkpoint = str(path)
+    with pytest.raises(ValueError, match="recpie.backbone_checkpoint=.*does not fit this run's backbone"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, capsys):  # noqa: F811
     """The `recpie` recipe as `make experiment` runs it: warm-up, control, RecPIE, tables and files."""
     from recpie.recipes.recpie import run

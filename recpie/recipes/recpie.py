@@ -55,7 +55,13 @@ def warm_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pa
     data = dm.checkins
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
+    state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"recpie.backbone_checkpoint={path} does not fit this run's backbone (written by another "
+                         "backbone config or an older version of it); retrain it with the same `backbone` and `data` "
+                         f"sections, or leave the key empty to warm up a new one.\n{e}") from e
     if ranks is None:
         ranks = _score_backbone(backbone, data, test_ids, cfg)
     return backbone, ranks
