@@ -70,8 +70,11 @@ def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path, ca
     scalars, texts = set(events.Tags()["scalars"]), set(events.Tags()["tensors"])
     for key in ("ppo/kl_k1_per_seq", "ppo/clipfrac", "ppo/approx_kl", "ppo/ratio_mean", "reward/eos_rate",
                 "reward/parse_rate", "reward/raw_mean", "reward/null_logp", "fusion/gate_mean", "val/mrr",
-                "val_null/mrr", "sft/loss", "train/loss_epoch"):
+                "val_null/mrr", "sft/loss", "train/loss_epoch", "speed/ppo_iteration_s", "speed/rollout_s",
+                "speed/refresh_s"):
         assert key in scalars, key
+    speeds = [e.value for e in events.Scalars("speed/rollout_tokens_per_s")]
+    assert speeds and min(speeds) > 0, speeds
     assert {"explanations/rollout/text_summary", "explanations/val/text_summary"} <= texts
     # recpie.explained_share=0.5 (within the explained_draws bound here): 12 of the 24 rows per cycle are
     # pool draws, besides the refreshed samples' own rows: over 40% explained after null dropout (0.2);

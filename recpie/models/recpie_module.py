@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import zlib
 from contextlib import contextmanager
 
@@ -284,6 +285,7 @@ class RecPIEModule(L.LightningModule):
 
     def _ppo_iteration(self, opt, iteration: int) -> dict[str, float]:
         rl = self.cfg.rl
+        start = time.perf_counter()
         group = rl.group_size if rl.estimator in ("grpo", "rloo") else 1
         ids = self._draw_train_ids(self.rc.rollout_prompts, f"ppo{iteration}")
         batch = self._batch("train", ids)
@@ -295,6 +297,7 @@ class RecPIEModule(L.LightningModule):
         prompts = [p for p in prompts for _ in range(group)]
         torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, iteration))
         gen = self.explainer.generate(prompts, h[rows], sample=True)
+        rollout_s = time.perf_counter() - start
         with torch.no_grad():
             z = self.explainer.encode(gen.texts)
             raw, null_lp, with_lp = self._reward(batch, h, candidates, rows, slot, z)
@@ -318,7 +321,10 @@ class RecPIEModule(L.LightningModule):
         self.kl_ctl.update(float(kl), n_samples=len(rows) * self.trainer.world_size)
         self.policy_version += 1
         stats.update(reward_stats, **{"reward/with_explanation_logp": with_lp.mean().item(),
-                                      "reward/null_logp": null_lp.mean().item(), "ppo/kl_coef": self.kl_ctl.value})
+                                      "reward/null_logp": null_lp.mean().item(), "ppo/kl_coef": self.kl_ctl.value,
+                                      "speed/ppo_iteration_s": time.perf_counter() - start,
+                                      "speed/rollout_s": rollout_s,
+                                      "speed/rollout_tokens_per_s": gen.response_mask.sum().item() / rollout_s})
         self._log_text("explanations/rollout", "\n\n".join(gen.texts[:4]))
         return stats
 
@@ -339,10 +345,14 @@ class RecPIEModule(L.LightningModule):
     def _refresh(self) -> None:
         """Fresh greedy explanations for this cycle's refresh_budget train samples (the sampler's choice)."""
         ids = self.trainer.train_dataloader.sampler.refreshed(self.current_epoch, self.global_rank)
+        began = time.perf_counter()
         for start in range(0, len(ids), self.rc.generation_batch):
             chunk = ids[start:start + self.rc.generation_batch]
             self._explain("train", chunk, self._batch("train", chunk))
         self._share_train_explanations(ids)
+        elapsed = time.perf_counter() - began
+        log.info("cycle %d: %d train samples explained in %.1f s", self.current_epoch, len(ids), elapsed)
+        self.log("speed/refresh_s", elapsed, on_epoch=True)
 
     def _share_train_explanations(self, ids: torch.Tensor) -> None:
         """Under DDP each rank explained its own samples; every rank (and the checkpoint) gets them all."""
@@ -369,12 +379,16 @@ class RecPIEModule(L.LightningModule):
             self.reference_weights = self.explainer.trainable_state_dict()  # a snapshot on the CPU
         for k in self._progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations"):
             stats = self._ppo_iteration(opt, k)
-            log.info("cycle %d PPO %d: reward %.3f (null logp %.3f), KL %.3f, parse %.2f, EOS %.2f",
-                     self.current_epoch, k, stats["reward/raw_mean"], stats["reward/null_logp"],
-                     stats["ppo/kl_k1_per_seq"], stats["reward/parse_rate"], stats["reward/eos_rate"])
+            log.info("cycle %d PPO %d: reward %.3f (null logp %.3f), KL %.3f, parse %.2f, EOS %.2f; "
+                     "%.1f s (rollout %.1f s, %.0f tokens/s)", self.current_epoch, k, stats["reward/raw_mean"],
+                     stats["reward/null_logp"], stats["ppo/kl_k1_per_seq"], stats["reward/parse_rate"],
+                     stats["reward/eos_rate"], stats["speed/ppo_iteration_s"], stats["speed/rollout_s"],
+                     stats["speed/rollout_tokens_per_s"])
             self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True)
         self._refresh()
         self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)
+        if self.device.type == "cuda":
+            self.log("speed/peak_gpu_gib", torch.cuda.max_memory_allocated(self.device) / 2**30, on_epoch=True)
 
     def training_step(self, batch, batch_idx):
         opt = self._optimizers()[0]
