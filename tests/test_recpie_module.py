@@ -70,8 +70,8 @@ def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path, ca
     scalars, texts = set(events.Tags()["scalars"]), set(events.Tags()["tensors"])
     for key in ("ppo/kl_k1_per_seq", "ppo/clipfrac", "ppo/approx_kl", "ppo/ratio_mean", "reward/eos_rate",
                 "reward/parse_rate", "reward/raw_mean", "reward/null_logp", "fusion/gate_mean", "val/mrr",
-                "val_null/mrr", "sft/loss", "train/loss_epoch", "speed/ppo_iteration_s", "speed/rollout_s",
-                "speed/refresh_s"):
+                "val_null/mrr", "val_other/mrr", "sft/loss", "train/loss_epoch", "speed/ppo_iteration_s",
+                "speed/rollout_s", "speed/refresh_s"):
         assert key in scalars, key
     speeds = [e.value for e in events.Scalars("speed/rollout_tokens_per_s")]
     assert speeds and min(speeds) > 0, speeds
@@ -193,6 +193,7 @@ def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, caps
     run(cfg, tmp_path / "run")
     out = capsys.readouterr().out
     assert "RecPIE" in out and "control (null explanations)" in out and "excludes 0" in out
+    assert "| another sample's explanation |" in out and "own minus another sample's: MRR" in out
     results = json.loads((tmp_path / "run" / "results.json").read_text())["per_seed"]
     assert set(results) == {"backbone (warm-up only)", "control (null explanations)", "RecPIE"}
     assert all(r[0]["n"] == 8 for r in results.values())

@@ -414,6 +414,8 @@ class RecPIEModule(L.LightningModule):
             self.log("fusion/gate_mean", self._last_gate.mean(), on_step=False, on_epoch=True)
 
     def _score_step(self, split: str, batch) -> None:
+        """Ranks with each sample's own explanations, with the null one, and with those of the previous
+        sample of the batch ("other"): a gain that survives the swap is not the explanation's content."""
         ids = batch["sample_id"]
         h, candidates = self._explain(split, ids, batch)
         z, present = self.store.get(split, ids, self.device)
@@ -421,7 +423,8 @@ class RecPIEModule(L.LightningModule):
         with torch.no_grad():
             fused = self._logits(batch, h, z, present, candidates)
             null = self._logits(batch, h, *self._null_explanations(h)[:2], candidates)
-        for name, logits in (("recpie", fused), ("null", null)):
+            other = self._logits(batch, h, z.roll(1, 0), present.roll(1, 0), candidates)
+        for name, logits in (("recpie", fused), ("null", null), ("other", other)):
             self._acc.setdefault(f"{split}/{name}", RankAccumulator()).update(
                 ids, ranks_from_scores(logits, target), logits.topk(self.cfg.eval.topk, -1).indices)
 
@@ -432,13 +435,13 @@ class RecPIEModule(L.LightningModule):
         self._score_step("test", batch)
 
     def _finish(self, split: str) -> None:
-        for name in ("recpie", "null"):
+        for name in ("recpie", "null", "other"):
             acc = self._acc.pop(f"{split}/{name}", None)
             if acc is None:
                 continue
             ids, ranks, topk = acc.result()
             metrics = metrics_from_ranks(ranks)
-            prefix = f"{split}/" if name == "recpie" else f"{split}_null/"
+            prefix = f"{split}/" if name == "recpie" else f"{split}_{name}/"
             self.log_dict({prefix + m: float(metrics[m]) for m in METRIC_NAMES}, rank_zero_only=True)
             self.results[f"{split}/{name}"] = (ids, ranks, topk)
         if split == "val":
