@@ -2,7 +2,8 @@
 
 A slot is the one explanation of a sample (``user`` granularity) or one of its top-K candidates
 (``candidate`` granularity). Train entries are refreshed a budget at a time and persist in checkpoints;
-val/test entries are tagged with the policy version that wrote them, so a changed policy regenerates.
+val/test entries are tagged with the policy version that wrote them and the candidates their prompt
+showed, so a changed policy or a moved recommender regenerates (the disk cache answers unchanged prompts).
 """
 from __future__ import annotations
 
@@ -37,9 +38,14 @@ class ExplanationStore:
         ids = ids.cpu()
         return self.z[split][ids].to(device, torch.float32), self.present[split][ids].to(device)
 
-    def missing(self, split: str, ids: torch.Tensor, version: int) -> torch.Tensor:
-        """The ids among ``ids`` without an explanation written by policy ``version``."""
-        return ids[self.version[split][ids.cpu()].to(ids.device) != version]
+    def missing(self, split: str, ids: torch.Tensor, version: int, candidates: torch.Tensor) -> torch.Tensor:
+        """The ids among ``ids`` without an explanation written by policy ``version`` for the prompt
+        showing ``candidates`` (one row per id): a frozen policy still re-explains a sample whose
+        recommender candidates have moved since."""
+        stored, versions = self.candidates[split], self.version[split][ids.cpu()].tolist()
+        stale = [v != version or stored.get(i) != c
+                 for i, v, c in zip(ids.tolist(), versions, candidates.tolist(), strict=True)]
+        return ids[torch.tensor(stale, dtype=torch.bool, device=ids.device)]
 
     def coverage(self, split: str) -> float:
         return self.present[split].any(1).float().mean().item()

@@ -178,7 +178,7 @@ class RecPIEModule(L.LightningModule):
         """Greedy explanations of samples ``ids`` by the current policy, through the store and the disk
         cache; returns (h, candidates) of the batch for reuse."""
         h, candidates = self.predict(batch)
-        todo = self.store.missing(split, ids, self.policy_version)
+        todo = self.store.missing(split, ids, self.policy_version, candidates)
         if len(todo) and self.explainer is not None:
             pick = torch.isin(ids, todo)
             prompts = self._prompts(split, ids[pick], candidates[pick])
