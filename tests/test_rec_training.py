@@ -16,7 +16,13 @@ from data_modules import CheckinDataModule
 from recpie.components.backbone import Backbone
 from recpie.config import ExperimentConfig, data_config
 from recpie.evaluation import ranks_from_scores
-from recpie.models.recommender_module import RecommenderModule, trajectory_end_weight
+from recpie.models.config import TrainConfig
+from recpie.models.recommender_module import (
+    RecommenderModule,
+    sample_ends_trajectory,
+    sample_loss_weight,
+    trajectory_end_weight,
+)
 from recpie.recipes.baselines import fit_backbone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +77,31 @@ def test_trajectory_end_weight_marks_targets_that_end_a_trajectory(small_dm):
             assert float(w[b, j]) == (5.0 if ends else 1.0)
             checked += 1
     assert checked > 100 and float(w.max()) == 5.0
+
+
+def test_sample_batches_get_the_windows_loss_weights(small_dm):
+    """The joint phase's sample batches (last position only) weigh targets as the windows do: the windows'
+    trajectory-end flag of a train target is the samples' flag of the same check-in."""
+    data = small_dm.checkins
+    ends = sample_ends_trajectory(data, "train").numpy()
+    batch = next(iter(small_dm.train_dataloader()))
+    w = trajectory_end_weight(batch, 24 * 3600.0, 5.0)
+    target_index = {int(t): i for i, t in enumerate(data.splits["train"].target)}
+    checked = 0
+    for b in range(len(batch["user"])):
+        u = int(batch["user"][b])
+        times = data.time[data.user_start[u]:data.user_start[u + 1]]
+        for j in range(batch["poi"].shape[1] - 1):  # the windows know the flag except at the last position
+            if batch["target"][b, j] < 0:
+                continue
+            k = data.user_start[u] + int(np.searchsorted(times, int(batch["next_time"][b, j])))
+            if k in target_index:
+                assert bool(ends[target_index[k]]) == (float(w[b, j]) == 5.0), (b, j)
+                checked += 1
+    assert checked > 100 and 0.05 < ends.mean() < 0.5
+    tc = TrainConfig(trajectory_end_weight=5.0, new_poi_weight=0.3)
+    weight = sample_loss_weight(torch.tensor([True, True, False, False]), torch.tensor([True, False, True, False]), tc)
+    torch.testing.assert_close(weight, torch.tensor([5.0, 1.5, 1.0, 0.3]))
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ from recpie.explainer.soft_prompt import build_inputs
 from recpie.explainer.warmup import sft_loss, templated_explanation
 from recpie.models.cycle_sampler import explainable_train_ids, phase_seed
 from recpie.models.explanation_store import ExplanationStore
+from recpie.models.recommender_module import sample_ends_trajectory, sample_loss_weight
 from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
 from recpie.rl.logprobs import response_logprobs
 from recpie.rl.ppo import Rollout, ppo_update
@@ -69,6 +70,7 @@ class RecPIEModule(L.LightningModule):
         self.datasets = {s: SampleDataset(data, s, cfg.data.max_len, cfg.data.history_summary)
                          for s in ("train", "val", "test")}
         self.explainable = explainable_train_ids(data)
+        self.train_ends = sample_ends_trajectory(data, "train")
         self.explainer: Explainer | None = None
         self.fusion: torch.nn.Module | None = None
         self.value_head: torch.nn.Module | None = None
@@ -402,7 +404,11 @@ class RecPIEModule(L.LightningModule):
         present = present & keep.to(present.device)
         candidates = self._candidates(batch, h.detach()) if self.granularity == "candidate" else None
         logits = self._logits(batch, h, z, present, candidates)
-        loss = F.cross_entropy(logits, self._targets(batch))
+        tc = self.cfg.train
+        weight = sample_loss_weight(self.train_ends[ids.cpu()].to(self.device),
+                                    self.backbone.target_visited(batch)[:, -1], tc)
+        per = F.cross_entropy(logits, self._targets(batch), label_smoothing=tc.label_smoothing, reduction="none")
+        loss = (per * weight).sum() / weight.sum()
         opt.zero_grad()
         self.manual_backward(loss)
         if self.rc.grad_clip > 0:
