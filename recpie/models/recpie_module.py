@@ -8,11 +8,13 @@ One training epoch is one *cycle* (so every checkpoint falls on a cycle boundary
    or unparseable text (in the first cycle the fusion is still the identity, so the gain is 0 and only
    the penalties and the KL speak: they still shape the format); then greedy explanations for
    ``recpie.refresh_budget`` of the train samples this cycle will use.
-2. ``training_step``: the recommender's turn, ``recpie.rec_steps_per_cycle`` supervised steps on the rows
-   of the ``CycleSampler``, each sample's explanation fused into its user state (or the null explanation:
-   none cached yet, null dropout, or the control run with ``recpie.use_explanations=false``).
-3. validation / test: greedy explanations by the current policy (cached per policy version), fused,
-   ranked over all POIs by the one evaluator.
+2. ``training_step``: the recommender's turn, ``recpie.rec_steps_per_cycle`` supervised steps (with the
+   warm-up's loss weights) on the rows of the ``CycleSampler``, each sample's explanation fused into its
+   user state (or the null explanation: none cached yet, null dropout, or the control run with
+   ``recpie.use_explanations=false``).
+3. validation / test: greedy explanations by the current policy for the current candidates (cached),
+   fused, ranked over all POIs by the one evaluator; also scored with the null explanation and with
+   another sample's, so that a gain can be attributed to the explanations' content.
 
 Every random choice is seeded from (seed, cycle, rank, phase), so a run resumed from a cycle-boundary
 checkpoint continues exactly as the uninterrupted one. Checkpoints hold the recommender, the fusion,
