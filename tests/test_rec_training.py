@@ -20,8 +20,8 @@ from recpie.models.config import TrainConfig
 from recpie.models.recommender_module import (
     RecommenderModule,
     sample_ends_trajectory,
-    sample_loss_weight,
-    trajectory_end_weight,
+    target_loss_weight,
+    window_ends,
 )
 from recpie.recipes.baselines import fit_backbone
 
@@ -63,7 +63,8 @@ def test_backbone_api_is_consistent(small_dm, data_root):
 def test_trajectory_end_weight_marks_targets_that_end_a_trajectory(small_dm):
     data = small_dm.checkins
     batch = next(iter(small_dm.train_dataloader()))
-    w = trajectory_end_weight(batch, 24 * 3600.0, 5.0)
+    visited = torch.ones_like(batch["mask"], dtype=torch.bool)  # no new-POI factor: the end weight alone
+    w = target_loss_weight(window_ends(batch, 24 * 3600.0), visited, TrainConfig(trajectory_end_weight=5.0))
     # rebuild each target's check-in index from (user, time) and compare with the trajectory ids
     checked = 0
     for b in range(len(batch["user"])):
@@ -85,7 +86,7 @@ def test_sample_batches_get_the_windows_loss_weights(small_dm):
     data = small_dm.checkins
     ends = sample_ends_trajectory(data, "train").numpy()
     batch = next(iter(small_dm.train_dataloader()))
-    w = trajectory_end_weight(batch, 24 * 3600.0, 5.0)
+    w = window_ends(batch, 24 * 3600.0)
     target_index = {int(t): i for i, t in enumerate(data.splits["train"].target)}
     checked = 0
     for b in range(len(batch["user"])):
@@ -96,11 +97,11 @@ def test_sample_batches_get_the_windows_loss_weights(small_dm):
                 continue
             k = data.user_start[u] + int(np.searchsorted(times, int(batch["next_time"][b, j])))
             if k in target_index:
-                assert bool(ends[target_index[k]]) == (float(w[b, j]) == 5.0), (b, j)
+                assert bool(ends[target_index[k]]) == bool(w[b, j]), (b, j)
                 checked += 1
     assert checked > 100 and 0.05 < ends.mean() < 0.5
     tc = TrainConfig(trajectory_end_weight=5.0, new_poi_weight=0.3)
-    weight = sample_loss_weight(torch.tensor([True, True, False, False]), torch.tensor([True, False, True, False]), tc)
+    weight = target_loss_weight(torch.tensor([True, True, False, False]), torch.tensor([True, False, True, False]), tc)
     torch.testing.assert_close(weight, torch.tensor([5.0, 1.5, 1.0, 0.3]))
 
 

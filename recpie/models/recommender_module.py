@@ -27,23 +27,22 @@ from recpie.evaluation.export import topk_from_scores, write_topk_jsonl
 from recpie.models.config import BackboneConfig, TrainConfig
 
 
-def trajectory_end_weight(batch: dict[str, torch.Tensor], session_gap_s: float,
-                          end_weight: float) -> torch.Tensor:
-    """[B, L] loss weights: ``end_weight`` where the target ends its trajectory (the next check-in
-    comes more than a session gap later), 1 elsewhere. Val/test samples are all trajectory ends; the
-    train period is fully observed, so this hindsight is the protocol's own. Unknown at a window's
-    last position (its following check-in is not in the batch): weight 1."""
+def window_ends(batch: dict[str, torch.Tensor], session_gap_s: float) -> torch.Tensor:
+    """bool [B, L]: the target ends its trajectory (the next check-in comes more than a session gap
+    later). Val/test samples are all trajectory ends; the train period is fully observed, so this
+    hindsight is the protocol's own. Unknown at a window's last position (its following check-in is not
+    in the batch): False."""
     nt = batch["next_time"]
-    is_end = torch.zeros_like(batch["mask"])
-    is_end[:, :-1] = (nt[:, 1:] - nt[:, :-1]) > session_gap_s
-    return 1.0 + (end_weight - 1.0) * is_end.float()
+    ends = torch.zeros_like(batch["mask"])
+    ends[:, :-1] = (nt[:, 1:] - nt[:, :-1]) > session_gap_s
+    return ends
 
 
-def sample_loss_weight(ends: torch.Tensor, visited: torch.Tensor, train_cfg: TrainConfig) -> torch.Tensor:
-    """[B] the windows' loss weights on sample batches (the last position's target): ``ends`` [B] marks
-    targets that end their trajectory, ``visited`` [B] targets visited before. The joint phase fine-tunes
-    the backbone on this objective, the one its warm-up was trained and tuned on (with plain
-    cross-entropy the NYC demo's control lost 0.025 test MRR to its warm-up backbone in 80 steps)."""
+def target_loss_weight(ends: torch.Tensor, visited: torch.Tensor, train_cfg: TrainConfig) -> torch.Tensor:
+    """Loss weight per target (any shape): ``trajectory_end_weight`` where it ends its trajectory, times
+    ``new_poi_weight`` where it was not visited before. The backbone's warm-up (windows) and the joint
+    phase (samples) use the same objective: with plain cross-entropy in the joint phase the NYC demo's
+    control lost 0.025 test MRR to its warm-up backbone in 80 steps."""
     weight = 1.0 + (train_cfg.trajectory_end_weight - 1.0) * ends.float()
     return weight * (1.0 + (train_cfg.new_poi_weight - 1.0) * (~visited).float())
 
@@ -89,10 +88,8 @@ class RecommenderModule(L.LightningModule):
             sampler.generator = torch.Generator().manual_seed(s)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        weight = trajectory_end_weight(batch, self.session_gap_s, self.train_cfg.trajectory_end_weight)
-        if self.train_cfg.new_poi_weight != 1.0:
-            new = ~self.backbone.target_visited(batch)
-            weight = weight * (1.0 + (self.train_cfg.new_poi_weight - 1.0) * new.float())
+        weight = target_loss_weight(window_ends(batch, self.session_gap_s), self.backbone.target_visited(batch),
+                                    self.train_cfg)
         loss = self.backbone.loss(self.backbone(batch), batch["target"], self.train_cfg.label_smoothing,
                                   weight)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["user"]))

@@ -47,7 +47,7 @@ from recpie.explainer.soft_prompt import build_inputs
 from recpie.explainer.warmup import sft_loss, templated_explanation
 from recpie.models.cycle_sampler import explainable_train_ids, phase_seed
 from recpie.models.explanation_store import ExplanationStore
-from recpie.models.recommender_module import sample_ends_trajectory, sample_loss_weight
+from recpie.models.recommender_module import sample_ends_trajectory, target_loss_weight
 from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
 from recpie.rl.logprobs import response_logprobs
 from recpie.rl.ppo import Rollout, ppo_update
@@ -72,7 +72,7 @@ class RecPIEModule(L.LightningModule):
         self.datasets = {s: SampleDataset(data, s, cfg.data.max_len, cfg.data.history_summary)
                          for s in ("train", "val", "test")}
         self.explainable = explainable_train_ids(data)
-        self.train_ends = sample_ends_trajectory(data, "train")
+        self.register_buffer("train_ends", sample_ends_trajectory(data, "train"), persistent=False)
         self.explainer: Explainer | None = None
         self.fusion: torch.nn.Module | None = None
         self.value_head: torch.nn.Module | None = None
@@ -300,8 +300,9 @@ class RecPIEModule(L.LightningModule):
         slot = torch.arange(self.slots, device=h.device).repeat_interleave(group).repeat(len(ids))
         prompts = [p for p in prompts for _ in range(group)]
         torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, iteration))
+        began = time.perf_counter()
         gen = self.explainer.generate(prompts, h[rows], sample=True)
-        rollout_s = time.perf_counter() - start
+        rollout_s = time.perf_counter() - began
         with torch.no_grad():
             z = self.explainer.encode(gen.texts)
             raw, null_lp, with_lp = self._reward(batch, h, candidates, rows, slot, z)
@@ -407,8 +408,7 @@ class RecPIEModule(L.LightningModule):
         candidates = self._candidates(batch, h.detach()) if self.granularity == "candidate" else None
         logits = self._logits(batch, h, z, present, candidates)
         tc = self.cfg.train
-        weight = sample_loss_weight(self.train_ends[ids.cpu()].to(self.device),
-                                    self.backbone.target_visited(batch)[:, -1], tc)
+        weight = target_loss_weight(self.train_ends[ids], self.backbone.target_visited(batch)[:, -1], tc)
         per = F.cross_entropy(logits, self._targets(batch), label_smoothing=tc.label_smoothing, reduction="none")
         loss = (per * weight).sum() / weight.sum()
         opt.zero_grad()
