@@ -70,3 +70,23 @@ def test_same_rows_on_resume_and_bad_values(nyc_data):
         sampler(nyc_data, share=1.5)
     with pytest.raises(ValueError, match="recpie.explained_draws"):
         sampler(nyc_data, draws=-1)
+
+
+def test_hindsight_warmup_samples_are_held_out_of_everything_else(nyc_data):
+    """Hindsight targets read the answer: their samples must never be refreshed, rolled out or fused."""
+    from recpie.models.cycle_sampler import warmup_and_fusion_ids
+
+    every = explainable_train_ids(nyc_data)
+    sft, fused = warmup_and_fusion_ids(nyc_data, "hindsight", 0.25, seed=3)
+    assert len(set(sft.tolist()) & set(fused.tolist())) == 0
+    assert sorted(sft.tolist() + fused.tolist()) == every.tolist()
+    assert abs(len(sft) - 0.25 * len(every)) <= 1
+    assert torch.equal(warmup_and_fusion_ids(nyc_data, "hindsight", 0.25, seed=3)[0], sft)  # seeded
+    assert not torch.equal(warmup_and_fusion_ids(nyc_data, "hindsight", 0.25, seed=4)[0], sft)
+    s = CycleSampler(len(nyc_data.splits["train"]), 640, 7, fused, 64, 0.5, 2.0)
+    assert len(s.pool(2)) == 3 * 64 and not torch.isin(s.pool(2), sft).any()
+    template = warmup_and_fusion_ids(nyc_data, "template", 0.25, seed=3)
+    assert torch.equal(template[0], every) and torch.equal(template[1], every)
+    for target, share in (("oracle", 0.5), ("hindsight", 1.0)):
+        with pytest.raises(ValueError, match="recpie.sft_"):
+            warmup_and_fusion_ids(nyc_data, target, share, seed=0)

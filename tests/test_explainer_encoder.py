@@ -36,3 +36,21 @@ def test_sentence_transformers_encoder_offline():
     assert z.shape == (3, 384) and enc.dim == 384
     sim = z @ z.T
     assert sim[0, 1] > sim[0, 2] + 0.1  # paraphrases closer than a different explanation
+
+
+def test_verdict_encoder_reads_which_candidate_each_part_names():
+    from recpie.explainer.encoder import VerdictEncoder
+
+    labels = ["Bar", "Coffee Shop", "Sports Bar", "Bar"]
+    enc = VerdictEncoder(num_candidates=4)
+    z = enc([
+        "may like: the Coffee Shop, visited 3 times / may not like: the Sports Bar, 2.0 km away",
+        "may like: a bar, never visited / may not like: nothing nearby",  # a shared label; no candidate
+        "the Bar, I guess",  # unparseable: the null verdict
+        "may like: the Sports Bar, then a Coffee Shop / may not like: the Bar",  # first mention; longest
+    ], [labels] * 4).view(4, 4, 2)
+    assert enc.dim == 8
+    assert z[0, :, 0].tolist() == [0, 1, 0, 0] and z[0, :, 1].tolist() == [0, 0, 1, 0]
+    assert z[1, :, 0].tolist() == [0.5, 0, 0, 0.5] and z[1, :, 1].tolist() == [0] * 4
+    assert z[2].abs().sum() == 0
+    assert z[3, :, 0].tolist() == [0, 0, 1, 0] and z[3, :, 1].tolist() == [0.5, 0, 0, 0.5]

@@ -47,6 +47,19 @@ def test_templates_parse_are_grounded_and_blind_to_the_target(nyc_data, split):
     assert templated_explanation(changed, split, r, c, cfg) == templated_explanation(d, split, r, c, cfg)
 
 
+def test_hindsight_template_likes_the_given_candidate_and_dislikes_another(nyc_data):
+    d, cfg = nyc_data, ExplainerConfig()
+    rows = np.linspace(0, len(d.splits["train"]) - 1, 40).astype(int)
+    for r, c in zip(rows, counter_top(d, "train", rows, 5), strict=True):
+        for like in c:
+            p = parse(templated_explanation(d, "train", int(r), c, cfg, like=int(like)))
+            assert p.ok and p.like.startswith(d.catalogue.label(int(like)))
+            others = {d.catalogue.label(int(q)) for q in c if q != like}
+            assert any(p.dislike.startswith(lab) for lab in others)
+    r, c = int(rows[0]), counter_top(d, "train", rows[:1], 5)[0]
+    assert templated_explanation(d, "train", r, c, cfg, like=int(c[0])) == templated_explanation(d, "train", r, c, cfg)
+
+
 @pytest.mark.slow
 def test_sft_loss_trains_lora_and_soft_prompt_on_real_prompts(nyc_data, tiny_llm_dir):  # noqa: F811
     d = nyc_data

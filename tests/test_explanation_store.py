@@ -23,3 +23,11 @@ def test_tables_stay_on_the_cpu_under_another_default_device():
     z, present = store.get("train", torch.tensor([3, 0]), torch.device("cpu"))
     assert z[:, 0].tolist() == [[1.0] * 4, [0.0] * 4] and present[:, 0].tolist() == [True, False]
     assert abs(store.coverage("train") - 2 / 5) < 1e-6 and store.texts["train"][3] == ["b"]
+
+
+def test_shown_gives_the_candidates_each_stored_explanation_is_about():
+    """Train explanations are written at a refresh; the recommender's top-K moves before they are read."""
+    store = ExplanationStore({"train": 4}, slots=1, dim=2)
+    store.put("train", torch.tensor([2]), torch.ones(1, 1, 2), [["t"]], version=1, candidates=[[5, 6, 7]])
+    current = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    assert store.shown("train", torch.tensor([2, 0]), current).tolist() == [[5, 6, 7], [4, 5, 6]]

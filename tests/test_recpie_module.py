@@ -216,3 +216,38 @@ def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
     assert abs(kls["warmup"][1]) > 1e-5  # exactly 0.0 when the snapshot aliased the live weights
     ckpt = torch.load(tmp_path / "warmup" / "checkpoints" / "recpie-seed0" / "last.ckpt", weights_only=False)
     assert ckpt["recpie"]["reference_weights"] and any("lora_B" in k for k in ckpt["recpie"]["reference_weights"])
+
+
+def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, monkeypatch):  # noqa: F811
+    """recpie.sft_target=hindsight + explainer.encoder=verdict: the warm-up names each row's true next POI,
+    on held-out samples only; explanations are stored as a verdict on their K candidates, which re-rank."""
+    import recpie.models.recpie_module as module_file
+    from recpie.components.fusion import CandidateReranker
+
+    liked = []
+    template = module_file.templated_explanation
+
+    def recording(data, split, i, candidates, cfg, focus=None, like=None):
+        liked.append((i, like, list(candidates)))
+        return template(data, split, i, candidates, cfg, focus, like)
+
+    monkeypatch.setattr(module_file, "templated_explanation", recording)
+    cfg = small_cfg(tmp_path, tiny_llm_dir, **{"recpie.sft_target": "hindsight", "explainer.encoder": "verdict",
+                                               "recpie.cycles": 1, "recpie.sft_batch": 4})
+    torch.manual_seed(0)
+    backbone = Backbone(cfg.backbone, nyc_data, cfg.data.max_len)
+    eval_ids = {s: subset_ids(len(nyc_data.splits[s]), 8, cfg.recpie.subset_seed) for s in ("val", "test")}
+    out = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path, "recpie", seed=0)
+    module = out["module"]
+    targets = nyc_data.poi[nyc_data.splits["train"].target]
+    assert liked and all(like == targets[i] and like in cands for i, like, cands in liked)
+    sft = set(module.sft_ids.tolist())
+    assert {i for i, _, _ in liked} <= sft and not sft & set(module.store.texts["train"])
+    assert isinstance(module.fusion, CandidateReranker) and module.store.dim == 2 * cfg.explainer.num_candidates
+    verdicts = out["verdicts"]
+    assert set(verdicts) == {"parsed", "like_is_top1", "target_among_candidates", "like_is_target",
+                             "top1_is_target"}
+    with pytest.raises(ValueError, match="granularity=user"):
+        fit_variant(small_cfg(tmp_path / "c", tiny_llm_dir, **{"recpie.sft_target": "hindsight",
+                                                                "explainer.granularity": "candidate"}),
+                    nyc_data, backbone, eval_ids, tmp_path / "c", "recpie", seed=0)

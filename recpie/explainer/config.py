@@ -35,7 +35,8 @@ class ExplainerConfig:
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
     temperature: float = 1.0  # sampling temperature, also used by every log-prob forward of PPO
     static_cache: bool = False  # use transformers' static KV cache in generate() (pays off on GPU)
-    # "llm" (adapter-disabled LLM, mean-pooled), a sentence-transformers directory, or EMBEDDED_MINILM
+    # "llm" (adapter-disabled LLM, mean-pooled), a sentence-transformers directory, EMBEDDED_MINILM, or
+    # "verdict" (user granularity: which candidate each part names; the fusion then re-ranks the top-K)
     encoder: str = "llm"
     encoder_max_tokens: int = 96  # explanation tokens the encoder reads
     explanation_cache: str = ""  # directory of the on-disk explanation cache; "" = no cache

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from recpie.explainer.config import EMBEDDED_MINILM
+from recpie.explainer.parse import parse
 
 
 class LLMEncoder:
@@ -58,3 +59,39 @@ class SentenceEncoder:
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
         return self.model.encode(texts, convert_to_tensor=True, show_progress_bar=False).float()
+
+
+class VerdictEncoder:
+    """The explanation read as a verdict on each of the prompt's K candidates: [K, 2] = (share of the
+    "may like" mention, share of the "may not like" mention), flattened to 2K; zeros if unparseable.
+
+    Mean-pooled LLM states of NYC explanations were nearly constant (norm 60 against a spread of 20 across
+    samples): the fusion learned an offset for "an explanation is present", and another sample's text
+    scored as well as the sample's own. A verdict keeps what the text says about *which* candidate.
+    A part names the candidate whose label occurs first in it (the longest label on a tie); candidates
+    sharing that label share the mention."""
+
+    def __init__(self, num_candidates: int):
+        self.k = num_candidates
+        self.dim = 2 * num_candidates
+
+    def __call__(self, texts: list[str], candidate_labels: list[list[str]]) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.k, 2)
+        for row, (text, labels) in enumerate(zip(texts, candidate_labels, strict=True)):
+            p = parse(text)
+            if not p.ok:
+                continue
+            for col, part in enumerate((p.like, p.dislike)):
+                named = _first_named(part.lower(), [lab.lower() for lab in labels[: self.k]])
+                for j in named:
+                    out[row, j, col] = 1.0 / len(named)
+        return out.view(len(texts), self.dim)
+
+
+def _first_named(part: str, labels: list[str]) -> list[int]:
+    """Indices of the candidates carrying the label that occurs first in ``part`` (longest on a tie)."""
+    found = [(part.find(lab), -len(lab), lab) for lab in set(labels) if lab and lab in part]
+    if not found:
+        return []
+    first = min(found)[2]
+    return [j for j, lab in enumerate(labels) if lab == first]

@@ -6,7 +6,7 @@ from torch import nn
 
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.config import ExplainerConfig
-from recpie.explainer.encoder import LLMEncoder, SentenceEncoder
+from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
 from recpie.explainer.generate import Generation, generate, response_logprobs
 from recpie.explainer.llm import load_llm
 from recpie.explainer.parse import PREFIX
@@ -30,6 +30,11 @@ class Explainer(nn.Module):
         ).to(self.device)
         if cfg.encoder == "llm":
             self.encoder = LLMEncoder(self.model, self.tokenizer, cfg.encoder_max_tokens)
+        elif cfg.encoder == "verdict":
+            if cfg.granularity != "user":
+                raise ValueError("explainer.encoder=verdict reads one explanation about all K candidates: "
+                                 "it needs explainer.granularity=user")
+            self.encoder = VerdictEncoder(cfg.num_candidates)
         else:
             self.encoder = SentenceEncoder(cfg.encoder, self.device)
         self.cache = ExplanationCache(cfg.explanation_cache) if cfg.explanation_cache else None
@@ -78,8 +83,13 @@ class Explainer(nn.Module):
                 cached[i] = t
         return cached
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        """Frozen embedding [B, encoding_dim] of the explanation texts alone (float32, no grad)."""
+    def encode(self, texts: list[str], candidate_labels: list[list[str]] | None = None) -> torch.Tensor:
+        """Frozen embedding [B, encoding_dim] of the explanation texts (float32, no grad). Only the verdict
+        encoder reads each text's candidate labels (to tell which candidate a part names)."""
+        if isinstance(self.encoder, VerdictEncoder):
+            if candidate_labels is None:
+                raise ValueError("explainer.encoder=verdict needs the candidate labels of each text")
+            return self.encoder(texts, candidate_labels)
         return self.encoder(texts)
 
     def trainable_parameters(self) -> list[nn.Parameter]:

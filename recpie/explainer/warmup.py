@@ -1,7 +1,8 @@
 """Supervised format warm-up: templated explanations grounded in the user's history and the candidates.
 
 The templates read only what the prompt shows (history before the sample, its time, the candidates),
-never the target, so the warm-up teaches the format and grounding, not the answer.
+so by default the warm-up teaches the format and grounding, not the answer. Hindsight targets (``like``:
+the sample's true next POI) do teach the answer, on train samples held out of everything else.
 """
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ def _against(data: CheckinData, ctx: Context, j: int) -> list[str]:
 
 
 def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg,
-                          focus: int | None = None) -> str:
-    """'may like: ... / may not like: ...' about the top candidate vs the least supported one (user
-    granularity), or for and against the `focus` candidate (candidate granularity)."""
+                          focus: int | None = None, like: int | None = None) -> str:
+    """'may like: ... / may not like: ...' about the `like` candidate (default: the top one) vs the least
+    supported other one (user granularity), or for and against the `focus` candidate (candidate
+    granularity)."""
     ctx = context(data, split, i, candidates, cfg)
     label = data.catalogue.label
     if focus is not None:
@@ -61,12 +63,14 @@ def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg
         return format_explanation(
             f"{label(focus)}, {', '.join(_for(data, ctx, j)[:2])}", ", ".join(_against(data, ctx, j)[:2])
         )
-    support = [len(visits(data, ctx, int(p))) - 0.01 * km for p, km in zip(ctx.candidates, ctx.distance_km,
-                                                                               strict=True)]
-    worst = int(np.argmin(support[1:]) + 1) if len(ctx.candidates) > 1 else 0
-    like = f"{label(int(ctx.candidates[0]))}, {', '.join(_for(data, ctx, 0)[:2])}"
+    liked = 0 if like is None else int(np.flatnonzero(ctx.candidates == like)[0])
+    support = np.array([len(visits(data, ctx, int(p))) - 0.01 * km
+                        for p, km in zip(ctx.candidates, ctx.distance_km, strict=True)])
+    support[liked] = np.inf
+    worst = int(np.argmin(support)) if len(ctx.candidates) > 1 else liked
+    like_text = f"{label(int(ctx.candidates[liked]))}, {', '.join(_for(data, ctx, liked)[:2])}"
     dislike = f"{label(int(ctx.candidates[worst]))}, {', '.join(_against(data, ctx, worst)[:2])}"
-    return format_explanation(like, dislike)
+    return format_explanation(like_text, dislike)
 
 
 def sft_loss(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None

@@ -31,6 +31,23 @@ def explainable_train_ids(data: CheckinData) -> torch.Tensor:
     return torch.from_numpy(np.flatnonzero(train.history_end > data.user_start[data.user[train.target]]))
 
 
+def warmup_and_fusion_ids(data: CheckinData, sft_target: str, sft_share: float, seed: int
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the train samples the explainer's warm-up reads, those refreshed, rolled out and fused). Template
+    targets never read the answer: both are all explainable samples. Hindsight targets do: a seeded
+    ``sft_share`` of them goes to the warm-up alone, the rest to everything else, disjoint."""
+    ids = explainable_train_ids(data)
+    if sft_target == "template":
+        return ids, ids
+    if sft_target != "hindsight":
+        raise ValueError(f"recpie.sft_target={sft_target!r}: use 'template' or 'hindsight'")
+    if not 0 < sft_share < 1:
+        raise ValueError(f"recpie.sft_share={sft_share} must lie strictly between 0 and 1 with hindsight targets")
+    order = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(phase_seed(seed, "sft_share")))]
+    cut = round(sft_share * len(ids))
+    return order[:cut].sort().values, order[cut:].sort().values
+
+
 class CycleSampler(torch.utils.data.Sampler[int]):
     """Per cycle, ``per_rank`` train sample ids per rank, distinct across ranks in the plain pass."""
 

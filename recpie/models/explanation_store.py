@@ -38,6 +38,16 @@ class ExplanationStore:
         ids = ids.cpu()
         return self.z[split][ids].to(device, torch.float32), self.present[split][ids].to(device)
 
+    def shown(self, split: str, ids: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+        """[b, K] the candidates each sample's stored explanation is about; ``fallback``'s row where none is
+        stored (its null explanation then re-scores those). The recommender moves between refreshes, so
+        its current top-K is not what a train explanation talks about."""
+        out = fallback.clone()
+        for row, i in enumerate(ids.tolist()):
+            if i in self.candidates[split]:
+                out[row] = torch.tensor(self.candidates[split][i], dtype=out.dtype)
+        return out
+
     def missing(self, split: str, ids: torch.Tensor, version: int, candidates: torch.Tensor) -> torch.Tensor:
         """The ids among ``ids`` without an explanation written by policy ``version`` for the prompt
         showing ``candidates`` (one row per id): a frozen policy still re-explains a sample whose

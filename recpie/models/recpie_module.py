@@ -45,7 +45,7 @@ from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.soft_prompt import build_inputs
 from recpie.explainer.warmup import sft_loss, templated_explanation
-from recpie.models.cycle_sampler import explainable_train_ids, phase_seed
+from recpie.models.cycle_sampler import phase_seed, warmup_and_fusion_ids
 from recpie.models.explanation_store import ExplanationStore
 from recpie.models.recommender_module import sample_ends_trajectory, target_loss_weight
 from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
@@ -71,7 +71,15 @@ class RecPIEModule(L.LightningModule):
         self.eval_ids = eval_ids
         self.datasets = {s: SampleDataset(data, s, cfg.data.max_len, cfg.data.history_summary)
                          for s in ("train", "val", "test")}
-        self.explainable = explainable_train_ids(data)
+        # train samples the warm-up reads / those refreshed, rolled out and fused (disjoint with hindsight)
+        self.sft_ids, self.explainable = warmup_and_fusion_ids(data, self.rc.sft_target, self.rc.sft_share,
+                                                               cfg.data.seed)
+        # verdict encoding: the user-level explanation re-ranks the candidates it names (also in the control,
+        # with the null verdict, so both variants have the same fusion)
+        self.verdicts = cfg.explainer.encoder == "verdict"
+        if self.rc.sft_target == "hindsight" and self.granularity != "user":
+            raise ValueError("recpie.sft_target=hindsight names the true next POI in a user-level explanation: "
+                             "it needs explainer.granularity=user")
         self.register_buffer("train_ends", sample_ends_trajectory(data, "train"), persistent=False)
         self.explainer: Explainer | None = None
         self.fusion: torch.nn.Module | None = None
@@ -84,6 +92,8 @@ class RecPIEModule(L.LightningModule):
             raise ValueError(f"rl.kl_reference={cfg.rl.kl_reference!r}: use 'base' or 'warmup'")
         self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
         self._acc: dict[str, RankAccumulator] = {}
+        self._verdict_counts: dict[str, torch.Tensor] = {}
+        self._last_trust: torch.Tensor | None = None  # verdicts: bonus of "may like" minus unnamed candidates
 
     # ------------------------------------------------------------------ building
     def configure_model(self) -> None:
@@ -91,15 +101,19 @@ class RecPIEModule(L.LightningModule):
         if self.fusion is not None:
             return
         torch.manual_seed(phase_seed(self.cfg.data.seed, "init"))  # LoRA, soft prompt and fusion init
-        dim = CONTROL_EXPLANATION_DIM
+        dim = 2 * self.cfg.explainer.num_candidates if self.verdicts else CONTROL_EXPLANATION_DIM
         if self.rc.use_explanations:
             self.explainer = Explainer(self.cfg.explainer, self.backbone.hidden_size)
             dim = self.explainer.encoding_dim
             if self.cfg.rl.estimator == "gae":
                 self.value_head = value_head_for(self.explainer.model).to(self.explainer.device)
         d = self.backbone.hidden_size
-        self.fusion = (CandidateReranker(d, dim) if self.granularity == "candidate"
-                       else GatedFusion(d, dim, self.rc.gate_bias))
+        if self.verdicts:
+            self.fusion = CandidateReranker(d, 2)  # per candidate: (liked, disliked)
+        elif self.granularity == "candidate":
+            self.fusion = CandidateReranker(d, dim)
+        else:
+            self.fusion = GatedFusion(d, dim, self.rc.gate_bias)
         self.store = ExplanationStore({s: len(ds) for s, ds in self.datasets.items()}, self.slots, dim)
 
     def configure_optimizers(self):
@@ -155,15 +169,23 @@ class RecPIEModule(L.LightningModule):
                 torch.zeros(b, self.slots, dtype=torch.bool, device=h.device), None)
 
     def _logits(self, batch, h, z, present, candidates=None) -> torch.Tensor:
-        """Scores over all POIs with the explanations fused in (z [B,S,dz], present [B,S])."""
-        if self.granularity == "user":
+        """Scores over all POIs with the explanations fused in (z [B,S,dz], present [B,S]); re-ranking
+        (candidate granularity, verdicts) needs the ``candidates`` [B,K] the explanations are about."""
+        if self.granularity == "user" and not self.verdicts:
             fused, gate = self.fusion(h, z[:, 0], present[:, 0])
             self._last_gate = gate.detach()
             return self.backbone.score(fused, batch)
         logits = self.backbone.score(h, batch)
-        if candidates is None:  # candidate re-ranking needs the candidates the explanations are about
+        if candidates is None:
             return logits
-        return self.fusion(logits, h, candidates, z, present)[0]
+        if self.verdicts:  # one explanation per sample, read as a verdict on each of its K candidates
+            z, present = z.view(len(h), candidates.shape[1], 2), present.expand(-1, candidates.shape[1])
+        logits, bonus = self.fusion(logits, h, candidates, z, present)
+        if self.verdicts:  # how much the recommender trusts "may like" over the unnamed candidates
+            liked, unnamed = z[..., 0] > 0, (z.sum(-1) == 0) & present
+            if liked.any() and unnamed.any():
+                self._last_trust = (bonus[liked].mean() - bonus[unnamed].mean()).detach()
+        return logits
 
     # ------------------------------------------------------------------ explainer side
     def _prompts(self, split: str, ids: torch.Tensor, candidates: torch.Tensor) -> list[str]:
@@ -195,10 +217,15 @@ class RecPIEModule(L.LightningModule):
                                         f"explaining {len(prompts)} {split} prompts (batches)"):
                 sl = slice(start, start + self.rc.generation_batch)
                 texts += self.explainer.explain(prompts[sl], keys[sl], states[sl], self.policy_version)
-            z = self.explainer.encode(texts).view(len(todo), self.slots, -1)
+            z = self._encode(texts, candidates[pick].repeat_interleave(self.slots, 0)).view(len(todo), self.slots, -1)
             grouped = [texts[k * self.slots:(k + 1) * self.slots] for k in range(len(todo))]
             self.store.put(split, ids[pick], z, grouped, self.policy_version, candidates[pick].tolist())
         return h, candidates
+
+    def _encode(self, texts: list[str], candidates: torch.Tensor) -> torch.Tensor:
+        """Embeddings of explanation texts; ``candidates`` [n,K]: what each text's prompt showed."""
+        label = self.data.catalogue.label
+        return self.explainer.encode(texts, [[label(p) for p in row] for row in candidates.tolist()])
 
     @property
     def _cache_tag(self) -> str:
@@ -212,15 +239,27 @@ class RecPIEModule(L.LightningModule):
         return self.explainable[torch.randperm(len(self.explainable), generator=g)[:n]]
 
     def _format_warmup(self, opt) -> None:
-        """Supervised warm-up on templated explanations, so the base LLM emits the parseable format."""
+        """Supervised warm-up on templated explanations, so the base LLM emits the parseable format; with
+        hindsight targets "may like" names the true next POI (rows whose target is among the candidates)."""
         g = torch.Generator().manual_seed(phase_seed(self.cfg.data.seed, "sft", self.global_rank))
+        hindsight = self.rc.sft_target == "hindsight"
         for _ in self._progress(range(self.rc.sft_steps), "format warm-up (SFT steps)"):
-            ids = self.explainable[torch.randint(len(self.explainable), (self.rc.sft_batch,), generator=g)]
+            draw = self.rc.sft_batch * (4 if hindsight else 1)  # ~60% of NYC train targets are in the top 5
+            ids = self.sft_ids[torch.randint(len(self.sft_ids), (draw,), generator=g)]
             batch = self._batch("train", ids)
             h, candidates = self.predict(batch)
+            like = None
+            if hindsight:
+                keep = (candidates == self._targets(batch)[:, None]).any(1).nonzero().squeeze(1)[:self.rc.sft_batch]
+                ids, h, candidates = ids[keep.cpu()], h[keep], candidates[keep]
+                like = self._targets(batch)[keep].tolist()
+                if not like:  # no target among any drawn row's candidates: draw again
+                    continue
             prompts = self._prompts("train", ids, candidates)
-            targets = [templated_explanation(self.data, "train", i, c, self.cfg.explainer, focus=f)
-                       for i, c in zip(ids.tolist(), candidates.tolist(), strict=True) for f in self._focus(c)]
+            targets = [templated_explanation(self.data, "train", i, c, self.cfg.explainer, focus=f,
+                                             like=like[r] if like else None)
+                       for r, (i, c) in enumerate(zip(ids.tolist(), candidates.tolist(), strict=True))
+                       for f in self._focus(c)]
             loss = sft_loss(self.explainer, prompts, targets, h.repeat_interleave(self.slots, 0))
             self._llm_step(opt, loss)
             self.log("sft/loss", loss.detach(), on_step=False, on_epoch=True)
@@ -304,7 +343,7 @@ class RecPIEModule(L.LightningModule):
         gen = self.explainer.generate(prompts, h[rows], sample=True)
         rollout_s = time.perf_counter() - began
         with torch.no_grad():
-            z = self.explainer.encode(gen.texts)
+            z = self._encode(gen.texts, candidates[rows])
             raw, null_lp, with_lp = self._reward(batch, h, candidates, rows, slot, z)
             parsed = parse_flags(gen.texts, lambda t: parse(t).ok).to(raw.device)
             # normalise with the scores of every rank, so the running moments stay identical across ranks
@@ -405,7 +444,10 @@ class RecPIEModule(L.LightningModule):
             phase_seed(self.cfg.data.seed, self.current_epoch, batch_idx, self.global_rank, "null"))
         keep = torch.rand(present.shape, generator=g) >= self.rc.null_dropout
         present = present & keep.to(present.device)
-        candidates = self._candidates(batch, h.detach()) if self.granularity == "candidate" else None
+        candidates = None
+        if self.granularity == "candidate" or self.verdicts:
+            candidates = self.store.shown("train", ids, self._candidates(batch, h.detach()))
+        self._last_trust = None
         logits = self._logits(batch, h, z, present, candidates)
         tc = self.cfg.train
         weight = target_loss_weight(self.train_ends[ids], self.backbone.target_visited(batch)[:, -1], tc)
@@ -418,8 +460,10 @@ class RecPIEModule(L.LightningModule):
         opt.step()
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/explained_share", present.float().mean(), on_step=False, on_epoch=True)
-        if self.granularity == "user":
+        if isinstance(self.fusion, GatedFusion):
             self.log("fusion/gate_mean", self._last_gate.mean(), on_step=False, on_epoch=True)
+        elif self._last_trust is not None:
+            self.log("fusion/liked_bonus", self._last_trust, on_step=False, on_epoch=True)
 
     def _score_step(self, split: str, batch) -> None:
         """Ranks with each sample's own explanations, with the null one, and with those of the previous
@@ -435,6 +479,20 @@ class RecPIEModule(L.LightningModule):
         for name, logits in (("recpie", fused), ("null", null), ("other", other)):
             self._acc.setdefault(f"{split}/{name}", RankAccumulator()).update(
                 ids, ranks_from_scores(logits, target), logits.topk(self.cfg.eval.topk, -1).indices)
+        if self.verdicts:
+            self._count_verdicts(split, z[present], candidates[present[:, 0]], target[present[:, 0]])
+
+    def _count_verdicts(self, split: str, z: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor) -> None:
+        """Whether the explanations know more than the recommender: how often "may like" names its top-1,
+        and, on samples whose target is among the candidates, how often it names the target against how
+        often the top-1 is the target (the evaluation reads the target; the explanations never do)."""
+        liked = z.view(len(z), -1, 2)[..., 0]
+        hit = (candidates == target[:, None]).float()
+        parsed, known = liked.sum(1) > 0, hit.sum(1) > 0
+        both = parsed & known
+        counts = torch.stack([parsed.sum(), liked[parsed, 0].sum(), both.sum(), (liked * hit)[both].sum(),
+                              hit[both, 0].sum()]).float().cpu()
+        self._verdict_counts[split] = self._verdict_counts.get(split, torch.zeros(5)) + counts
 
     def validation_step(self, batch, batch_idx):
         self._score_step("val", batch)
@@ -452,6 +510,13 @@ class RecPIEModule(L.LightningModule):
             prefix = f"{split}/" if name == "recpie" else f"{split}_{name}/"
             self.log_dict({prefix + m: float(metrics[m]) for m in METRIC_NAMES}, rank_zero_only=True)
             self.results[f"{split}/{name}"] = (ids, ranks, topk)
+        if self.verdicts:
+            counts = self._verdict_counts.pop(split, torch.zeros(5)).to(self.device)
+            n, top1, known, like_hits, top1_hits = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
+            verdicts = {"parsed": n, "like_is_top1": top1 / max(n, 1), "target_among_candidates": known,
+                        "like_is_target": like_hits / max(known, 1), "top1_is_target": top1_hits / max(known, 1)}
+            self.log_dict({f"{split}_verdict/{k}": float(v) for k, v in verdicts.items()}, rank_zero_only=True)
+            self.results[f"{split}/verdicts"] = verdicts
         if split == "val":
             shown = self.eval_ids["val"][:3].tolist()
             self._log_text("explanations/val", "\n\n".join(

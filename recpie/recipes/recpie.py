@@ -35,7 +35,7 @@ from recpie.evaluation.export import write_topk_jsonl
 from recpie.evaluation.tables import ci_table, mean_std_table, metrics_table
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
-from recpie.models.cycle_sampler import CycleSampler, explainable_train_ids
+from recpie.models.cycle_sampler import CycleSampler
 from recpie.models.recpie_module import RecPIEModule, subset_ids
 from recpie.recipes.baselines import fit_backbone
 from recpie.utils.checkpoints import checkpoint_callbacks
@@ -103,7 +103,7 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
     trainer = _trainer(cfg, run_dir, variant, seed)
     train = SampleDataset(data, "train", cfg.data.max_len, cfg.data.history_summary)
     rc = cfg.recpie
-    sampler = CycleSampler(len(train), rc.rec_steps_per_cycle * rc.batch_size, seed, explainable_train_ids(data),
+    sampler = CycleSampler(len(train), rc.rec_steps_per_cycle * rc.batch_size, seed, module.explainable,
                            rc.refresh_budget, rc.explained_share, rc.explained_draws,
                            trainer.global_rank, trainer.world_size)
     loaders = {"train": _loader(train, None, rc.batch_size, sampler)}
@@ -123,6 +123,7 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
         "null_ranks": module.results["test/null"][1], "other_ranks": module.results["test/other"][1],
         "texts": {i: module.store.texts["test"].get(int(i), []) for i in ids},
         "explained": int(sum(module.store.present[s].any(1).sum().item() for s in module.store.present)),
+        "verdicts": module.results.get("test/verdicts"),
         "module": module,
     }
 
@@ -168,7 +169,8 @@ def _seed_section(cfg, data, seed: int, control: dict, full: dict, run_dir: Path
     quality = QualityScorer(data).report(texts, contexts, run_dir / f"test_explanations_seed{seed}.jsonl")
     lines = [f"## Seed {seed}", "",
              "RecPIE minus its own backbone (control), paired bootstrap over the same test samples:", "",
-             ci_table(cis), "", *_attribution(cfg, full), "Explanation quality (greedy, test samples):", "",
+             ci_table(cis), "", *_attribution(cfg, full), *_verdict_lines(full.get("verdicts")),
+             "Explanation quality (greedy, test samples):", "",
              metrics_table({"RecPIE": quality}, names=[k for k in quality if k != "n"], first="run"), "",
              f"Cost: RecPIE {full['seconds']:.0f} s, control {control['seconds']:.0f} s, "
              f"{full['explained']} samples explained.", "", "Sample explanations:", ""]
@@ -192,6 +194,16 @@ def _attribution(cfg, full: dict) -> list[str]:
             "Own minus " + "; own minus ".join(f"{name.removesuffix(' explanation')}: MRR {ci.diff:+.4f} "
                                                f"[{ci.low:+.4f}, {ci.high:+.4f}]" for name, ci in own_vs.items())
             + ".", ""]
+
+
+def _verdict_lines(v: dict | None) -> list[str]:
+    """explainer.encoder=verdict: does "may like" know more than the recommender's top-1?"""
+    if v is None:
+        return []
+    return [f"Verdicts ({v['parsed']:.0f} parsed test explanations): \"may like\" names the recommender's "
+            f"top-1 in {v['like_is_top1']:.1%}; where the target is among the candidates "
+            f"({v['target_among_candidates']:.0f}), \"may like\" names it in {v['like_is_target']:.1%}, the "
+            f"top-1 is it in {v['top1_is_target']:.1%}.", ""]
 
 
 def _write_results(cfg, run_dir: Path, per_seed: dict, eval_ids: dict, report: list[str]) -> None:
