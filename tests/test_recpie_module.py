@@ -247,6 +247,10 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     verdicts = out["verdicts"]
     assert set(verdicts) == {"parsed", "like_is_top1", "target_among_candidates", "like_is_target",
                              "top1_is_target"}
+    control = copy.deepcopy(cfg)  # the same re-ranking fusion, fed the null verdict only
+    control.recpie.use_explanations = False
+    out = fit_variant(control, nyc_data, backbone, eval_ids, tmp_path, "control", seed=0)
+    assert isinstance(out["module"].fusion, CandidateReranker) and out["verdicts"]["parsed"] == 0
     with pytest.raises(ValueError, match="granularity=user"):
         fit_variant(small_cfg(tmp_path / "c", tiny_llm_dir, **{"recpie.sft_target": "hindsight",
                                                                 "explainer.granularity": "candidate"}),

@@ -486,7 +486,7 @@ class RecPIEModule(L.LightningModule):
         """Whether the explanations know more than the recommender: how often "may like" names its top-1,
         and, on samples whose target is among the candidates, how often it names the target against how
         often the top-1 is the target (the evaluation reads the target; the explanations never do)."""
-        liked = z.view(len(z), -1, 2)[..., 0]
+        liked = z.view(len(z), candidates.shape[1], 2)[..., 0]
         hit = (candidates == target[:, None]).float()
         parsed, known = liked.sum(1) > 0, hit.sum(1) > 0
         both = parsed & known
