@@ -11,7 +11,9 @@
 #
 # pack writes DIR (~9 MB): the raw NYC files and Gemma's tokenizer (xz), its config, the backbone
 # checkpoint. The GPU machine also needs bitsandbytes and omegaconf wheels in .whl/ when its image lacks
-# them (run installs them). DRY=1 run: tiny sizes on the CPU, to check the script; BENCH=0: no benchmark.
+# them (run installs them). DRY=1 run: tiny sizes on the CPU, to check the script; BENCH=0: no benchmark;
+# SMOKE=0: no bf16-mixed run; EXTRA="key=value ...": more overrides of the main run; BENCH_CONFIGS: the
+# benchmark's configurations, ';'-separated (default "none --batches 64,128;nf4 --batches 128").
 set -u
 CMD=${1:-run}; C=$(realpath -m "${2:-.devcarry}"); REPO=$(pwd)
 if [ "$CMD" = pack ]; then
@@ -79,10 +81,11 @@ recpie_run() {  # name, overrides...
   scalars $name | tee $OUT/$name.scalars.txt
 }
 
-recpie_run main $SIZES $ACC
+recpie_run main $SIZES $ACC ${EXTRA:-}
 if [ "${DRY:-0}" != 1 ]; then
-  recpie_run bf16mixed explainer.quantization=nf4 $TINY trainer.accelerator=gpu trainer.precision=bf16-mixed
-  [ "${BENCH:-1}" = 1 ] && for q in "none --batches 64,128" "nf4 --batches 128"; do
+  [ "${SMOKE:-1}" = 1 ] && recpie_run bf16mixed explainer.quantization=nf4 $TINY trainer.accelerator=gpu trainer.precision=bf16-mixed
+  IFS=';' read -ra CONFIGS <<< "${BENCH_CONFIGS:-none --batches 64,128;nf4 --batches 128}"
+  [ "${BENCH:-1}" = 1 ] && for q in "${CONFIGS[@]}"; do
     $PY benchmarks/bench_generation.py --model $M --dtype bfloat16 --quantization $q --n 128 \
       --max-new-tokens 96 --no-naive 2>&1 | tr '\r' '\n' | grep -v -E "it/s\]|s/it\]" | tee -a $OUT/bench_generation.log
   done
