@@ -223,9 +223,10 @@ class RecPIEModule(L.LightningModule):
         return h, candidates
 
     def _encode(self, texts: list[str], candidates: torch.Tensor) -> torch.Tensor:
-        """Embeddings of explanation texts; ``candidates`` [n,K]: what each text's prompt showed."""
+        """Embeddings of explanation texts on the module's device (the verdict encoder works on the CPU);
+        ``candidates`` [n,K]: what each text's prompt showed."""
         label = self.data.catalogue.label
-        return self.explainer.encode(texts, [[label(p) for p in row] for row in candidates.tolist()])
+        return self.explainer.encode(texts, [[label(p) for p in row] for row in candidates.tolist()]).to(self.device)
 
     @property
     def _cache_tag(self) -> str:
