@@ -40,6 +40,7 @@ from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.fusion import CandidateReranker, GatedFusion
 from recpie.data.types import CheckinData
 from recpie.evaluation import METRIC_NAMES, RankAccumulator, metrics_from_ranks, ranks_from_scores
+from recpie.evaluation.verdicts import verdict_counts, verdict_summary
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt
@@ -245,7 +246,7 @@ class RecPIEModule(L.LightningModule):
         g = torch.Generator().manual_seed(phase_seed(self.cfg.data.seed, "sft", self.global_rank))
         hindsight = self.rc.sft_target == "hindsight"
         for _ in self._progress(range(self.rc.sft_steps), "format warm-up (SFT steps)"):
-            draw = self.rc.sft_batch * (4 if hindsight else 1)  # ~60% of NYC train targets are in the top 5
+            draw = self.rc.sft_batch * (4 if hindsight else 1)  # hindsight drops rows whose target is not a candidate
             ids = self.sft_ids[torch.randint(len(self.sft_ids), (draw,), generator=g)]
             batch = self._batch("train", ids)
             h, candidates = self.predict(batch)
@@ -484,16 +485,10 @@ class RecPIEModule(L.LightningModule):
             self._count_verdicts(split, z[present], candidates[present[:, 0]], target[present[:, 0]])
 
     def _count_verdicts(self, split: str, z: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor) -> None:
-        """Whether the explanations know more than the recommender: how often "may like" names its top-1,
-        and, on samples whose target is among the candidates, how often it names the target against how
-        often the top-1 is the target (the evaluation reads the target; the explanations never do)."""
-        liked = z.view(len(z), candidates.shape[1], 2)[..., 0]
-        hit = (candidates == target[:, None]).float()
-        parsed, known = liked.sum(1) > 0, hit.sum(1) > 0
-        both = parsed & known
-        counts = torch.stack([parsed.sum(), liked[parsed, 0].sum(), both.sum(), (liked * hit)[both].sum(),
-                              hit[both, 0].sum()]).float().cpu()
-        self._verdict_counts[split] = self._verdict_counts.get(split, torch.zeros(5)) + counts
+        """Whether the explanations know more than the recommender (evaluation/verdicts.py; the evaluation
+        reads the target, the explanations never do)."""
+        counts = verdict_counts(z.view(len(z), candidates.shape[1], 2)[..., 0], candidates, target)
+        self._verdict_counts[split] = counts + self._verdict_counts.get(split, 0)
 
     def validation_step(self, batch, batch_idx):
         self._score_step("val", batch)
@@ -512,11 +507,11 @@ class RecPIEModule(L.LightningModule):
             self.log_dict({prefix + m: float(metrics[m]) for m in METRIC_NAMES}, rank_zero_only=True)
             self.results[f"{split}/{name}"] = (ids, ranks, topk)
         if self.verdicts:
-            counts = self._verdict_counts.pop(split, torch.zeros(5)).to(self.device)
-            n, top1, known, like_hits, top1_hits = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
-            verdicts = {"parsed": n, "like_is_top1": top1 / max(n, 1), "target_among_candidates": known,
-                        "like_is_target": like_hits / max(known, 1), "top1_is_target": top1_hits / max(known, 1)}
-            self.log_dict({f"{split}_verdict/{k}": float(v) for k, v in verdicts.items()}, rank_zero_only=True)
+            empty = torch.zeros(1 + 3 * self.cfg.explainer.num_candidates)
+            counts = self._verdict_counts.pop(split, empty).to(self.device)
+            verdicts = verdict_summary(self.trainer.strategy.reduce(counts, reduce_op="sum").cpu())
+            self.log_dict({f"{split}_verdict/{k}": float(v) for k, v in verdicts.items() if not isinstance(v, list)},
+                          rank_zero_only=True)
             self.results[f"{split}/verdicts"] = verdicts
         if split == "val":
             shown = self.eval_ids["val"][:3].tolist()

@@ -33,6 +33,7 @@ from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_score
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.export import write_topk_jsonl
 from recpie.evaluation.tables import ci_table, mean_std_table, metrics_table
+from recpie.evaluation.verdicts import verdict_table
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
@@ -197,13 +198,14 @@ def _attribution(cfg, full: dict) -> list[str]:
 
 
 def _verdict_lines(v: dict | None) -> list[str]:
-    """explainer.encoder=verdict: does "may like" know more than the recommender's top-1?"""
+    """explainer.encoder=verdict: does "may like" know more than the recommender's ranking?"""
     if v is None:
         return []
     return [f"Verdicts ({v['parsed']:.0f} parsed test explanations): \"may like\" names the recommender's "
             f"top-1 in {v['like_is_top1']:.1%}; where the target is among the candidates "
             f"({v['target_among_candidates']:.0f}), \"may like\" names it in {v['like_is_target']:.1%}, the "
-            f"top-1 is it in {v['top1_is_target']:.1%}.", ""]
+            f"top-1 is it in {v['top1_is_target']:.1%}. Per candidate rank (a verdict that knows nothing "
+            "beyond the rank has equal rates in the last two rows):", "", *verdict_table(v), ""]
 
 
 def _write_results(cfg, run_dir: Path, per_seed: dict, eval_ids: dict, report: list[str]) -> None:

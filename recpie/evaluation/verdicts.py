@@ -1,0 +1,40 @@
+"""Does "may like" know more than the recommender? Per candidate rank: how often the explanations name
+that candidate, and how often the target is there when they do, against how often it is there at all.
+Equal rates mean the verdict says nothing about the target that the rank did not already say.
+
+Counts are one flat tensor (parsed, named[K], named_and_there[K], there[K]) so that DDP ranks can sum them.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def verdict_counts(liked: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """liked [n,K]: each sample's "may like" share per candidate (all 0: unparseable or naming none);
+    candidates [n,K] POIs; target [n]. Returns the flat counts over the parsed samples."""
+    parsed = liked.sum(1) > 0
+    liked, there = liked[parsed].float(), (candidates[parsed] == target[parsed, None]).float()
+    return torch.cat([parsed.sum().view(1).float(), liked.sum(0), (liked * there).sum(0), there.sum(0)]).cpu()
+
+
+def verdict_summary(counts: torch.Tensor) -> dict:
+    """Headline rates and the per-rank table's columns from summed counts."""
+    k = (len(counts) - 1) // 3
+    parsed, named, named_there, there = counts[0].item(), *counts[1:].view(3, k)
+    known = there.sum().item()  # parsed samples whose target is among the candidates
+    return {
+        "parsed": parsed, "like_is_top1": named[0].item() / max(parsed, 1), "target_among_candidates": known,
+        "like_is_target": named_there.sum().item() / max(known, 1), "top1_is_target": there[0].item() / max(known, 1),
+        "named": named.tolist(), "target_there_when_named": (named_there / named.clamp(min=1e-9)).tolist(),
+        "target_there": (there / max(parsed, 1)).tolist(),
+    }
+
+
+def verdict_table(v: dict) -> list[str]:
+    """Markdown: one column per candidate rank."""
+    ranks = range(1, len(v["named"]) + 1)
+    row = lambda name, xs, fmt: f"| {name} | " + " | ".join(fmt.format(x) for x in xs) + " |"  # noqa: E731
+    return [row('"may like" names candidate', ranks, "{}"), "|---" * (len(v["named"]) + 1) + "|",
+            row("explanations naming it (shared labels split)", v["named"], "{:g}"),
+            row("target there, when named", v["target_there_when_named"], "{:.3f}"),
+            row("target there, all parsed", v["target_there"], "{:.3f}")]

@@ -1,0 +1,24 @@
+"""The verdict diagnostics against hand-computed counts: what "may like" names, per candidate rank."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recpie.evaluation.verdicts import verdict_counts, verdict_summary, verdict_table
+
+
+def test_verdict_counts_and_rates():
+    liked = torch.tensor([[1, 0, 0], [0, 0.5, 0.5], [0, 0, 0], [0, 1, 0]])  # C: unparseable
+    candidates = torch.tensor([[10, 11, 12], [20, 21, 22], [30, 31, 32], [40, 41, 42]])
+    target = torch.tensor([10, 22, 30, 99])  # D's target is no candidate
+    counts = sum(verdict_counts(liked[s], candidates[s], target[s]) for s in (slice(0, 2), slice(2, 4)))  # batches
+    assert counts.tolist() == [3, 1, 1.5, 0.5, 1, 0, 0.5, 1, 0, 1]
+    v = verdict_summary(counts)
+    assert v["parsed"] == 3 and v["target_among_candidates"] == 2
+    assert v["like_is_top1"] == pytest.approx(1 / 3) and v["like_is_target"] == pytest.approx(0.75)
+    assert v["top1_is_target"] == pytest.approx(0.5)
+    assert v["target_there_when_named"] == pytest.approx([1, 0, 1])
+    assert v["target_there"] == pytest.approx([1 / 3, 0, 1 / 3])
+    table = verdict_table(v)
+    assert table[1] == "|---|---|---|---|"
+    assert table[2] == "| explanations naming it (shared labels split) | 1 | 1.5 | 0.5 |"
