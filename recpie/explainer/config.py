@@ -34,7 +34,9 @@ class ExplainerConfig:
     few_shot: bool = True  # prepend one worked example to each prompt (format hint for a base model)
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
     temperature: float = 1.0  # sampling temperature, also used by every log-prob forward of PPO
-    static_cache: bool = False  # use transformers' static KV cache in generate() (pays off on GPU)
+    # transformers' static KV cache in generate(), which compiles the decode step: on an H200, 7,450 tokens/s at
+    # batch 128 once compiled against 1,525 without (the compiling passes: 94); each new shape may compile again
+    static_cache: bool = False
     # "llm" (adapter-disabled LLM, mean-pooled), a sentence-transformers directory, EMBEDDED_MINILM, or
     # "verdict" (user granularity: which candidate each part names; the fusion then re-ranks the top-K)
     encoder: str = "llm"
