@@ -20,6 +20,7 @@ import argparse
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.backbone import Backbone
@@ -63,7 +64,7 @@ def llm_label_logprobs(explainer: Explainer, prompts: list[str], labels: list[li
     model, tok, k = explainer.model, explainer.tokenizer, len(labels[0])
     out = np.zeros((len(prompts), k), dtype=np.float32)
     model.eval()
-    for s in range(0, len(prompts), batch):
+    for s in tqdm(range(0, len(prompts), batch), desc="LLM log p(label), prompt batches"):
         enc = tok(prompts[s:s + batch], return_tensors="pt", padding=True).to(explainer.device)
         b = enc.input_ids.shape[0]
         soft = explainer.soft(torch.from_numpy(states[s:s + batch])) if states is not None else None
@@ -140,8 +141,11 @@ def explainer_from(cfg, user_dim: int, checkpoint: str | None) -> Explainer:
     explainer = Explainer(cfg.explainer, user_dim)
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-        explainer.load_trainable_state_dict({k.removeprefix("explainer."): v for k, v in state.items()
-                                             if k.startswith("explainer.")})
+        mine = {k.removeprefix("explainer."): v for k, v in state.items() if k.startswith("explainer.")}
+        result = explainer.load_state_dict(mine, strict=False)  # the checkpoint holds no frozen base weights
+        if result.unexpected_keys or not mine:
+            raise ValueError(f"{checkpoint} does not fit explainer {cfg.explainer.model} as configured: "
+                             f"{result.unexpected_keys[:3] or 'no explainer weights'}")
     return explainer
 
 
@@ -198,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
                                  e.bootstrap_seed) if label != "backbone order" else None
         delta = f"{ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]" if ci else "-"
         print(f"| {label} | {np.mean(r == 1):.4f} | {np.mean(1.0 / r):.4f} | {np.mean(r[inside] == 1):.4f} | {delta} |")
+    if explainer is not None:
+        facts, llm = (rows[k] for k in list(readers)[1:])
+        ci = paired_bootstrap_ci(llm, facts, "mrr", e.bootstrap_samples, e.bootstrap_level, e.bootstrap_seed)
+        print(f"\nWhat the LLM adds to the prompt facts: MRR {ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]")
 
 
 if __name__ == "__main__":
