@@ -251,6 +251,13 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     control.recpie.use_explanations = False
     out = fit_variant(control, nyc_data, backbone, eval_ids, tmp_path, "control", seed=0)
     assert isinstance(out["module"].fusion, CandidateReranker) and out["verdicts"]["parsed"] == 0
+    from recpie.recipes.recpie import run
+
+    for key, value in (("recpie.sft_target", "hindsight"), ("explainer.encoder", "verdict")):
+        bad = small_cfg(tmp_path / "bad", tiny_llm_dir, **{key: value, "explainer.granularity": "candidate"})
+        with pytest.raises(ValueError, match=f"{key}={value} .*granularity=user"):
+            run(bad, tmp_path / "bad" / "run")  # before the backbone's warm-up
+        assert not (tmp_path / "bad" / "run" / "tensorboard").exists()
     with pytest.raises(ValueError, match="granularity=user"):
         fit_variant(small_cfg(tmp_path / "c", tiny_llm_dir, **{"recpie.sft_target": "hindsight",
                                                                 "explainer.granularity": "candidate"}),

@@ -25,7 +25,8 @@ def verdict_summary(counts: torch.Tensor) -> dict:
     return {
         "parsed": parsed, "like_is_top1": named[0].item() / max(parsed, 1), "target_among_candidates": known,
         "like_is_target": named_there.sum().item() / max(known, 1), "top1_is_target": there[0].item() / max(known, 1),
-        "named": named.tolist(), "target_there_when_named": (named_there / named.clamp(min=1e-9)).tolist(),
+        "named": named.tolist(),
+        "target_there_when_named": torch.where(named > 0, named_there / named.clamp(min=1e-9), torch.nan).tolist(),
         "target_there": (there / max(parsed, 1)).tolist(),
     }
 

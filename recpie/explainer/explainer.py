@@ -31,9 +31,6 @@ class Explainer(nn.Module):
         if cfg.encoder == "llm":
             self.encoder = LLMEncoder(self.model, self.tokenizer, cfg.encoder_max_tokens)
         elif cfg.encoder == "verdict":
-            if cfg.granularity != "user":
-                raise ValueError("explainer.encoder=verdict reads one explanation about all K candidates: "
-                                 "it needs explainer.granularity=user")
             self.encoder = VerdictEncoder(cfg.num_candidates)
         else:
             self.encoder = SentenceEncoder(cfg.encoder, self.device)

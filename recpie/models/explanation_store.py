@@ -42,10 +42,12 @@ class ExplanationStore:
         """[b, K] the candidates each sample's stored explanation is about; ``fallback``'s row where none is
         stored (its null explanation then re-scores those). The recommender moves between refreshes, so
         its current top-K is not what a train explanation talks about."""
-        out = fallback.clone()
-        for row, i in enumerate(ids.tolist()):
-            if i in self.candidates[split]:
-                out[row] = torch.tensor(self.candidates[split][i], dtype=out.dtype)
+        stored = [self.candidates[split].get(i) for i in ids.tolist()]
+        rows = [r for r, c in enumerate(stored) if c is not None]
+        if not rows:
+            return fallback
+        out = fallback.clone()  # one copy to the device for the whole batch
+        out[rows] = torch.tensor([stored[r] for r in rows], dtype=out.dtype).to(out.device)
         return out
 
     def missing(self, split: str, ids: torch.Tensor, version: int, candidates: torch.Tensor) -> torch.Tensor:

@@ -73,14 +73,10 @@ class RecPIEModule(L.LightningModule):
         self.datasets = {s: SampleDataset(data, s, cfg.data.max_len, cfg.data.history_summary)
                          for s in ("train", "val", "test")}
         # train samples the warm-up reads / those refreshed, rolled out and fused (disjoint with hindsight)
-        self.sft_ids, self.explainable = warmup_and_fusion_ids(data, self.rc.sft_target, self.rc.sft_share,
-                                                               cfg.data.seed)
+        self.sft_ids, self.explainable = explanation_samples(cfg, data)
         # verdict encoding: the user-level explanation re-ranks the candidates it names (also in the control,
         # with the null verdict, so both variants have the same fusion)
         self.verdicts = cfg.explainer.encoder == "verdict"
-        if self.rc.sft_target == "hindsight" and self.granularity != "user":
-            raise ValueError("recpie.sft_target=hindsight names the true next POI in a user-level explanation: "
-                             "it needs explainer.granularity=user")
         self.register_buffer("train_ends", sample_ends_trajectory(data, "train"), persistent=False)
         self.explainer: Explainer | None = None
         self.fusion: torch.nn.Module | None = None
@@ -226,8 +222,10 @@ class RecPIEModule(L.LightningModule):
     def _encode(self, texts: list[str], candidates: torch.Tensor) -> torch.Tensor:
         """Embeddings of explanation texts on the module's device (the verdict encoder works on the CPU);
         ``candidates`` [n,K]: what each text's prompt showed."""
-        label = self.data.catalogue.label
-        return self.explainer.encode(texts, [[label(p) for p in row] for row in candidates.tolist()]).to(self.device)
+        labels = None
+        if self.verdicts:
+            labels = [[self.data.catalogue.label(p) for p in row] for row in candidates.tolist()]
+        return self.explainer.encode(texts, labels).to(self.device)
 
     @property
     def _cache_tag(self) -> str:
@@ -252,9 +250,9 @@ class RecPIEModule(L.LightningModule):
             h, candidates = self.predict(batch)
             like = None
             if hindsight:
-                keep = (candidates == self._targets(batch)[:, None]).any(1).nonzero().squeeze(1)[:self.rc.sft_batch]
-                ids, h, candidates = ids[keep.cpu()], h[keep], candidates[keep]
-                like = self._targets(batch)[keep].tolist()
+                target = self._targets(batch)
+                keep = (candidates == target[:, None]).any(1).nonzero().squeeze(1)[:self.rc.sft_batch]
+                ids, h, candidates, like = ids[keep.cpu()], h[keep], candidates[keep], target[keep].tolist()
                 if not like:  # no target among any drawn row's candidates: draw again
                     continue
             prompts = self._prompts("train", ids, candidates)
@@ -570,6 +568,16 @@ class RecPIEModule(L.LightningModule):
                              ("explainer", "explanation_cache")):
             parts[section].pop(key)
         return f"{zlib.crc32(repr(sorted(parts.items())).encode()):08x}"
+
+
+def explanation_samples(cfg: DictConfig, data: CheckinData) -> tuple[torch.Tensor, torch.Tensor]:
+    """(warm-up train ids, refreshed/rolled-out/fused train ids) after checking the explanation settings;
+    the recipe calls it before any training, so a bad combination fails at once, not after the warm-up."""
+    for key, value in (("recpie.sft_target", cfg.recpie.sft_target), ("explainer.encoder", cfg.explainer.encoder)):
+        if value in ("hindsight", "verdict") and cfg.explainer.granularity != "user":
+            raise ValueError(f"{key}={value} is about one user-level explanation naming one of the K candidates: "
+                             "it needs explainer.granularity=user")
+    return warmup_and_fusion_ids(data, cfg.recpie.sft_target, cfg.recpie.sft_share, cfg.data.seed)
 
 
 def subset_ids(n: int, k: int, seed: int) -> torch.Tensor:

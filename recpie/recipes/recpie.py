@@ -37,7 +37,7 @@ from recpie.evaluation.verdicts import verdict_table
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
-from recpie.models.recpie_module import RecPIEModule, subset_ids
+from recpie.models.recpie_module import RecPIEModule, explanation_samples, subset_ids
 from recpie.recipes.baselines import fit_backbone
 from recpie.utils.checkpoints import checkpoint_callbacks
 
@@ -135,6 +135,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     dm = CheckinDataModule(data_config(cfg))
     dm.setup()
     data = dm.checkins
+    explanation_samples(cfg, data)  # bad explanation settings fail here, before the warm-up
     eval_ids = {"val": subset_ids(len(data.splits["val"]), cfg.recpie.val_samples, cfg.recpie.subset_seed),
                 "test": subset_ids(len(data.splits["test"]), cfg.recpie.test_samples, cfg.recpie.subset_seed)}
     per_seed: dict[str, list[dict]] = {"backbone (warm-up only)": [], "control (null explanations)": [],
