@@ -22,37 +22,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.backbone import Backbone
 from recpie.config import data_config, load_experiment
 from recpie.data.load import load_checkin_data
-from recpie.data.types import SECONDS_PER_HOUR
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.explainer.explainer import Explainer
-from recpie.explainer.prompts import build_prompt, context, part_of_day, usual_time, visits
+from recpie.explainer.information import FACTS, prompt_facts, reader_ranks, top_k
+from recpie.explainer.prompts import build_prompt
 from recpie.explainer.soft_prompt import build_inputs
 from recpie.models.recpie_module import subset_ids
-
-FACTS = ["log1p visits", "usual part of day is now's", "log1p km from the last place", "log1p same-category visits",
-         "visited at all"]
-
-
-def top_k(backbone: Backbone, data, split: str, ids: np.ndarray, k: int, max_len: int, summary: bool
-          ) -> tuple[np.ndarray, ...]:
-    """(candidates [n,K], their logits [n,K], target POI [n], 1-based rank of the target over all POIs [n],
-    user states [n,d]) of samples ``ids``."""
-    ds = SampleDataset(data, split, max_len, summary)
-    cands, logits, targets, ranks, states = [], [], [], [], []
-    with torch.no_grad():
-        for s in range(0, len(ids), 256):
-            b = to_tensors(ds.__getitems__(ids[s:s + 256].tolist()))
-            h = backbone.user_state(b)
-            scores = backbone.score(h, b)
-            top = scores.topk(k, -1)
-            t = b["target"][:, -1]
-            cands.append(top.indices), logits.append(top.values), targets.append(t), states.append(h)
-            ranks.append((scores > scores.gather(1, t[:, None])).sum(1) + 1)
-    return tuple(torch.cat(x).numpy() for x in (cands, logits, targets, ranks, states))
 
 
 @torch.no_grad()
@@ -85,54 +63,6 @@ def llm_label_logprobs(explainer: Explainer, prompts: list[str], labels: list[li
         first = pre.logits[:, -1].float().log_softmax(-1).repeat_interleave(k, 0).gather(1, ids[:, :1])
         rest = cont.logits[:, :-1].float().log_softmax(-1).gather(2, ids[:, 1:, None]).squeeze(-1)
         out[s:s + b] = (torch.cat([first, rest], 1) * cmask).sum(1).view(b, k).cpu().numpy()
-    return out
-
-
-def prompt_facts(data, split: str, ids: np.ndarray, cands: np.ndarray, cfg) -> np.ndarray:
-    """[n, K, len(FACTS)]: what the prompt states about each candidate (history before the sample only)."""
-    out = np.zeros((*cands.shape, len(FACTS)), dtype=np.float32)
-    for i, (sample, row) in enumerate(zip(ids, cands, strict=True)):
-        ctx = context(data, split, int(sample), row, cfg)
-        now = part_of_day(int(ctx.now_local // SECONDS_PER_HOUR % 24))
-        hist_cats = data.catalogue.category[data.poi[ctx.history]]
-        for j, p in enumerate(row):
-            seen = visits(data, ctx, int(p))
-            out[i, j] = [np.log1p(len(seen)), float(len(seen) > 0 and usual_time(data, seen) == now),
-                         np.log1p(ctx.distance_km[j]), np.log1p((hist_cats == data.catalogue.category[p]).sum()),
-                         float(len(seen) > 0)]
-    return out
-
-
-def features(logits: np.ndarray, facts: np.ndarray) -> torch.Tensor:
-    """[n, K, F]: rank one-hot and the logit minus the sample's top logit, then the given facts."""
-    n, k = logits.shape
-    parts = [np.broadcast_to(np.eye(k, dtype=np.float32), (n, k, k)), (logits - logits[:, :1])[..., None], facts]
-    return torch.from_numpy(np.concatenate(parts, -1).astype(np.float32))
-
-
-def fit(x: torch.Tensor, target_slot: torch.Tensor, steps: int = 300) -> torch.nn.Linear:
-    """A linear score per candidate, softmax over the K, on the samples whose target is among them."""
-    torch.manual_seed(0)
-    model = torch.nn.Linear(x.shape[-1], 1)
-    opt = torch.optim.LBFGS(model.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x).squeeze(-1), target_slot) + 1e-4 * model.weight.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return model
-
-
-def reranked_ranks(model, x, slot: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """Full-ranking ranks after re-ordering the top-K by the model (targets outside the K keep theirs)."""
-    with torch.no_grad():
-        order = model(x).squeeze(-1).argsort(-1, descending=True).numpy()
-    out = ranks.copy()
-    inside = slot >= 0
-    out[inside] = 1 + np.argmax(order[inside] == slot[inside, None], axis=1)
     return out
 
 
@@ -170,35 +100,31 @@ def main(argv: list[str] | None = None) -> None:
     split = {}
     for name in ("val", "test"):
         ids = subset_ids(len(data.splits[name]), args.n, cfg.recpie.subset_seed).numpy()
-        cands, logits, target, ranks, states = top_k(backbone, data, name, ids, args.k, cfg.data.max_len,
-                                                     cfg.data.history_summary)
-        hit = cands == target[:, None]
-        facts = prompt_facts(data, name, ids, cands, cfg.explainer)
+        view = top_k(backbone, data, name, ids, args.k, cfg.data.max_len, cfg.data.history_summary)
+        facts = prompt_facts(data, name, ids, view.candidates, cfg.explainer)
         if explainer is not None:
-            prompts = [build_prompt(data, name, int(i), c, cfg.explainer) for i, c in zip(ids, cands, strict=True)]
-            labels = [[data.catalogue.label(int(p)) for p in c] for c in cands]
-            llm = llm_label_logprobs(explainer, prompts, labels, states if args.explainer_ckpt else None)
+            prompts = [build_prompt(data, name, int(i), c, cfg.explainer) for i, c in zip(ids, view.candidates,
+                                                                                        strict=True)]
+            labels = [[data.catalogue.label(int(p)) for p in c] for c in view.candidates]
+            llm = llm_label_logprobs(explainer, prompts, labels, view.states if args.explainer_ckpt else None)
             facts = np.concatenate([facts, (llm - llm.max(1, keepdims=True))[..., None]], -1)
-        split[name] = dict(logits=logits, facts=facts, slot=np.where(hit.any(1), hit.argmax(1), -1), ranks=ranks)
+        split[name] = (view, facts)
     readers = {"re-ranked: rank + logit": 0, "re-ranked: rank + logit + prompt facts": len(FACTS)}
     if explainer is not None:
         readers["re-ranked: rank + logit + prompt facts + LLM log p(label)"] = len(FACTS) + 1
-    test, e = split["test"], cfg.eval
-    rows = {"backbone order": test["ranks"]}
+    (val, val_facts), (test, test_facts) = split["val"], split["test"]
+    e = cfg.eval
+    rows = {"backbone order": test.ranks}
     for label, width in readers.items():
-        val = split["val"]
-        inside = val["slot"] >= 0
-        model = fit(features(val["logits"], val["facts"][..., :width])[inside], torch.from_numpy(val["slot"][inside]))
-        rows[label] = reranked_ranks(model, features(test["logits"], test["facts"][..., :width]), test["slot"],
-                                     test["ranks"])
-    inside = test["slot"] >= 0
-    print(f"{args.config}: fitted on {int((split['val']['slot'] >= 0).sum())} val samples with the target in the "
+        rows[label] = reader_ranks(val, val_facts[..., :width], test, test_facts[..., :width])
+    inside = test.slot >= 0
+    print(f"{args.config}: fitted on {int((val.slot >= 0).sum())} val samples with the target in the "
           f"top {args.k}; scored on {len(inside)} test samples ({int(inside.sum())} with the target in the top "
           f"{args.k}); prompt facts: {', '.join(FACTS)}\n")
     print(f"| ranking | Acc@1 | MRR | top-1 is the target, when it is in the top {args.k} | MRR minus backbone order |")
     print("|---|---|---|---|---|")
     for label, r in rows.items():
-        ci = paired_bootstrap_ci(r, test["ranks"], "mrr", e.bootstrap_samples, e.bootstrap_level,
+        ci = paired_bootstrap_ci(r, test.ranks, "mrr", e.bootstrap_samples, e.bootstrap_level,
                                  e.bootstrap_seed) if label != "backbone order" else None
         delta = f"{ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]" if ci else "-"
         print(f"| {label} | {np.mean(r == 1):.4f} | {np.mean(1.0 / r):.4f} | {np.mean(r[inside] == 1):.4f} | {delta} |")

@@ -149,10 +149,10 @@ class WindowDataset(Dataset):
         self.data, self.max_len, self.summary = data, max_len, summary
         self.how = data.hour_of_week(np.arange(len(data.poi)))
         self.user, self.start, self.end = train_windows(data, max_len)
-        self.is_target = np.ones(len(data.poi), dtype=bool)
+        self.is_target = data.supervised_targets().copy()
         if train_targets == "protocol":
             self.is_target[:] = False
-            self.is_target[data.splits["train"].target] = True
+            self.is_target[data.splits["train"].target] = True  # already restricted to the kept ones
 
     def __len__(self) -> int:
         return len(self.user)

@@ -18,7 +18,7 @@ from recpie.config import data_config, load_experiment
 from recpie.config_loading import ConfigError, available_experiments
 from recpie.utils.provenance import write_provenance
 
-RECIPES = ("data_stats", "baselines", "recpie")
+RECIPES = ("data_stats", "baselines", "recpie", "data_efficiency")
 
 
 def _parser() -> argparse.ArgumentParser:

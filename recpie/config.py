@@ -9,6 +9,7 @@
 - ``explainer`` the LLM, LoRA, soft prompt, prompts and encoder (recpie/explainer/config.py)
 - ``rl``       PPO and the advantage estimators (recpie/rl/config.py)
 - ``recpie``   the joint schedule, fusion and reward (recpie/models/recpie_config.py)
+- ``efficiency`` the data-efficiency curve: fractions and the bound's samples (this file)
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from recpie.rl.config import RLConfig
 
 @dataclass
 class RunConfig:
-    recipe: str = "baselines"  # what runs: "data_stats", "baselines" or "recpie"
+    recipe: str = "baselines"  # what runs: "data_stats", "baselines", "recpie" or "data_efficiency"
     output_dir: str = "results"  # the run directory is <output_dir>/<experiment name>
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training run per seed
     fast: bool = False  # a shortened run (fewer epochs / samples) for demos and smoke tests
@@ -45,6 +46,18 @@ class TrainerConfig:
 
 
 @dataclass
+class EfficiencyConfig:
+    """The data-efficiency recipe (recpie/recipes/data_efficiency.py)."""
+
+    # train fractions of the curve; each trains the backbone and Markov on that share of the targets
+    # (data.train_fraction_unit, data.train_fraction_seed), once per run.seeds entry
+    fractions: list[float] = field(default_factory=lambda: [0.03, 0.06, 0.12, 0.25, 0.5, 1.0])
+    # samples the prompt-information bound fits its reader on (val) and scores (test); 0 = all
+    bound_val_samples: int = 0
+    bound_test_samples: int = 0
+
+
+@dataclass
 class ExperimentConfig:
     name: str = ""  # the experiment's name; defaults to the config file's name
     description: str = ""  # one line saying what the experiment shows
@@ -58,6 +71,7 @@ class ExperimentConfig:
     explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     recpie: RecPIEConfig = field(default_factory=RecPIEConfig)
+    efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
 
 
 def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:

@@ -7,8 +7,9 @@ import torch
 from test_explainer_llm import tiny_cfg
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
-from benchmarks.prompt_information import llm_label_logprobs, reranked_ranks
+from benchmarks.prompt_information import llm_label_logprobs
 from recpie.explainer.explainer import Explainer
+from recpie.explainer.information import reranked_ranks
 
 
 def test_label_logprobs_with_a_shared_prefill_equal_full_forwards(tiny_llm_dir):  # noqa: F811

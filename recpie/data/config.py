@@ -58,6 +58,13 @@ class DataConfig:
     num_workers: int = 0
     # seed of the train-window shuffling
     seed: int = 0
+    # share of the supervised train targets a trained model may learn from (recpie/data/fraction.py);
+    # histories, prompts, training-free baselines, val and test always keep every check-in
+    train_fraction: float = 1.0
+    # what is drawn: "targets" (each train target kept with probability train_fraction) or "users" (that
+    # share of the users keep all their train targets)
+    train_fraction_unit: str = "targets"
+    train_fraction_seed: int = 0  # seed of that draw (nested across fractions for one seed)
 
 
 # Per-source defaults for the fields left at None. Gowalla's shipped subset has 3-41 check-ins per user:
@@ -88,6 +95,10 @@ def resolve(cfg: DataConfig) -> DataConfig:
         raise ValueError(f"data.on_bad_line={cfg.on_bad_line!r}: use 'error' or 'skip'")
     if cfg.train_targets not in ("all_steps", "protocol"):
         raise ValueError(f"data.train_targets={cfg.train_targets!r}: use 'all_steps' or 'protocol'")
+    if not 0.0 < cfg.train_fraction <= 1.0:
+        raise ValueError(f"data.train_fraction={cfg.train_fraction}: use a share in (0, 1] (1.0 = all targets)")
+    if cfg.train_fraction_unit not in ("targets", "users"):
+        raise ValueError(f"data.train_fraction_unit={cfg.train_fraction_unit!r}: use 'targets' or 'users'")
     if not 0.0 < cfg.val_cut <= cfg.test_cut < 1.0:
         raise ValueError(f"data.val_cut={cfg.val_cut}, data.test_cut={cfg.test_cut}: "
                          "need 0 < val_cut <= test_cut < 1")

@@ -14,6 +14,7 @@ import pickle
 from pathlib import Path
 
 from recpie.data.config import DataConfig, resolve
+from recpie.data.fraction import with_train_fraction
 from recpie.data.pipeline import preprocess
 from recpie.data.rawio import DataError
 from recpie.data.sources import SOURCES
@@ -25,7 +26,8 @@ CACHE_VERSION = 1  # bump when the pipeline's output changes for the same inputs
 REPO = Path(__file__).resolve().parents[2]
 # keys that only shape batches or name the cache do not change the processed data
 _NOT_IN_KEY = {"data_root", "dataset_dir", "meta_dir", "names_file", "max_len", "cache_dir", "use_cache",
-               "train_targets", "history_summary", "batch_size", "eval_batch_size", "num_workers", "seed"}
+               "train_targets", "history_summary", "batch_size", "eval_batch_size", "num_workers", "seed",
+               "train_fraction", "train_fraction_unit", "train_fraction_seed"}  # applied after the cache
 
 
 def data_root(cfg: DataConfig) -> Path:
@@ -57,8 +59,14 @@ def cache_key(cfg: DataConfig, files: list[Path]) -> str:
 
 
 def load_checkin_data(cfg: DataConfig) -> CheckinData:
-    """Processed data for ``cfg`` (resolved here), read from or written to the cache."""
+    """Processed data for ``cfg`` (resolved here), restricted to its train fraction (recpie.data.fraction)."""
     cfg = resolve(cfg)
+    return with_train_fraction(_processed(cfg), cfg.train_fraction, cfg.train_fraction_unit,
+                               cfg.train_fraction_seed)
+
+
+def _processed(cfg: DataConfig) -> CheckinData:
+    """The protocol's processed data, read from or written to the cache."""
     files = input_files(cfg)
     source = SOURCES[cfg.source]
     if not cfg.use_cache:

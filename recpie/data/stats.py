@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from recpie.data.fraction import kept_summary
 from recpie.data.types import CheckinData
 
 
@@ -26,6 +27,7 @@ def stats_table(data: CheckinData) -> str:
         ("check-ins", f"{len(t):,}"),
         ("trajectories", f"{int(data.trajectory.max()) + 1:,}"),
         ("skipped input lines", f"{data.skipped_lines:,}"),
+        ("train fraction", fraction_line(data)),
     ]
     for name, in_period in periods.items():
         label = "train targets" if name == "train" else f"{name} samples"
@@ -35,3 +37,11 @@ def stats_table(data: CheckinData) -> str:
         rows.append((f"{name} period (UTC)", f"{span} ({len(times):,} check-ins)"))
     lines = ["| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines)
+
+
+def fraction_line(data: CheckinData) -> str:
+    """What supervision a trained model gets, e.g. '0.12 of the targets (seed 0): 9,771 of 81,405 ...'."""
+    k = kept_summary(data)
+    share = "all" if k["fraction"] == 1.0 else f"{k['fraction']} of the {k['unit']} (seed {k['seed']})"
+    return (f"{share}: {k['train_steps_kept']:,} of {k['train_steps']:,} train steps kept as targets, "
+            f"{k['train_targets_kept']:,} protocol train targets, {k['users_with_kept_targets']:,} users with one")

@@ -89,6 +89,9 @@ class CheckinData:
     t90: int  # first second of the test period
     splits: dict[str, SampleSet] = field(default_factory=dict)  # "train", "val", "test"
     skipped_lines: int = 0  # malformed input lines skipped under data.on_bad_line=skip
+    # bool [n]: check-ins that may be training targets (None: all); see recpie.data.fraction
+    supervised: np.ndarray | None = None
+    train_fraction: dict | None = None  # the draw behind ``supervised`` (fraction, unit, seed)
 
     @property
     def num_users(self) -> int:
@@ -116,11 +119,16 @@ class CheckinData:
         """Check-ins in the train period (t < t80): all a model may fit on."""
         return self.time < self.t80
 
+    def supervised_targets(self) -> np.ndarray:
+        """bool [n]: check-ins a trained model may use as targets (all, unless a train fraction is set)."""
+        return np.ones(len(self.poi), dtype=bool) if self.supervised is None else self.supervised
+
     def train_steps(self) -> np.ndarray:
-        """bool [n]: check-in i -> i + 1 is a step within one trajectory ending in the train period (what
-        transition models count); False for the last check-in."""
+        """bool [n]: check-in i -> i + 1 is a step within one trajectory ending in the train period whose
+        destination is a kept target (what transition models count); False for the last check-in."""
         steps = np.zeros(len(self.poi), dtype=bool)
-        steps[:-1] = (self.trajectory[1:] == self.trajectory[:-1]) & (self.time[1:] < self.t80)
+        steps[:-1] = ((self.trajectory[1:] == self.trajectory[:-1]) & (self.time[1:] < self.t80)
+                      & self.supervised_targets()[1:])
         return steps
 
     def train_transitions(self) -> Transitions:

@@ -33,12 +33,27 @@ def paired_bootstrap_ci(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str, n
     a, b = (x.mean(0) if x.ndim == 2 else x for x in (a, b))
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"paired bootstrap needs two equal, non-empty rank arrays; got {a.shape}, {b.shape}")
-    d = a - b
+    low, high = _mean_ci(a - b, n_boot, level, seed)
+    return PairedCI(metric, float((a - b).mean()), low, high, level)
+
+
+def bootstrap_ci(ranks: np.ndarray, metric: str, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                 ) -> tuple[float, float, float]:
+    """(mean, low, high): percentile CI of one model's metric over resampled samples; ``ranks`` [N] or
+    [S, N] (per-sample metric averaged over the seeds first, as in ``paired_bootstrap_ci``)."""
+    values = per_sample_metric(ranks, metric)
+    values = values.mean(0) if values.ndim == 2 else values
+    if values.size == 0:
+        raise ValueError("bootstrap needs a non-empty rank array")
+    return (float(values.mean()), *_mean_ci(values, n_boot, level, seed))
+
+
+def _mean_ci(values: np.ndarray, n_boot: int, level: float, seed: int) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     for start in range(0, n_boot, 256):  # chunks keep the [n_boot, m] index matrix small
-        idx = rng.integers(0, len(d), size=(min(256, n_boot - start), len(d)))
-        means[start:start + len(idx)] = d[idx].mean(axis=1)
+        idx = rng.integers(0, len(values), size=(min(256, n_boot - start), len(values)))
+        means[start:start + len(idx)] = values[idx].mean(axis=1)
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
-    return PairedCI(metric, float(d.mean()), float(low), float(high), level)
+    return float(low), float(high)

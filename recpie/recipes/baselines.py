@@ -60,7 +60,7 @@ def make_trainer(cfg: DictConfig, out_dir: Path, seed: int, max_epochs: int | No
 
 
 def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Path) -> dict:
-    """Train (or resume) one seed, test its best checkpoint; returns ranks, metrics and costs."""
+    """Train (or resume) one seed, test its best checkpoint; returns ranks, costs and the module (best weights)."""
     L.seed_everything(seed, workers=True, verbose=False)
     module = RecommenderModule(cfg.backbone, cfg.train, cfg.eval, dm.checkins, cfg.data.max_len, seed,
                                export_path=out_dir / "test_topk.jsonl",
@@ -74,7 +74,7 @@ def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pat
     ids, ranks, _ = module.results["test"]
     ckpt = trainer.checkpoint_callback
     return {"ranks": ranks, "best_val_mrr": float(ckpt.best_model_score), "epochs": trainer.current_epoch,
-            "best_checkpoint": ckpt.best_model_path, "fit_seconds": fit_s}
+            "best_checkpoint": ckpt.best_model_path, "fit_seconds": fit_s, "module": module}
 
 
 def counter_runs(cfg: DictConfig, data: CheckinData) -> dict[str, dict]:
@@ -158,7 +158,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     results = {
         "test": summary,
         "best_counter": best_counter,
-        "backbone_runs": {s: {k: v for k, v in r.items() if k != "ranks"} for s, r in backbone.items()},
+        "backbone_runs": {s: {k: v for k, v in r.items() if k not in ("ranks", "module")}
+                          for s, r in backbone.items()},
         "bootstrap": {s: [dataclasses.asdict(c) for c in cl] for s, cl in cis.items()},
         "breakdowns": breakdowns,
         "samples": {k: len(v) for k, v in data.splits.items()},
