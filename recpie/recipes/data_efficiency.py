@@ -23,20 +23,20 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from data_modules import CheckinDataModule
-from recpie.components.baselines import Markov
+from recpie.components.baselines import DecayedCounter, Markov, tune_counter
 from recpie.config import data_config
 from recpie.data.fraction import kept_summary
+from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
 from recpie.evaluation.plots import data_efficiency_plot
 from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.explainer.information import facts_bound
 from recpie.models.recpie_module import subset_ids
-from recpie.recipes.baselines import counter_runs, fit_backbone
+from recpie.recipes.baselines import fit_backbone
 
 log = logging.getLogger(__name__)
 METRICS = ("acc@1", "acc@10", "mrr")
-DESIGN_COUNTER = "counter (decay 0.99)"
 
 
 def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed: int, run_dir: Path) -> dict:
@@ -61,6 +61,24 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
     return {**meta, **arrays}
 
 
+def training_free_lines(cfg: DictConfig, data: CheckinData, run_dir: Path) -> dict[str, np.ndarray]:
+    """Test ranks of the design note's counter and the val-tuned time-aware one (saved with the points)."""
+    npz, done = (run_dir / "points" / f"counters.{ext}" for ext in ("npz", "json"))
+    if done.is_file():
+        with np.load(npz, allow_pickle=False) as z:
+            return {name: z[f"line{i}"] for i, name in enumerate(json.loads(done.read_text()))}
+    bc, chunk = cfg.baselines, cfg.eval.chunk_size
+    timed, _ = tune_counter(data, list(bc.decay_grid), list(bc.bandwidth_grid_h), chunk_size=chunk)
+    timed.name = f"{timed.name}, val-tuned"
+    lines = {m.name: rank_split(m.score, data, "test", chunk, 1)[0]
+             for m in (DecayedCounter(bc.counter_decay).fit(data), timed)}
+    if rank_zero_only.rank == 0:
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(npz, **{f"line{i}": r for i, r in enumerate(lines.values())})
+        done.write_text(json.dumps(list(lines)))
+    return lines
+
+
 def _ci(ci) -> str:
     return f"{ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
 
@@ -74,9 +92,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     full = CheckinDataModule(dataclasses.replace(base, train_fraction=1.0))
     full.prepare_data()
     full.setup()
-    counters = counter_runs(cfg, full.checkins)
-    timed = next(n for n in counters if n.startswith("time-aware counter"))
-    lines = {name: counters[name]["test"] for name in (DESIGN_COUNTER, timed)}
+    lines = training_free_lines(cfg, full.checkins, run_dir)
+    timed = list(lines)[-1]
 
     modules = {}
     for fraction in map(float, cfg.efficiency.fractions):
