@@ -25,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from data_modules import CheckinDataModule
 from recpie.components.baselines import DecayedCounter, Markov, MostPopular, tune_counter
 from recpie.config import data_config
+from recpie.data.stats import fraction_line
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.breakdowns import breakdown, split_targets, standard_groups
@@ -135,7 +136,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     md = [f"# {cfg.name}: baselines and backbone\n", cfg.description, "",
           f"Data: {data.source}, {data.num_users} users, {data.num_pois} POIs (all ranked), "
-          f"{len(data.poi)} check-ins; {len(data.splits['train'])} train targets, "
+          f"{len(data.poi)} check-ins; {len(data.splits['train'])} train targets, train fraction "
+          f"{fraction_line(data)} (the backbone and Markov learn from the kept targets; the counters and most "
+          "popular are training-free and read every check-in), "
           f"{len(data.splits['val'])} val and {len(data.splits['test'])} test samples. Full ranking, "
           "fractional ranks under random tie-breaking. Counters, Markov and most popular are "
           "deterministic (one run; std 0).", "",

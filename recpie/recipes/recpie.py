@@ -29,6 +29,7 @@ from data_modules.batches import SampleDataset, to_tensors
 from data_modules.checkin import CheckinDataModule
 from recpie.components.backbone import Backbone
 from recpie.config import data_config
+from recpie.data.stats import fraction_line
 from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.export import write_topk_jsonl
@@ -156,7 +157,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
             per_seed[name].append({**metrics_from_ranks(ranks), "n": len(ranks)})
         write_topk_jsonl(run_dir / f"test_topk_recpie_seed{seed}.jsonl", full["ids"], full["topk"])
         report += _seed_section(seed_cfg, data, seed, control, full, run_dir)
-    _write_results(cfg, run_dir, per_seed, eval_ids, report)
+    _write_results(cfg, data, run_dir, per_seed, eval_ids, report)
 
 
 def _seed_section(cfg, data, seed: int, control: dict, full: dict, run_dir: Path) -> list[str]:
@@ -209,7 +210,7 @@ def _verdict_lines(v: dict | None) -> list[str]:
             "beyond the rank has equal rates in the last two rows):", "", *verdict_table(v), ""]
 
 
-def _write_results(cfg, run_dir: Path, per_seed: dict, eval_ids: dict, report: list[str]) -> None:
+def _write_results(cfg, data, run_dir: Path, per_seed: dict, eval_ids: dict, report: list[str]) -> None:
     n_test = len(eval_ids["test"])
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     head = [f"# {cfg.name}: RecPIE vs its own backbone", "",
@@ -219,6 +220,8 @@ def _write_results(cfg, run_dir: Path, per_seed: dict, eval_ids: dict, report: l
             f"{cfg.recpie.cycles} cycles x {cfg.recpie.rec_steps_per_cycle} recommender steps, "
             f"{cfg.recpie.ppo_iterations} PPO iteration(s) per cycle; test scores the "
             f"{cfg.recpie.test_checkpoint} checkpoint. Peak RSS {peak_gb:.1f} GiB.", "",
+            f"Supervision (backbone, fusion, explainer warm-up, rollouts, refreshes): {fraction_line(data)}; "
+            "histories, prompts, val and test keep every check-in.", "",
             "Mean +- std over seeds:", "", mean_std_table(per_seed), ""]
     text = "\n".join(head + report)
     (run_dir / "results.md").write_text(text)
