@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recpie.config import load_experiment
 from experiments.run import RECIPES
+from recpie.config import load_experiment
 from recpie.config_loading import ConfigError, available_experiments
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,18 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recpie.components.baselines import (
-    DecayedCounter,
-    Markov,
-    MostPopular,
-    lexicographic_scores,
-    tune_counter,
-)
+from recpie.components.baselines import DecayedCounter, Markov, MostPopular, lexicographic_scores
 from recpie.data.config import DataConfig
 from recpie.data.load import load_checkin_data
 from recpie.evaluation.breakdowns import revisit_mask, standard_groups
 from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
+from recpie.recipes.baselines import tune_counter
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from recpie.data.types import CheckinData
-from recpie.evaluation.ranking import metrics_from_ranks
-from recpie.evaluation.scoring import rank_split
 
 
 def lexicographic_scores(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
@@ -110,18 +108,3 @@ class Markov:
         primary[has] = self.trans.dense_rows(data.poi[ends[has] - 1])
         return lexicographic_scores(primary, self.pop)
 
-
-def tune_counter(data: CheckinData, decays: list[float], bandwidths: list[float | None],
-                 metric_rank: str = "mrr", chunk_size: int = 512) -> tuple[DecayedCounter, dict]:
-    """Pick the (decay, bandwidth) with the best val MRR; returns the fitted model and the grid's scores."""
-    grid = {}
-    best, best_val = None, -1.0
-    for bw in bandwidths:
-        for decay in decays:
-            model = DecayedCounter(decay, bw).fit(data)
-            ranks, _ = rank_split(model.score, data, "val", chunk_size, topk=1)
-            val = metrics_from_ranks(ranks, [metric_rank])[metric_rank]
-            grid[f"decay={decay}, bandwidth={bw}"] = val
-            if val > best_val:
-                best, best_val = model, val
-    return best, grid

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from data_modules import CheckinDataModule
-from recpie.components.baselines import DecayedCounter, Markov, MostPopular, tune_counter
+from recpie.components.baselines import DecayedCounter, Markov, MostPopular
 from recpie.config import data_config
 from recpie.data.stats import fraction_line
 from recpie.data.types import CheckinData
@@ -76,6 +76,22 @@ def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pat
     ckpt = trainer.checkpoint_callback
     return {"ranks": ranks, "best_val_mrr": float(ckpt.best_model_score), "epochs": trainer.current_epoch,
             "best_checkpoint": ckpt.best_model_path, "fit_seconds": fit_s, "module": module}
+
+
+def tune_counter(data: CheckinData, decays: list[float], bandwidths: list[float | None],
+                 metric_rank: str = "mrr", chunk_size: int = 512) -> tuple[DecayedCounter, dict]:
+    """Pick the (decay, bandwidth) with the best val MRR; returns the fitted model and the grid's scores."""
+    grid = {}
+    best, best_val = None, -1.0
+    for bw in bandwidths:
+        for decay in decays:
+            model = DecayedCounter(decay, bw).fit(data)
+            ranks, _ = rank_split(model.score, data, "val", chunk_size, topk=1)
+            val = metrics_from_ranks(ranks, [metric_rank])[metric_rank]
+            grid[f"decay={decay}, bandwidth={bw}"] = val
+            if val > best_val:
+                best, best_val = model, val
+    return best, grid
 
 
 def counter_runs(cfg: DictConfig, data: CheckinData) -> dict[str, dict]:

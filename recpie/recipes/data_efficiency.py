@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from data_modules import CheckinDataModule
-from recpie.components.baselines import DecayedCounter, Markov, tune_counter
+from recpie.components.baselines import DecayedCounter, Markov
 from recpie.config import data_config
 from recpie.data.fraction import kept_summary
 from recpie.data.types import CheckinData
@@ -33,7 +33,7 @@ from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.explainer.information import facts_bound
 from recpie.models.recpie_module import subset_ids
-from recpie.recipes.baselines import fit_backbone
+from recpie.recipes.baselines import fit_backbone, tune_counter
 
 log = logging.getLogger(__name__)
 METRICS = ("acc@1", "acc@10", "mrr")
