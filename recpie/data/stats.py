@@ -26,6 +26,7 @@ def stats_table(data: CheckinData) -> str:
         ("check-ins", f"{len(t):,}"),
         ("trajectories", f"{int(data.trajectory.max()) + 1:,}"),
         ("skipped input lines", f"{data.skipped_lines:,}"),
+        ("duplicate check-ins (same user, venue, second)", f"{data.duplicate_checkins:,}"),
     ]
     for name, in_period in periods.items():
         label = "train targets" if name == "train" else f"{name} samples"

@@ -89,6 +89,7 @@ class CheckinData:
     t90: int  # first second of the test period
     splits: dict[str, SampleSet] = field(default_factory=dict)  # "train", "val", "test"
     skipped_lines: int = 0  # malformed input lines skipped under data.on_bad_line=skip
+    duplicate_checkins: int = 0  # input rows repeating an earlier (user, venue, second); see data.drop_duplicates
 
     @property
     def num_users(self) -> int:

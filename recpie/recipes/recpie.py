@@ -29,6 +29,7 @@ from data_modules.batches import SampleDataset, to_tensors
 from data_modules.checkin import CheckinDataModule
 from recpie.components.backbone import Backbone
 from recpie.config import data_config
+from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.export import write_topk_jsonl
@@ -39,7 +40,7 @@ from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
 from recpie.models.recpie_module import RecPIEModule, explanation_samples, subset_ids
 from recpie.recipes.baselines import fit_backbone
-from recpie.utils.checkpoints import checkpoint_callbacks
+from recpie.utils.checkpoints import checkpoint_callbacks, load_weights
 
 HEADLINE = ("acc@1", "acc@10", "mrr")
 
@@ -55,12 +56,10 @@ def warm_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pa
         path, ranks = fitted["best_checkpoint"], fitted["ranks"][test_ids.numpy()]
     data = dm.checkins
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     try:
-        backbone.load_state_dict(state)
+        backbone.load_state_dict(load_weights(path, "recpie.backbone_checkpoint", "backbone."))
     except RuntimeError as e:
-        raise ValueError(f"recpie.backbone_checkpoint={path} does not fit this run's backbone (written by another "
+        raise CheckpointError(f"recpie.backbone_checkpoint={path} does not fit this run's backbone (written by another "
                          "backbone config or an older version of it); retrain it with the same `backbone` and `data` "
                          f"sections, or leave the key empty to warm up a new one.\n{e}") from e
     if ranks is None:
@@ -130,8 +129,6 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
 
 
 def run(cfg: DictConfig, run_dir: Path) -> None:
-    if cfg.recpie.test_checkpoint not in ("best", "last"):
-        raise ValueError(f"recpie.test_checkpoint={cfg.recpie.test_checkpoint!r}: use 'best' or 'last'")
     dm = CheckinDataModule(data_config(cfg))
     dm.setup()
     data = dm.checkins
