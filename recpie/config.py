@@ -71,6 +71,11 @@ def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Di
     return cfg
 
 
+def run_seeds(cfg: DictConfig) -> list[int]:
+    """The seeds a recipe trains: ``run.seeds``, or seed 0 alone under ``run.fast``."""
+    return [0] if cfg.run.fast else list(cfg.run.seeds)
+
+
 def data_config(cfg: DictConfig) -> DataConfig:
     """The experiment's data section as a DataConfig with the source's defaults filled in."""
     return resolve(OmegaConf.to_object(cfg.data))

@@ -84,8 +84,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "recpie.sft_target": ("template", "hindsight"),
     "recpie.test_checkpoint": ("best", "last"),
 }
-# run.fast replaces these keys' values; an explicit override of one of them together with fast is refused
-FAST_OVERRIDES = {"train.max_epochs": "train.fast_max_epochs", "run.seeds": "[0]"}
+# run.fast replaces these keys' values (key -> (what replaces it, its value)); an explicit override of one
+# of them to another value together with fast is refused
+FAST_OVERRIDES = {"train.max_epochs": ("train.fast_max_epochs", lambda cfg: cfg.train.fast_max_epochs),
+                  "run.seeds": ("[0]", lambda cfg: [0])}
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -93,6 +95,10 @@ def _get(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, Iterable) and not isinstance(value, str) else value
 
 
 def check_choice(key: str, value: str) -> None:
@@ -153,8 +159,9 @@ def validate(cfg: Any, explicit: Iterable[str] = ()) -> None:
             raise ConfigError(f"{key}={value!r}: the embedded model here is {embedded[0]}")
     check_explanation_modes(cfg)
     if cfg.run.fast:
-        clash = [k for k in FAST_OVERRIDES if k in set(explicit)]
+        clash = [k for k, (_, fast_value) in FAST_OVERRIDES.items()
+                 if k in set(explicit) and _plain(_get(cfg, k)) != fast_value(cfg)]
         if clash:
             raise ConfigError(
-                f"run.fast=true replaces {', '.join(f'{k} by {FAST_OVERRIDES[k]}' for k in clash)} (and trains "
+                f"run.fast=true replaces {', '.join(f'{k} by {FAST_OVERRIDES[k][0]}' for k in clash)} (and trains "
                 "on train.fast_limit_batches of the batches): drop the override or set run.fast=false")

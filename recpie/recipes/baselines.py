@@ -24,7 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from data_modules import CheckinDataModule
 from recpie.components.baselines import DecayedCounter, Markov, MostPopular, tune_counter
-from recpie.config import data_config
+from recpie.config import data_config, run_seeds
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.breakdowns import breakdown, split_targets, standard_groups
@@ -101,7 +101,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     dm.prepare_data()
     dm.setup()
     data = dm.checkins
-    seeds = [0] if cfg.run.fast else list(cfg.run.seeds)
+    seeds = run_seeds(cfg)
     is_main = rank_zero_only.rank == 0  # under DDP every process runs the recipe; one writes the files
     targets = split_targets(data, "test")
     groups = standard_groups(data, "test", cfg.eval.activity_bins)

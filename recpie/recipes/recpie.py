@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from data_modules.batches import SampleDataset, to_tensors
 from data_modules.checkin import CheckinDataModule
 from recpie.components.backbone import Backbone
-from recpie.config import data_config
+from recpie.config import data_config, run_seeds
 from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
@@ -138,7 +138,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     per_seed: dict[str, list[dict]] = {"backbone (warm-up only)": [], "control (null explanations)": [],
                                        "RecPIE": []}
     report: list[str] = []
-    for seed in cfg.run.seeds:
+    for seed in run_seeds(cfg):
         seed_cfg = copy.deepcopy(cfg)
         seed_cfg.data.seed = seed
         L.seed_everything(seed, workers=True)
@@ -212,7 +212,7 @@ def _write_results(cfg, run_dir: Path, per_seed: dict, eval_ids: dict, report: l
     head = [f"# {cfg.name}: RecPIE vs its own backbone", "",
             f"Protocol: {cfg.data.source} {cfg.data.city}, chronological 80/10/10 cut, full ranking over all "
             f"POIs; {n_test} test samples (subset seed {cfg.recpie.subset_seed}, 0 = all), seeds "
-            f"{list(cfg.run.seeds)}; explainer {cfg.explainer.model} ({cfg.explainer.quantization}), "
+            f"{run_seeds(cfg)}; explainer {cfg.explainer.model} ({cfg.explainer.quantization}), "
             f"{cfg.recpie.cycles} cycles x {cfg.recpie.rec_steps_per_cycle} recommender steps, "
             f"{cfg.recpie.ppo_iterations} PPO iteration(s) per cycle; test scores the "
             f"{cfg.recpie.test_checkpoint} checkpoint. Peak RSS {peak_gb:.1f} GiB.", "",

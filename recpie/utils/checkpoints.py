@@ -29,15 +29,18 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{what}: refused to load {path}: it holds objects other than tensors and plain containers, which "
-            f"could run code when loaded ({str(e).splitlines()[0]}); load only checkpoints written by this "
-            "project") from None
+        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0] or type(e).__name__
+        if "Unsupported global" in detail:
+            raise CheckpointError(
+                f"{what}: refused to load {path}: it holds objects other than tensors and plain containers, "
+                f"which could run code when loaded ({detail}); load only checkpoints written by this project"
+            ) from None
+        problem = detail
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
-        raise CheckpointError(
-            f"{what}: {path} is truncated or corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__}), "
-            "e.g. written while the disk was full: restore it from a copy, or delete it (a run then retrains "
-            "what it held)") from None
+        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise CheckpointError(
+        f"{what}: {path} is truncated or corrupt ({problem}), e.g. written while the disk was full: restore it "
+        "from a copy, or delete it (a run then retrains what it held)")
 
 
 def load_weights(path: str | Path, what: str, prefix: str) -> dict[str, torch.Tensor]:
