@@ -8,6 +8,7 @@ so a value has one rule and one message, which names the key and what to set ins
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from recpie.errors import ConfigError
@@ -130,6 +131,19 @@ def check_section(cfg: Any, prefix: str) -> None:
                           "need 0 < val_cut <= test_cut < 1")
 
 
+def check_models(explainer: Any) -> None:
+    """What explainer.model and explainer.encoder name must exist where it can be known before loading."""
+    for key, value, embedded in (("explainer.model", explainer.model, EMBEDDED_GEMMA),
+                                 ("explainer.encoder", explainer.encoder, EMBEDDED_MINILM)):
+        if value.startswith("embedded:") and value != embedded:
+            raise ConfigError(f"{key}={value!r}: the embedded model here is {embedded}")
+    if explainer.model.endswith(".gguf") and not Path(explainer.model).expanduser().is_file():
+        raise ConfigError(f"explainer.model={explainer.model!r}: GGUF file not found")
+    if explainer.encoder not in ("llm", "verdict", EMBEDDED_MINILM) and not Path(explainer.encoder).is_dir():
+        raise ConfigError(f"explainer.encoder={explainer.encoder!r}: not 'llm', 'verdict', {EMBEDDED_MINILM} or a "
+                          "local sentence-transformers directory")
+
+
 def check_explanation_modes(cfg: Any) -> None:
     """Modes that are about one user-level explanation naming one of the K candidates."""
     for key in ("recpie.sft_target", "explainer.encoder"):
@@ -153,10 +167,7 @@ def validate(cfg: Any, explicit: Iterable[str] = ()) -> None:
     if cfg.rl.estimator in ("grpo", "rloo") and cfg.rl.group_size < 2:
         raise ConfigError(f"rl.estimator={cfg.rl.estimator} compares samples of one prompt: "
                           f"rl.group_size={cfg.rl.group_size} must be >= 2")
-    for key, embedded in (("explainer.model", (EMBEDDED_GEMMA,)), ("explainer.encoder", (EMBEDDED_MINILM,))):
-        value = _get(cfg, key)
-        if value.startswith("embedded:") and value not in embedded:
-            raise ConfigError(f"{key}={value!r}: the embedded model here is {embedded[0]}")
+    check_models(cfg.explainer)
     check_explanation_modes(cfg)
     if cfg.run.fast:
         clash = [k for k, (_, fast_value) in FAST_OVERRIDES.items()

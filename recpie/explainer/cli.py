@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from recpie.config_checks import check_models
 from recpie.data.config import DataConfig
 from recpie.data.load import load_checkin_data
 from recpie.data.types import CheckinData, SampleSet
@@ -91,6 +92,7 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     top = np.argsort(-recommender(data, QUERY, np.array([0]))[0], kind="stable")[: args.k]
     cfg = ExplainerConfig(model=args.model, num_candidates=args.k, granularity="candidate", soft_tokens=0,
                           max_new_tokens=args.max_new_tokens, few_shot=args.adapters is None)
+    check_models(cfg)
     ex = Explainer(cfg, user_dim=1)
     if args.adapters:
         ex.load_trainable_state_dict(load_checkpoint(args.adapters, "--adapters"))

@@ -78,7 +78,7 @@ def resolve_model_path(cfg: ExplainerConfig) -> str:
     if cfg.model.endswith(".gguf"):
         gguf = Path(cfg.model).expanduser().resolve()
         if not gguf.is_file():
-            raise FileNotFoundError(f"explainer.model: GGUF file {gguf} not found")
+            raise ConfigError(f"explainer.model: GGUF file {gguf} not found")
         key = f"{gguf.stem}-{gguf.stat().st_size}"
         return str(_convert_gguf(gguf, cache_root(cfg) / "models" / key, dtype))
     return cfg.model
