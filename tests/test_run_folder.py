@@ -13,7 +13,7 @@ from recpie.__main__ import main
 from recpie.config import ExperimentConfig, load_experiment
 from recpie.errors import CheckpointError, ConfigError
 from recpie.models.trained_run import best_checkpoint
-from recpie.utils.checkpoints import FolderCheckpoint, checkpoint_callbacks, recorded_best
+from recpie.utils.checkpoints import FolderCheckpoint, checkpoint_callbacks, recorded_best, resume_from
 from recpie.utils.run_folder import MAY_CHANGE, accept_run_folder
 
 SCHEMA = OmegaConf.structured(ExperimentConfig)
@@ -105,3 +105,15 @@ def test_best_is_the_recorded_one_never_a_stale_or_foreign_file(tmp_path):
         recorded_best(folder)
     with pytest.raises(CheckpointError, match="did it train seed 1"):
         best_checkpoint(tmp_path / "run", 1)
+
+
+def test_resume_needs_a_whole_last_checkpoint(tmp_path):
+    last = tmp_path / "last.ckpt"
+    assert resume_from(last, resume=True) is None  # nothing to resume: a fresh start
+    torch.save({"state_dict": {"w": torch.ones(1000)}, "epoch": 3}, last)
+    assert resume_from(last, resume=True) == str(last) and resume_from(last, resume=False) is None
+    whole = last.read_bytes()
+    for cut in (whole[: len(whole) // 2], whole[:-10], b""):  # a full disk truncates it
+        last.write_bytes(cut)
+        with pytest.raises(CheckpointError, match=r"cannot resume: .*last\.ckpt is truncated or corrupt.*delete it"):
+            resume_from(last, resume=True)

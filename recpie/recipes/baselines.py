@@ -33,7 +33,7 @@ from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.evaluation.tables import ci_table, mean_std_table, metrics_table
 from recpie.models.recommender_module import RecommenderModule
-from recpie.utils.checkpoints import checkpoint_callbacks
+from recpie.utils.checkpoints import checkpoint_callbacks, resume_from
 
 log = logging.getLogger(__name__)
 CI_METRICS = ("acc@1", "acc@10", "mrr")
@@ -68,9 +68,9 @@ def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pat
     trainer = make_trainer(cfg, out_dir, seed)
     last = out_dir / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if cfg.run.resume and last.is_file() else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from(last, cfg.run.resume), weights_only=True)
     fit_s = time.perf_counter() - start
-    trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)
+    trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False, weights_only=True)
     ids, ranks, _ = module.results["test"]
     ckpt = trainer.checkpoint_callback
     return {"ranks": ranks, "best_val_mrr": float(ckpt.best_model_score), "epochs": trainer.current_epoch,

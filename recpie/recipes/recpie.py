@@ -40,7 +40,7 @@ from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
 from recpie.models.recpie_module import RecPIEModule, explanation_samples, subset_ids
 from recpie.recipes.baselines import fit_backbone
-from recpie.utils.checkpoints import checkpoint_callbacks, load_weights
+from recpie.utils.checkpoints import checkpoint_callbacks, load_weights, resume_from
 
 HEADLINE = ("acc@1", "acc@10", "mrr")
 
@@ -112,11 +112,11 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
                                  eval_ids[split], rc.generation_batch, trainer=trainer)
     ckpt_dir = run_dir / "checkpoints" / f"{variant}-seed{seed}"
     last = ckpt_dir / "last.ckpt"
-    resume = str(last) if cfg.run.resume and last.is_file() else None
     start = time.perf_counter()
-    trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=resume)
+    trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=resume_from(last, cfg.run.resume),
+                weights_only=True)
     tested = trainer.checkpoint_callback.best_model_path if rc.test_checkpoint == "best" else str(last)
-    trainer.test(module, loaders["test"], ckpt_path=tested or None, verbose=False)
+    trainer.test(module, loaders["test"], ckpt_path=tested or None, verbose=False, weights_only=True)
     ids, ranks, topk = module.results["test/recpie"]
     return {
         "ids": ids, "ranks": ranks, "topk": topk, "seconds": time.perf_counter() - start,

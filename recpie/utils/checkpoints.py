@@ -83,6 +83,24 @@ def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
     return [best, latest]
 
 
+def resume_from(last: Path, resume: bool) -> str | None:
+    """``last`` as the ``ckpt_path`` a run resumes from (None: start fresh), once it is known to be whole:
+    Lightning would fail on a truncated file with a bare zip error."""
+    if not resume or not last.is_file():
+        return None
+    try:
+        with zipfile.ZipFile(last) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        broken = str(e)
+    if broken:
+        raise CheckpointError(
+            f"cannot resume: {last} is truncated or corrupt ({broken}), e.g. written while the disk was full: "
+            "restore it, or delete it to retrain that variant from the start (the folder's other checkpoints "
+            "stay as they are)")
+    return str(last)
+
+
 def recorded_best(folder: Path, monitor: str = "val/mrr") -> Path:
     """The best checkpoint of ``folder`` as its last.ckpt recorded it (the file name, inside ``folder``):
     never a path of the folder the run was first written in, never a stale file of an earlier run."""
