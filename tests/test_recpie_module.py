@@ -21,6 +21,7 @@ from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 from recpie.__main__ import main
 from recpie.components.backbone import Backbone
 from recpie.config import load_experiment
+from recpie.errors import ConfigError
 from recpie.explainer.prompts import build_prompt
 from recpie.models.recpie_module import subset_ids
 from recpie.recipes.recpie import fit_variant
@@ -255,11 +256,13 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     from recpie.recipes.recpie import run
 
     for key, value in (("recpie.sft_target", "hindsight"), ("explainer.encoder", "verdict")):
-        bad = small_cfg(tmp_path / "bad", tiny_llm_dir, **{key: value, "explainer.granularity": "candidate"})
+        with pytest.raises(ConfigError, match=f"{key}={value} .*granularity=user"):  # when the config loads
+            small_cfg(tmp_path / "bad", tiny_llm_dir, **{key: value, "explainer.granularity": "candidate"})
+        bad = small_cfg(tmp_path / "bad", tiny_llm_dir)  # a config changed after loading: the recipe checks again
+        OmegaConf.update(bad, key, value)
+        bad.explainer.granularity = "candidate"
         with pytest.raises(ValueError, match=f"{key}={value} .*granularity=user"):
             run(bad, tmp_path / "bad" / "run")  # before the backbone's warm-up
         assert not (tmp_path / "bad" / "run" / "tensorboard").exists()
     with pytest.raises(ValueError, match="granularity=user"):
-        fit_variant(small_cfg(tmp_path / "c", tiny_llm_dir, **{"recpie.sft_target": "hindsight",
-                                                                "explainer.granularity": "candidate"}),
-                    nyc_data, backbone, eval_ids, tmp_path / "c", "recpie", seed=0)
+        fit_variant(bad, nyc_data, backbone, eval_ids, tmp_path / "c", "recpie", seed=0)
