@@ -31,6 +31,7 @@ from recpie.explainer.information import FACTS, prompt_facts, reader_ranks, top_
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.soft_prompt import build_inputs
 from recpie.models.recpie_module import subset_ids
+from recpie.utils.checkpoints import load_weights
 
 
 @torch.no_grad()
@@ -70,12 +71,11 @@ def explainer_from(cfg, user_dim: int, checkpoint: str | None) -> Explainer:
     """The explainer of ``cfg``, with the LoRA + soft prompt of a `recpie` checkpoint if given."""
     explainer = Explainer(cfg.explainer, user_dim)
     if checkpoint:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-        mine = {k.removeprefix("explainer."): v for k, v in state.items() if k.startswith("explainer.")}
+        mine = load_weights(checkpoint, "--explainer-ckpt", "explainer.")
         result = explainer.load_state_dict(mine, strict=False)  # the checkpoint holds no frozen base weights
-        if result.unexpected_keys or not mine:
+        if result.unexpected_keys:
             raise ValueError(f"{checkpoint} does not fit explainer {cfg.explainer.model} as configured: "
-                             f"{result.unexpected_keys[:3] or 'no explainer weights'}")
+                             f"{result.unexpected_keys[:3]}")
     return explainer
 
 
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                                         *args.overrides])
     data = load_checkin_data(data_config(cfg))
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
-    state = torch.load(args.backbone, map_location="cpu", weights_only=False)["state_dict"]
-    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
+    backbone.load_state_dict(load_weights(args.backbone, "--backbone", "backbone."))
     backbone.eval()
     explainer = explainer_from(cfg, backbone.hidden_size, args.explainer_ckpt) if args.llm else None
     split = {}

@@ -1,24 +1,23 @@
 """The experiment runner behind ``make experiment NAME=...`` and ``python -m recpie run``.
 
-It resolves the named config, makes the run directory ``<run.output_dir>/<name>``, records what
-reproduces the run there (config, commit, versions, input hashes) and hands over to the recipe.
+It resolves the named config, checks that the run directory ``<run.output_dir>/<name>`` is new or holds a
+run of the same config (recpie/utils/run_folder.py), records what reproduces the run there (config,
+commit, versions, input hashes) and hands over to the recipe.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
-import sys
 import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from recpie.config import data_config, load_experiment
-from recpie.config_loading import ConfigError, available_experiments
+from recpie.config import ExperimentConfig, data_config, load_experiment
+from recpie.config_loading import available_experiments
 from recpie.utils.provenance import write_provenance
-
-RECIPES = ("data_stats", "baselines", "recpie", "data_efficiency")
+from recpie.utils.run_folder import accept_run_folder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,22 +33,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_main(argv: list[str]) -> int:
     args = _parser().parse_intermixed_args(argv)
-    try:
-        cfg = load_experiment(args.name, args.overrides)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_experiment(args.name, args.overrides)
     if args.print_config:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
-    if cfg.run.recipe not in RECIPES:
-        print(f"config error: run.recipe={cfg.run.recipe!r}; use one of {RECIPES}", file=sys.stderr)
-        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     run_dir = Path(cfg.run.output_dir) / cfg.name
     from recpie.data.load import input_files
 
-    write_provenance(run_dir, cfg, input_files(data_config(cfg)), resumed=cfg.run.resume)
+    resumed = accept_run_folder(run_dir, cfg, OmegaConf.structured(ExperimentConfig))  # before any write
+    write_provenance(run_dir, cfg, input_files(data_config(cfg)), resumed=resumed)
     recipe = importlib.import_module(f"recpie.recipes.{cfg.run.recipe}")
     start = time.perf_counter()
     recipe.run(cfg, run_dir)

@@ -1,7 +1,15 @@
-"""Command line: ``python -m recpie {run,data,evaluate,explain} ...`` (each has ``--help``)."""
+"""Command line: ``python -m recpie {run,data,evaluate,explain} ...`` (each has ``--help``).
+
+The one error boundary: a ``RecPIEError`` (a bad config, input file or run folder; recpie/errors.py)
+prints ``error: <message>`` and exits 2; ``--debug`` or RECPIE_DEBUG=1 shows its traceback instead.
+Any other exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
+import os
 import sys
+
+from recpie.errors import RecPIEError
 
 USAGE = """usage: python -m recpie COMMAND ...
 
@@ -10,11 +18,24 @@ commands:
   data stats NAME [key=value ...]             users, POIs, check-ins, samples and time ranges of its data
   evaluate ...                                score an external file of per-sample scores or top-K lists
   explain ...                                 a user's top-K places, each with an explanation
+
+--debug (or RECPIE_DEBUG=1) anywhere: show the traceback of an error instead of its message
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RECPIE_DEBUG", "") not in ("", "0")
+    try:
+        return _dispatch([a for a in argv if a != "--debug"])
+    except RecPIEError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(USAGE)
         return 0 if argv else 2

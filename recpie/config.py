@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
+from recpie.config_checks import validate
 from recpie.config_loading import load_config
 from recpie.data.config import DataConfig, resolve
 from recpie.evaluation.config import EvalConfig
@@ -31,7 +32,10 @@ class RunConfig:
     recipe: str = "baselines"  # what runs: "data_stats", "baselines", "recpie" or "data_efficiency"
     output_dir: str = "results"  # the run directory is <output_dir>/<experiment name>
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training run per seed
-    fast: bool = False  # a shortened run (fewer epochs / samples) for demos and smoke tests
+    # a shortened run for demos and smoke tests: train.max_epochs becomes train.fast_max_epochs, each epoch
+    # reads train.fast_limit_batches of the batches, and the baselines recipe runs seed 0 only (so an explicit
+    # train.max_epochs= or run.seeds= override together with fast=true is refused)
+    fast: bool = False
     resume: bool = True  # continue from the run directory's last checkpoint when one exists
 
 
@@ -75,8 +79,15 @@ class ExperimentConfig:
 
 
 def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:
-    """The resolved, validated config of a named experiment (see recpie.config_loading)."""
-    return load_config(ExperimentConfig, name_or_path, overrides)
+    """The resolved, validated config of a named experiment (recpie.config_loading, recpie.config_checks)."""
+    cfg = load_config(ExperimentConfig, name_or_path, overrides)
+    validate(cfg, explicit=[o.split("=", 1)[0].lstrip("+") for o in overrides or []])
+    return cfg
+
+
+def run_seeds(cfg: DictConfig) -> list[int]:
+    """The seeds a recipe trains: ``run.seeds``, or seed 0 alone under ``run.fast``."""
+    return [0] if cfg.run.fast else list(cfg.run.seeds)
 
 
 def data_config(cfg: DictConfig) -> DataConfig:

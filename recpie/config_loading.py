@@ -12,11 +12,9 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from recpie.errors import ConfigError
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file or override and the fix."""
 
 
 def available_experiments() -> list[str]:

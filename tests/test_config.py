@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.run import RECIPES
 from recpie.config import load_experiment
+from recpie.config_checks import CHOICES
 from recpie.config_loading import ConfigError, available_experiments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_shipped_experiment_resolves(name):
     cfg = load_experiment(name)
     assert cfg.name == name
-    assert cfg.run.recipe in RECIPES
+    assert cfg.run.recipe in CHOICES["run.recipe"]
 
 
 def test_override_and_extends(tmp_path):

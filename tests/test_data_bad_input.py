@@ -55,12 +55,14 @@ CASES = {
         "timestamp_format": (0, _tsv(7, b"2012-04-03 18:00:09"), "bad utcTimestamp"),
         "coordinate": (0, _tsv(4, b"north"), "bad latitude"),
         "offset": (0, _tsv(6, b"EST"), "timezoneOffset"),
+        "year_cut": (0, _tsv(7, b"Tue Apr 03 18:00:09 +0000 20"), "outside the years 2000-"),  # was 20 AD
     },
     "gowalla": {
         "field_count": (0, _tsv(None), "4 tab-separated fields, expected 5"),
         "timestamp": (0, _tsv(1, b"2010-13-20T06:22:17Z"), "bad check-in time"),
         "coordinate": (0, _tsv(2, b"95.0"), "latitude '95.0' outside"),
         "encoding": (0, lambda line: line.replace(b"\t", b"\t\xff", 1), "bytes invalid in utf-8"),
+        "year": (0, _tsv(1, b"1999-10-19T23:55:27Z"), "outside the years 2000-"),
     },
     "google_local": {
         "missing_key": (0, _json("gmap_id", drop=True), "lacks key(s) ['gmap_id']"),
@@ -69,6 +71,12 @@ CASES = {
         "not_json": (0, lambda line: line[:40], "not valid JSON"),
         "encoding": (0, lambda line: line.replace(b"Reviewer", b"Revi\xc3ewer"), "bytes invalid in utf-8"),
         "meta_coordinate": (1, _json("latitude", 123.0), "latitude '123.0' outside"),
+        # a string where the list belongs was read as its first letter: category "R"
+        "category_string": (1, _json("category", "Restaurant"), 'category is "Restaurant", expected a list'),
+        "category_numbers": (1, _json("category", [1, 2]), "category is [1, 2], expected a list of strings"),
+        "name_type": (1, _json("name", 5), "name is 5, expected a string or null"),
+        "user_id_type": (0, _json("user_id", [1]), "user_id is [1], expected a string or integer"),
+        "time_1970": (0, _json("time", 20000), "outside the years 2000-"),
     },
 }
 

@@ -26,8 +26,11 @@ def _checks(d) -> None:
 
 def test_gowalla_5core(data_root, tmp_path):
     d = load_checkin_data(DataConfig(source="gowalla", data_root=str(data_root), cache_dir=str(tmp_path)))
-    assert (d.num_users, d.num_pois, len(d.time), d.trajectory.max() + 1) == (6609, 3037, 38328, 12814)
-    assert {k: len(s) for k, s in d.splits.items()} == {"train": 20443, "val": 589, "test": 380}
+    # 8 rows repeat an earlier (user, venue, second) and are dropped (before: 38,328 check-ins, 12,814
+    # trajectories, 20,443 train targets)
+    assert (d.num_users, d.num_pois, len(d.time), d.trajectory.max() + 1) == (6609, 3037, 38318, 12812)
+    assert {k: len(s) for k, s in d.splits.items()} == {"train": 20437, "val": 589, "test": 380}
+    assert d.duplicate_checkins == 8
     _checks(d)
     cat = d.catalogue
     assert cat.category_names == [""] and not any(cat.names)  # SNAP Gowalla has neither

@@ -5,6 +5,7 @@ import pytest
 from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamodule_config)
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
+from recpie.errors import InputError
 from recpie.explainer.cli import explain_main
 
 
@@ -31,5 +32,5 @@ def test_explains_the_counter_top_k_of_a_real_user(nyc_data, tiny_llm_dir, data_
     t = datetime.fromtimestamp(int(d.time[d.user_start[7] + 5]), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
     explain_main([*base, "--time", t])
     assert "5 earlier check-ins" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="not in foursquare"):
+    with pytest.raises(InputError, match="not in foursquare"):
         explain_main(["no-such-user", *base[1:]])

@@ -39,7 +39,7 @@ def test_bad_settings_fail_with_the_key_named(tiny_llm_dir):  # noqa: F811
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised when no GPU is present")
 def test_cuda_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="no CUDA device"):
+    with pytest.raises(ValueError, match="no CUDA device"):
         resolve_device("cuda")
 
 

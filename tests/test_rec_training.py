@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,10 +110,18 @@ def test_sample_batches_get_the_windows_loss_weights(small_dm):
 def test_resume_at_epoch_boundary_matches_uninterrupted_run(small_dm, data_root, tmp_path):
     straight = fit_backbone(small_cfg(data_root, "train.fast_max_epochs=2"), small_dm, 0, tmp_path / "a")
     fit_backbone(small_cfg(data_root, "train.fast_max_epochs=1"), small_dm, 0, tmp_path / "b")
-    resumed = fit_backbone(small_cfg(data_root, "train.fast_max_epochs=2"), small_dm, 0, tmp_path / "b")
+    # issue 14: a run folder moved between invocations keeps its best score and tests its own files
+    shutil.move(tmp_path / "b", tmp_path / "c")
+    resumed = fit_backbone(small_cfg(data_root, "train.fast_max_epochs=2"), small_dm, 0, tmp_path / "c")
     assert straight["epochs"] == resumed["epochs"] == 2
     assert straight["best_val_mrr"] == pytest.approx(resumed["best_val_mrr"], abs=1e-6)
     np.testing.assert_allclose(straight["ranks"], resumed["ranks"])
+    shutil.copytree(tmp_path / "c", tmp_path / "d")  # an unchanged copy re-run: no training, the same test
+    shutil.rmtree(tmp_path / "c")
+    again = fit_backbone(small_cfg(data_root, "train.fast_max_epochs=2"), small_dm, 0, tmp_path / "d")
+    assert again["best_checkpoint"].startswith(str(tmp_path / "d" / "checkpoints"))
+    assert again["best_val_mrr"] == pytest.approx(straight["best_val_mrr"], abs=1e-6)
+    np.testing.assert_allclose(again["ranks"], straight["ranks"])
     assert len((tmp_path / "a" / "test_topk.jsonl").read_text().splitlines()) == len(straight["ranks"])
 
 

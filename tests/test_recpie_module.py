@@ -21,9 +21,11 @@ from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 from recpie.__main__ import main
 from recpie.components.backbone import Backbone
 from recpie.config import load_experiment
+from recpie.errors import ConfigError
 from recpie.explainer.prompts import build_prompt
 from recpie.models.recpie_module import subset_ids
 from recpie.recipes.recpie import fit_variant
+from recpie.utils.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +62,7 @@ def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path, ca
     module = out["module"]
     assert out["ids"].tolist() == eval_ids["test"].tolist()
     assert np.all(out["ranks"] >= 1) and np.all(out["ranks"] <= nyc_data.num_pois)
-    last = torch.load(tmp_path / "checkpoints" / "recpie-seed0" / "last.ckpt", weights_only=False)
+    last = load_checkpoint(tmp_path / "checkpoints" / "recpie-seed0" / "last.ckpt", "test")
     assert last["recpie"]["policy_version"] == 1 + cfg.recpie.cycles * cfg.recpie.ppo_iterations  # SFT + PPO
     lora = [p for n, p in module.explainer.model.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora), "LoRA B starts at zero: PPO/SFT must have moved it"
@@ -108,7 +110,7 @@ def test_control_needs_no_llm_and_checkpoints_hold_no_base_weights(setup, nyc_da
     backbone_group, fusion_group = out["module"].configure_optimizers().param_groups
     assert (backbone_group["lr"], fusion_group["lr"]) == (cfg.recpie.rec_lr, 1e-3)
     assert {id(p) for p in fusion_group["params"]} == {id(p) for p in out["module"].fusion.parameters()}
-    ckpt = torch.load(tmp_path / "checkpoints" / "control-seed0" / "last.ckpt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "control-seed0" / "last.ckpt", "test")
     assert all(k.startswith(("backbone.", "fusion.")) for k in ckpt["state_dict"])
 
 
@@ -118,7 +120,7 @@ def test_resumed_run_matches_uninterrupted(setup, nyc_data, tmp_path):
     first = copy.deepcopy(cfg)
     first.recpie.cycles = 1  # "interrupted" after the first cycle's checkpoint
     fit_variant(first, nyc_data, backbone, eval_ids, tmp_path / "split", "recpie", seed=0)
-    ckpt = torch.load(tmp_path / "split" / "checkpoints" / "recpie-seed0" / "last.ckpt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "split" / "checkpoints" / "recpie-seed0" / "last.ckpt", "test")
     assert not any(".base_layer." in k or "embed_tokens" in k for k in ckpt["state_dict"]), "no frozen base"
     with pytest.raises(ValueError, match="another config"):
         other = copy.deepcopy(cfg)
@@ -135,7 +137,7 @@ def test_resumed_run_matches_uninterrupted(setup, nyc_data, tmp_path):
         run_cfg = copy.deepcopy(cfg)
         run_cfg.recpie.test_checkpoint = choice
         out = fit_variant(run_cfg, nyc_data, backbone, eval_ids, tmp_path / "whole", "recpie", seed=0)
-        saved = torch.load(path, weights_only=False)["state_dict"]["backbone.out_bias"]
+        saved = load_checkpoint(path, "test")["state_dict"]["backbone.out_bias"]
         assert torch.equal(out["module"].backbone.out_bias, saved), choice
 
 
@@ -214,7 +216,7 @@ def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
         kls[reference] = [e.value for e in events.Scalars("ppo/kl_k1_per_seq")]
     assert abs(kls["warmup"][0]) < 1e-4 < abs(kls["base"][0])
     assert abs(kls["warmup"][1]) > 1e-5  # exactly 0.0 when the snapshot aliased the live weights
-    ckpt = torch.load(tmp_path / "warmup" / "checkpoints" / "recpie-seed0" / "last.ckpt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "warmup" / "checkpoints" / "recpie-seed0" / "last.ckpt", "test")
     assert ckpt["recpie"]["reference_weights"] and any("lora_B" in k for k in ckpt["recpie"]["reference_weights"])
 
 
@@ -254,11 +256,13 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     from recpie.recipes.recpie import run
 
     for key, value in (("recpie.sft_target", "hindsight"), ("explainer.encoder", "verdict")):
-        bad = small_cfg(tmp_path / "bad", tiny_llm_dir, **{key: value, "explainer.granularity": "candidate"})
+        with pytest.raises(ConfigError, match=f"{key}={value} .*granularity=user"):  # when the config loads
+            small_cfg(tmp_path / "bad", tiny_llm_dir, **{key: value, "explainer.granularity": "candidate"})
+        bad = small_cfg(tmp_path / "bad", tiny_llm_dir)  # a config changed after loading: the recipe checks again
+        OmegaConf.update(bad, key, value)
+        bad.explainer.granularity = "candidate"
         with pytest.raises(ValueError, match=f"{key}={value} .*granularity=user"):
             run(bad, tmp_path / "bad" / "run")  # before the backbone's warm-up
         assert not (tmp_path / "bad" / "run" / "tensorboard").exists()
     with pytest.raises(ValueError, match="granularity=user"):
-        fit_variant(small_cfg(tmp_path / "c", tiny_llm_dir, **{"recpie.sft_target": "hindsight",
-                                                                "explainer.granularity": "candidate"}),
-                    nyc_data, backbone, eval_ids, tmp_path / "c", "recpie", seed=0)
+        fit_variant(bad, nyc_data, backbone, eval_ids, tmp_path / "c", "recpie", seed=0)

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from recpie.config import data_config, load_experiment
-from recpie.config_loading import ConfigError
 from recpie.data.load import load_checkin_data
-from recpie.data.rawio import DataError
 from recpie.data.stats import stats_table
 
 
@@ -17,11 +14,7 @@ def data_main(argv: list[str]) -> int:
     p.add_argument("name", nargs="?", default="default", help="experiment name or YAML path")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.source=gowalla")
     args = p.parse_intermixed_args(argv)
-    try:
-        cfg = load_experiment(args.name, args.overrides)
-        data = load_checkin_data(data_config(cfg))
-    except (ConfigError, DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_experiment(args.name, args.overrides)
+    data = load_checkin_data(data_config(cfg))
     print(stats_table(data))
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from recpie.config_checks import check_section
+
 
 @dataclass
 class DataConfig:
@@ -23,6 +25,11 @@ class DataConfig:
     meta_dir: str = ""
     # Foursquare only: CSV with venue_id,name columns giving venue names; "" = none (relative to data_root)
     names_file: str | None = None
+    # text encoding of the check-in file: "auto" (UTF-8 when the whole file decodes as UTF-8, else the
+    # source's original encoding: latin-1 for TSMC2014), "latin-1" or "utf-8"
+    encoding: str = "auto"
+    # drop check-ins that repeat an earlier one exactly (same user, venue and second); counted in data stats
+    drop_duplicates: bool = True
     # what to do with a malformed input line: "error" (stop, naming file and line) or "skip" (count it)
     on_bad_line: str = "error"
     # drop a user's check-in when it repeats the venue of the user's previous check-in
@@ -88,20 +95,8 @@ SOURCE_DEFAULTS: dict[str, dict] = {
 
 
 def resolve(cfg: DataConfig) -> DataConfig:
-    """A copy with every ``None`` replaced by the source's default; checks the enumerated keys."""
-    if cfg.source not in SOURCE_DEFAULTS:
-        raise ValueError(f"data.source={cfg.source!r} is unknown; use one of {sorted(SOURCE_DEFAULTS)}")
-    if cfg.on_bad_line not in ("error", "skip"):
-        raise ValueError(f"data.on_bad_line={cfg.on_bad_line!r}: use 'error' or 'skip'")
-    if cfg.train_targets not in ("all_steps", "protocol"):
-        raise ValueError(f"data.train_targets={cfg.train_targets!r}: use 'all_steps' or 'protocol'")
-    if not 0.0 < cfg.train_fraction <= 1.0:
-        raise ValueError(f"data.train_fraction={cfg.train_fraction}: use a share in (0, 1] (1.0 = all targets)")
-    if cfg.train_fraction_unit not in ("targets", "users"):
-        raise ValueError(f"data.train_fraction_unit={cfg.train_fraction_unit!r}: use 'targets' or 'users'")
-    if not 0.0 < cfg.val_cut <= cfg.test_cut < 1.0:
-        raise ValueError(f"data.val_cut={cfg.val_cut}, data.test_cut={cfg.test_cut}: "
-                         "need 0 < val_cut <= test_cut < 1")
+    """A copy with every ``None`` replaced by the source's default; checks every key (recpie.config_checks)."""
+    check_section(cfg, "data")
     fmt = dict(city=cfg.city, city_lower=cfg.city.lower())
     filled = {}
     for key, value in SOURCE_DEFAULTS[cfg.source].items():

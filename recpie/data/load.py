@@ -1,7 +1,9 @@
 """Load processed check-ins for a config: from the disk cache when the inputs and settings match.
 
 The cache key hashes each input file's (absolute path, size, mtime) and every config key that changes
-the processed data, so a hit never opens the raw files, and editing a file or a threshold misses.
+the processed data, so a hit never opens the raw files, and editing a file or a threshold misses. The
+cache file (recpie/data/cache.py) holds arrays and JSON only; a corrupt or outdated one is rebuilt, and a
+cache that cannot be written (a full disk) costs a warning, not the computed data.
 """
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 from pathlib import Path
 
+from recpie.data.cache import FORMAT_VERSION, StaleCache, read_cache, write_cache
 from recpie.data.config import DataConfig, resolve
 from recpie.data.fraction import with_train_fraction
 from recpie.data.pipeline import preprocess
@@ -22,7 +24,6 @@ from recpie.data.types import CheckinData
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the pipeline's output changes for the same inputs
 REPO = Path(__file__).resolve().parents[2]
 # keys that only shape batches or name the cache do not change the processed data
 _NOT_IN_KEY = {"data_root", "dataset_dir", "meta_dir", "names_file", "max_len", "cache_dir", "use_cache",
@@ -54,7 +55,7 @@ def input_files(cfg: DataConfig) -> list[Path]:
 def cache_key(cfg: DataConfig, files: list[Path]) -> str:
     stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_KEY}
-    blob = json.dumps([CACHE_VERSION, stats, settings], sort_keys=True)
+    blob = json.dumps([FORMAT_VERSION, stats, settings], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -71,16 +72,20 @@ def _processed(cfg: DataConfig) -> CheckinData:
     source = SOURCES[cfg.source]
     if not cfg.use_cache:
         return preprocess(source.read(files, cfg), cfg)
-    path = cache_dir(cfg) / f"{cfg.source}-{cache_key(cfg, files)}.pkl"
+    path = cache_dir(cfg) / f"{cfg.source}-{cache_key(cfg, files)}.npz"
     if path.is_file():
-        log.info("loading processed data from cache %s", path)
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        try:
+            data = read_cache(path)
+            log.info("loaded processed data from cache %s", path)
+            return data
+        except StaleCache as e:
+            log.warning("processed-data cache %s is not usable (%s): rebuilding it", path, e)
     data = preprocess(source.read(files, cfg), cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-    log.info("cached processed data at %s", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_cache(path, data)
+        log.info("cached processed data at %s", path)
+    except OSError as e:
+        log.warning("could not write the processed-data cache %s (%s); continuing without it: free space "
+                    "there, set data.cache_dir elsewhere, or data.use_cache=false", path, e)
     return data

@@ -37,6 +37,15 @@ def k_core(user: np.ndarray, poi: np.ndarray, min_user: int, min_poi: int) -> np
         keep = new_keep
 
 
+def _duplicates(user: np.ndarray, venue: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """bool [n]: the row repeats an earlier row's (user, venue, second) exactly (an export artefact: it
+    would count twice in the k-core filter and become a zero-gap step)."""
+    _, first = np.unique(np.stack([user, venue, time]), axis=1, return_index=True)
+    repeated = np.ones(len(user), dtype=bool)
+    repeated[first] = False
+    return repeated
+
+
 def _trajectory_ids(user: np.ndarray, time: np.ndarray, gap_s: float) -> np.ndarray:
     """Trajectory index per check-in (rows sorted by user, time): a new one at a new user or a long gap."""
     starts = np.ones(len(user), dtype=bool)
@@ -58,7 +67,8 @@ def preprocess(raw: RawCheckins, cfg: DataConfig) -> CheckinData:
     user_names, user = _codes(raw.user)
     venue_names, venue = _codes(raw.venue)
     order = np.lexsort((np.arange(len(raw)), raw.time, user))  # by user, time, then file order
-    rows = order
+    repeated = _duplicates(user, venue, raw.time)
+    rows = order[~repeated[order]] if cfg.drop_duplicates else order
     if cfg.collapse_repeats:
         repeat = (user[rows][1:] == user[rows][:-1]) & (venue[rows][1:] == venue[rows][:-1])
         rows = rows[np.concatenate([[True], ~repeat])]
@@ -87,7 +97,7 @@ def preprocess(raw: RawCheckins, cfg: DataConfig) -> CheckinData:
         catalogue=build_catalogue(raw, venue, venue_names[kept_venues], kept_venues),
         user=u, poi=p, time=time, utc_offset_min=raw.offset_min[rows].astype(np.int32),
         trajectory=traj, user_start=user_start, t80=t80, t90=t90, splits=splits,
-        skipped_lines=raw.skipped_lines,
+        skipped_lines=raw.skipped_lines, duplicate_checkins=int(repeated.sum()),
     )
     for name, s in splits.items():
         if len(s) == 0:

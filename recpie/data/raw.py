@@ -78,6 +78,19 @@ class RowBuffer:
         )
 
 
+FIRST_YEAR = 2000  # location-based social networks start in the 2000s: an earlier year is a damaged date
+
+
+def plausible_time(seconds: int, text: str) -> int:
+    """``seconds`` (UTC) when it falls between FIRST_YEAR and next year; ValueError naming ``text`` otherwise
+    (a year cut to "20" parses as 20 AD)."""
+    last_year = datetime.now(timezone.utc).year + 1
+    if not datetime(FIRST_YEAR, 1, 1, tzinfo=timezone.utc).timestamp() <= seconds < datetime(
+            last_year + 1, 1, 1, tzinfo=timezone.utc).timestamp():
+        raise ValueError(f"time {text!r} is outside the years {FIRST_YEAR}-{last_year}")
+    return seconds
+
+
 def parse_coordinate(text: str, limit: float, what: str) -> float:
     """A finite float within [-limit, limit]; ValueError naming the field otherwise."""
     value = float(text)

@@ -5,6 +5,7 @@ counted and logged instead, so a reader never turns a malformed line into silent
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import logging
 import zlib
@@ -13,12 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from recpie.errors import DataError
+
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 20_000  # lines between progress-bar updates
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file (and line) and what to do."""
 
 
 def find_file(folder: Path, name: str, how_to_get: str) -> Path:
@@ -54,6 +53,32 @@ class BadLines:
             log.warning("%s: skipped %d bad line(s); first: %s", self.path, self.count, self.first)
 
 
+def _open(path: Path):
+    disk = open(path, "rb")
+    return disk, (gzip.open(disk) if path.suffix == ".gz" else disk)
+
+
+def file_encoding(path: Path, setting: str, native: str) -> str:
+    """The encoding to read ``path`` with: ``setting`` (data.encoding) unless "auto"; then UTF-8 when the
+    file holds non-ASCII text that all decodes as UTF-8 (a copy re-saved by an editor), else ``native``
+    (the source's original encoding, e.g. latin-1 for TSMC2014, where "Café" would read as "CafÃ©")."""
+    if setting != "auto":
+        return setting
+    decoder, non_ascii = codecs.getincrementaldecoder("utf-8")(), False
+    disk, f = _open(path)
+    try:
+        with disk, f:
+            while block := f.read(1 << 20):
+                decoder.decode(block)
+                non_ascii = non_ascii or not block.isascii()
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return native
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        return native  # read_lines reports the corrupt file with its line
+    return "utf-8" if non_ascii else native
+
+
 def read_lines(path: Path, encoding: str, bad: BadLines) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, decoded line without its newline), skipping blank lines.
 
@@ -65,7 +90,8 @@ def read_lines(path: Path, encoding: str, bad: BadLines) -> Iterator[tuple[int, 
     progress = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {path.name}",
                     disable=None, leave=False)
     try:
-        with open(path, "rb") as disk, (gzip.open(disk) if path.suffix == ".gz" else disk) as f:
+        disk, f = _open(path)
+        with disk, f:
             for lineno, raw in enumerate(f, start=1):
                 if lineno % PROGRESS_EVERY == 0:
                     progress.update(disk.tell() - progress.n)

@@ -28,6 +28,7 @@ def stats_table(data: CheckinData) -> str:
         ("trajectories", f"{int(data.trajectory.max()) + 1:,}"),
         ("skipped input lines", f"{data.skipped_lines:,}"),
         ("train fraction", fraction_line(data)),
+        ("duplicate check-ins (same user, venue, second)", f"{data.duplicate_checkins:,}"),
     ]
     for name, in_period in periods.items():
         label = "train targets" if name == "train" else f"{name} samples"

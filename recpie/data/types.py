@@ -92,6 +92,7 @@ class CheckinData:
     # bool [n]: check-ins that may be training targets (None: all); see recpie.data.fraction
     supervised: np.ndarray | None = None
     train_fraction: dict | None = None  # the draw behind ``supervised`` (fraction, unit, seed)
+    duplicate_checkins: int = 0  # input rows repeating an earlier (user, venue, second); see data.drop_duplicates
 
     @property
     def num_users(self) -> int:

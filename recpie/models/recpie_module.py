@@ -26,19 +26,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import zlib
 from contextlib import contextmanager
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.fusion import CandidateReranker, GatedFusion
+from recpie.config_checks import check_choice, check_explanation_modes
 from recpie.data.types import CheckinData
+from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, RankAccumulator, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.verdicts import verdict_counts, verdict_summary
 from recpie.explainer.explainer import Explainer
@@ -53,6 +54,7 @@ from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
 from recpie.rl.logprobs import response_logprobs
 from recpie.rl.ppo import Rollout, ppo_update
 from recpie.rl.value_head import value_head_for
+from recpie.utils.run_folder import config_fingerprint
 
 log = logging.getLogger(__name__)
 CONTROL_EXPLANATION_DIM = 16  # the control never sees an explanation: its null vector's size is immaterial
@@ -85,8 +87,7 @@ class RecPIEModule(L.LightningModule):
         self.moments, self.kl_ctl = RunningMoments(), KLController(cfg.rl.kl)
         self.policy_version = 0
         self.sft_done = False
-        if cfg.rl.kl_reference not in ("base", "warmup"):
-            raise ValueError(f"rl.kl_reference={cfg.rl.kl_reference!r}: use 'base' or 'warmup'")
+        check_choice("rl.kl_reference", cfg.rl.kl_reference)
         self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
         self._acc: dict[str, RankAccumulator] = {}
         self._verdict_counts: dict[str, torch.Tensor] = {}
@@ -545,9 +546,9 @@ class RecPIEModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("recpie")
         if extra is None:
-            raise ValueError("this checkpoint was not written by RecPIEModule (no 'recpie' entry)")
+            raise CheckpointError("this checkpoint was not written by RecPIEModule (no 'recpie' entry)")
         if extra["config_fingerprint"] != self.config_fingerprint():
-            raise ValueError(
+            raise CheckpointError(
                 "checkpoint is from another config (model, data or schedule differ); start a new run "
                 "directory or resume with the config it was written with")
         self.store.load_state_dict(extra["store"])
@@ -557,26 +558,15 @@ class RecPIEModule(L.LightningModule):
         self.reference_weights = extra["reference_weights"]
 
     def config_fingerprint(self) -> str:
-        """What must match for a checkpoint to be resumable: data, model shapes and the schedule (the number
-        of cycles may grow: that extends a run; where data and caches live, and which checkpoint the test
-        scores, do not matter)."""
-        parts = {k: OmegaConf.to_container(self.cfg[k], resolve=True)
-                 for k in ("data", "backbone", "explainer", "rl", "recpie")}
-        for key in ("cycles", "test_checkpoint"):
-            parts["recpie"].pop(key)
-        for section, key in (("data", "data_root"), ("data", "cache_dir"), ("explainer", "cache_dir"),
-                             ("explainer", "explanation_cache")):
-            parts[section].pop(key)
-        return f"{zlib.crc32(repr(sorted(parts.items())).encode()):08x}"
+        """What must match for a checkpoint to be resumable: data, model shapes and the schedule, less the
+        keys that may change on resume (recpie.utils.run_folder.MAY_CHANGE)."""
+        return config_fingerprint(self.cfg, ("data", "backbone", "explainer", "rl", "recpie"))
 
 
 def explanation_samples(cfg: DictConfig, data: CheckinData) -> tuple[torch.Tensor, torch.Tensor]:
     """(warm-up train ids, refreshed/rolled-out/fused train ids) after checking the explanation settings;
     the recipe calls it before any training, so a bad combination fails at once, not after the warm-up."""
-    for key, value in (("recpie.sft_target", cfg.recpie.sft_target), ("explainer.encoder", cfg.explainer.encoder)):
-        if value in ("hindsight", "verdict") and cfg.explainer.granularity != "user":
-            raise ValueError(f"{key}={value} is about one user-level explanation naming one of the K candidates: "
-                             "it needs explainer.granularity=user")
+    check_explanation_modes(cfg)
     return warmup_and_fusion_ids(data, cfg.recpie.sft_target, cfg.recpie.sft_share, cfg.data.seed)
 
 

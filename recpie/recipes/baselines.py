@@ -24,7 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from data_modules import CheckinDataModule
 from recpie.components.baselines import DecayedCounter, Markov, MostPopular
-from recpie.config import data_config
+from recpie.config import data_config, run_seeds
 from recpie.data.stats import fraction_line
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
@@ -34,7 +34,7 @@ from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.evaluation.tables import ci_table, mean_std_table, metrics_table
 from recpie.models.recommender_module import RecommenderModule
-from recpie.utils.checkpoints import checkpoint_callbacks
+from recpie.utils.checkpoints import checkpoint_callbacks, resume_from
 
 log = logging.getLogger(__name__)
 CI_METRICS = ("acc@1", "acc@10", "mrr")
@@ -69,9 +69,9 @@ def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pat
     trainer = make_trainer(cfg, out_dir, seed)
     last = out_dir / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if cfg.run.resume and last.is_file() else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from(last, cfg.run.resume), weights_only=True)
     fit_s = time.perf_counter() - start
-    trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)
+    trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False, weights_only=True)
     ids, ranks, _ = module.results["test"]
     ckpt = trainer.checkpoint_callback
     return {"ranks": ranks, "best_val_mrr": float(ckpt.best_model_score), "epochs": trainer.current_epoch,
@@ -118,7 +118,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     dm.prepare_data()
     dm.setup()
     data = dm.checkins
-    seeds = [0] if cfg.run.fast else list(cfg.run.seeds)
+    seeds = run_seeds(cfg)
     is_main = rank_zero_only.rank == 0  # under DDP every process runs the recipe; one writes the files
     targets = split_targets(data, "test")
     groups = standard_groups(data, "test", cfg.eval.activity_bins)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from data_modules import CheckinDataModule
 from recpie.components.baselines import DecayedCounter, Markov
-from recpie.config import data_config
+from recpie.config import data_config, run_seeds
 from recpie.data.fraction import kept_summary
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
@@ -86,7 +86,7 @@ def _ci(ci) -> str:
 def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     base = data_config(cfg)
-    seeds = [0] if cfg.run.fast else list(cfg.run.seeds)
+    seeds = run_seeds(cfg)
     e = cfg.eval
     boot = dict(n_boot=e.bootstrap_samples, level=e.bootstrap_level, seed=e.bootstrap_seed)
     full = CheckinDataModule(dataclasses.replace(base, train_fraction=1.0))

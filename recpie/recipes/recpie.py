@@ -28,8 +28,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from data_modules.batches import SampleDataset, to_tensors
 from data_modules.checkin import CheckinDataModule
 from recpie.components.backbone import Backbone
-from recpie.config import data_config
+from recpie.config import data_config, run_seeds
 from recpie.data.stats import fraction_line
+from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.export import write_topk_jsonl
@@ -40,7 +41,7 @@ from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
 from recpie.models.recpie_module import RecPIEModule, explanation_samples, subset_ids
 from recpie.recipes.baselines import fit_backbone
-from recpie.utils.checkpoints import checkpoint_callbacks
+from recpie.utils.checkpoints import checkpoint_callbacks, load_weights, resume_from
 
 HEADLINE = ("acc@1", "acc@10", "mrr")
 
@@ -56,12 +57,10 @@ def warm_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pa
         path, ranks = fitted["best_checkpoint"], fitted["ranks"][test_ids.numpy()]
     data = dm.checkins
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     try:
-        backbone.load_state_dict(state)
+        backbone.load_state_dict(load_weights(path, "recpie.backbone_checkpoint", "backbone."))
     except RuntimeError as e:
-        raise ValueError(f"recpie.backbone_checkpoint={path} does not fit this run's backbone (written by another "
+        raise CheckpointError(f"recpie.backbone_checkpoint={path} does not fit this run's backbone (written by another "
                          "backbone config or an older version of it); retrain it with the same `backbone` and `data` "
                          f"sections, or leave the key empty to warm up a new one.\n{e}") from e
     if ranks is None:
@@ -114,11 +113,11 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
                                  eval_ids[split], rc.generation_batch, trainer=trainer)
     ckpt_dir = run_dir / "checkpoints" / f"{variant}-seed{seed}"
     last = ckpt_dir / "last.ckpt"
-    resume = str(last) if cfg.run.resume and last.is_file() else None
     start = time.perf_counter()
-    trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=resume)
+    trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=resume_from(last, cfg.run.resume),
+                weights_only=True)
     tested = trainer.checkpoint_callback.best_model_path if rc.test_checkpoint == "best" else str(last)
-    trainer.test(module, loaders["test"], ckpt_path=tested or None, verbose=False)
+    trainer.test(module, loaders["test"], ckpt_path=tested or None, verbose=False, weights_only=True)
     ids, ranks, topk = module.results["test/recpie"]
     return {
         "ids": ids, "ranks": ranks, "topk": topk, "seconds": time.perf_counter() - start,
@@ -131,8 +130,6 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
 
 
 def run(cfg: DictConfig, run_dir: Path) -> None:
-    if cfg.recpie.test_checkpoint not in ("best", "last"):
-        raise ValueError(f"recpie.test_checkpoint={cfg.recpie.test_checkpoint!r}: use 'best' or 'last'")
     dm = CheckinDataModule(data_config(cfg))
     dm.setup()
     data = dm.checkins
@@ -142,7 +139,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     per_seed: dict[str, list[dict]] = {"backbone (warm-up only)": [], "control (null explanations)": [],
                                        "RecPIE": []}
     report: list[str] = []
-    for seed in cfg.run.seeds:
+    for seed in run_seeds(cfg):
         seed_cfg = copy.deepcopy(cfg)
         seed_cfg.data.seed = seed
         L.seed_everything(seed, workers=True)
@@ -216,7 +213,7 @@ def _write_results(cfg, data, run_dir: Path, per_seed: dict, eval_ids: dict, rep
     head = [f"# {cfg.name}: RecPIE vs its own backbone", "",
             f"Protocol: {cfg.data.source} {cfg.data.city}, chronological 80/10/10 cut, full ranking over all "
             f"POIs; {n_test} test samples (subset seed {cfg.recpie.subset_seed}, 0 = all), seeds "
-            f"{list(cfg.run.seeds)}; explainer {cfg.explainer.model} ({cfg.explainer.quantization}), "
+            f"{run_seeds(cfg)}; explainer {cfg.explainer.model} ({cfg.explainer.quantization}), "
             f"{cfg.recpie.cycles} cycles x {cfg.recpie.rec_steps_per_cycle} recommender steps, "
             f"{cfg.recpie.ppo_iterations} PPO iteration(s) per cycle; test scores the "
             f"{cfg.recpie.test_checkpoint} checkpoint. Peak RSS {peak_gb:.1f} GiB.", "",

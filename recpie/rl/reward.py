@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from recpie.config_checks import check_section
 from recpie.rl.config import KLConfig, RewardConfig
 
 
@@ -80,9 +81,7 @@ class KLController:
     """The KL penalty coefficient: fixed, or adaptive towards a target KL (Ziegler et al. 2019)."""
 
     def __init__(self, cfg: KLConfig) -> None:
-        if cfg.adaptive and (cfg.target <= 0 or cfg.horizon <= 0):
-            raise ValueError(f"rl.kl.target={cfg.target} and rl.kl.horizon={cfg.horizon} must be > 0 "
-                             "when rl.kl.adaptive is true")
+        check_section(cfg, "rl.kl")
         self.cfg = cfg
         self.value = cfg.init_coef
 

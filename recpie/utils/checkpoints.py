@@ -1,4 +1,7 @@
-"""Checkpoint callbacks every recipe uses: the best on a val metric, and the latest for resuming.
+"""Checkpoints: the one loader of checkpoint files, and the callbacks every recipe uses.
+
+``load_checkpoint`` reads with ``weights_only=True`` (tensors and plain containers: a crafted file cannot
+run code) and turns a truncated or foreign file into an error naming it and the fix.
 
 Lightning's ``save_last=True`` only refreshes last.ckpt when a top-k checkpoint is written, so after an
 epoch without improvement it would point at an older epoch; a second, monitor-less callback keeps
@@ -6,13 +9,113 @@ epoch without improvement it would point at an older epoch; a second, monitor-le
 """
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
+from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from recpie.errors import CheckpointError
+
+
+def load_checkpoint(path: str | Path, what: str) -> Any:
+    """The object saved at ``path`` (on the CPU), loaded without running code; ``what`` names the key or
+    flag that gave the path, for the error message."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what}: {path} is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0] or type(e).__name__
+        if "Unsupported global" in detail:
+            raise CheckpointError(
+                f"{what}: refused to load {path}: it holds objects other than tensors and plain containers, "
+                f"which could run code when loaded ({detail}); load only checkpoints written by this project"
+            ) from None
+        problem = detail
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
+        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise CheckpointError(
+        f"{what}: {path} is truncated or corrupt ({problem}), e.g. written while the disk was full: restore it "
+        "from a copy, or delete it (a run then retrains what it held)")
+
+
+def load_weights(path: str | Path, what: str, prefix: str) -> dict[str, torch.Tensor]:
+    """The weights of one module (``prefix``, e.g. "backbone.") in a Lightning checkpoint, prefix removed."""
+    checkpoint = load_checkpoint(path, what)
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    weights = {k.removeprefix(prefix): v for k, v in (state or {}).items() if k.startswith(prefix)}
+    if not weights:
+        raise CheckpointError(f"{what}: {path} holds no {prefix.rstrip('.')} weights: pass a .ckpt of a run that "
+                              f"trained one (e.g. results/<NAME>/.../checkpoints/best-*.ckpt)")
+    return weights
+
+
+class FolderCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose restored state points into its own folder. Lightning keeps the absolute
+    paths of the folder a checkpoint was written in (a copied run tested the original's best file), or,
+    when the folder moved, drops the best score with a warning (a copy then took its next epoch as best)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        here = Path(self.dirpath)
+
+        def rebase(path: str) -> str:
+            return str(here / Path(path).name) if path else path
+
+        state = {**state_dict, "dirpath": self.dirpath}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in state:
+                state[key] = rebase(state[key])
+        state["best_k_models"] = {rebase(k): v for k, v in state.get("best_k_models", {}).items()}
+        super().load_state_dict(state)
+
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        return f"ModelCheckpoint{kwargs!r}"  # Lightning's own key: runs written before this class resume
 
 
 def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
     """[best by ``monitor`` (max), latest as last.ckpt]; ``trainer.checkpoint_callback`` is the first."""
-    best = ModelCheckpoint(dirpath=dirpath, monitor=monitor, mode="max", filename="best-{epoch}")
-    latest = ModelCheckpoint(dirpath=dirpath, filename="last", enable_version_counter=False)
+    best = FolderCheckpoint(dirpath=dirpath, monitor=monitor, mode="max", filename="best-{epoch}")
+    latest = FolderCheckpoint(dirpath=dirpath, filename="last", enable_version_counter=False)
     return [best, latest]
+
+
+def resume_from(last: Path, resume: bool) -> str | None:
+    """``last`` as the ``ckpt_path`` a run resumes from (None: start fresh), once it is known to be whole:
+    Lightning would fail on a truncated file with a bare zip error."""
+    if not resume or not last.is_file():
+        return None
+    try:
+        with zipfile.ZipFile(last) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        broken = str(e)
+    if broken:
+        raise CheckpointError(
+            f"cannot resume: {last} is truncated or corrupt ({broken}), e.g. written while the disk was full: "
+            "restore it, or delete it to retrain that variant from the start (the folder's other checkpoints "
+            "stay as they are)")
+    return str(last)
+
+
+def recorded_best(folder: Path, monitor: str = "val/mrr") -> Path:
+    """The best checkpoint of ``folder`` as its last.ckpt recorded it (the file name, inside ``folder``):
+    never a path of the folder the run was first written in, never a stale file of an earlier run."""
+    last = folder / "last.ckpt"
+    if not last.is_file():
+        raise CheckpointError(f"no last.ckpt in {folder}: is it the checkpoint folder of a finished run?")
+    states = load_checkpoint(last, "the run's last checkpoint").get("callbacks", {})
+    best = [s.get("best_model_path") for k, s in states.items()
+            if k.startswith("ModelCheckpoint")
+            if s.get("monitor") == monitor and s.get("best_model_path")]
+    if not best:
+        raise CheckpointError(f"{last} records no best checkpoint by {monitor}: was the run stopped before "
+                              "its first validation? Resume it with the same command")
+    path = folder / Path(best[0]).name
+    if not path.is_file():
+        raise CheckpointError(f"{last} names {path.name} as the best checkpoint, but {path} is missing: "
+                              "restore it, or re-run the experiment to retrain")
+    return path

@@ -1,19 +1,21 @@
 """Foursquare TSMC2014 (Yang et al.): ``dataset_TSMC2014_<CITY>.txt``, the original layout.
 
-Tab-separated, latin-1, no header, 8 columns: userId, venueId, venueCategoryId, venueCategory,
-latitude, longitude, timezoneOffset (minutes), utcTimestamp (``Tue Apr 03 18:00:09 +0000 2012``).
+Tab-separated, latin-1 (a UTF-8 copy is detected: data.encoding), no header, 8 columns: userId, venueId,
+venueCategoryId, venueCategory, latitude, longitude, timezoneOffset (minutes), utcTimestamp
+(``Tue Apr 03 18:00:09 +0000 2012``).
 Venue names are not part of TSMC2014; an optional CSV (venue_id,name) supplies them.
 """
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
 from recpie.data.config import DataConfig
-from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate
-from recpie.data.rawio import BadLines, DataError, find_file, read_tsv
+from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate, plausible_time
+from recpie.data.rawio import BadLines, DataError, file_encoding, find_file, read_tsv
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,19 @@ def parse_timestamp(text: str) -> int:
     moment = datetime(int(parts[5]), MONTHS[parts[1]], int(parts[2]), hh, mm, ss, tzinfo=timezone.utc)
     zone = parts[4]
     sign = 1 if zone[0] == "+" else -1
-    return int(moment.timestamp()) - sign * (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60)
+    return plausible_time(int(moment.timestamp()) - sign * (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60), text)
 
 
 def read_names(path: Path) -> dict[str, str]:
-    """venue_id -> name from a CSV with those two columns (FSQ OS Places matched by id)."""
-    with open(path, newline="", encoding="utf-8") as f:
+    """venue_id -> name from a UTF-8 CSV with those two columns (FSQ OS Places matched by id)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: bytes invalid in utf-8 ({raw[e.start:e.end]!r}): save the names file "
+                        "as UTF-8, or set data.names_file='' to label POIs by category") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = {"venue_id", "name"} - set(reader.fieldnames or [])
         if missing:
@@ -61,7 +70,7 @@ def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
     path = files[0]
     bad = BadLines(path, cfg.on_bad_line)
     rows = RowBuffer()
-    for lineno, fields in read_tsv(path, "latin-1", N_FIELDS, bad):
+    for lineno, fields in read_tsv(path, file_encoding(path, cfg.encoding, "latin-1"), N_FIELDS, bad):
         user, venue, _cat_id, category, lat, lon, offset, stamp = fields
         try:
             time = parse_timestamp(stamp)

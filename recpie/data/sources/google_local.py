@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from recpie.data.config import DataConfig
-from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate
-from recpie.data.rawio import BadLines, find_file, read_lines
+from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate, plausible_time
+from recpie.data.rawio import BadLines, file_encoding, find_file, read_lines
 
 HOW_TO_GET = (
     "Download review-<State>.json.gz and meta-<State>.json.gz from "
@@ -27,9 +27,27 @@ def input_files(cfg: DataConfig, folder: Path, root: Path) -> list[Path]:
             find_file(meta_folder, f"meta-{cfg.city}.json", HOW_TO_GET)]
 
 
-def _json_lines(path: Path, bad: BadLines, keys: tuple[str, ...]):
-    """(line number, record) of each line that is a JSON object with every key in ``keys``."""
-    for lineno, line in read_lines(path, "utf-8", bad):
+# the JSON type each field must have (a string where a list belongs would read "Restaurant" as category "R")
+SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
+    "gmap_id": ((str,), "a string"), "user_id": ((str, int), "a string or integer"),
+    "name": ((str, type(None)), "a string or null"), "category": ((list, type(None)), "a list of strings or null"),
+}
+
+
+def _schema_problem(record: dict) -> str | None:
+    for key, (types, text) in SCHEMA.items():
+        value = record.get(key)
+        if key in record and (not isinstance(value, types) or isinstance(value, bool)):
+            return f"{key} is {json.dumps(value)[:40]}, expected {text}"
+    if not all(isinstance(c, str) for c in record.get("category") or []):
+        return f"category is {json.dumps(record['category'])[:40]}, expected a list of strings or null"
+    return None
+
+
+def _json_lines(path: Path, bad: BadLines, keys: tuple[str, ...], encoding: str):
+    """(line number, record) of each line that is a JSON object with every key in ``keys``, each of its
+    SCHEMA type."""
+    for lineno, line in read_lines(path, file_encoding(path, encoding, "utf-8"), bad):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
@@ -39,13 +57,17 @@ def _json_lines(path: Path, bad: BadLines, keys: tuple[str, ...]):
         if missing:
             bad(lineno, f"JSON record lacks key(s) {missing}")
             continue
+        problem = _schema_problem(record)
+        if problem:
+            bad(lineno, problem)
+            continue
         yield lineno, record
 
 
-def read_meta(path: Path, bad: BadLines) -> dict[str, tuple[str, str, float, float]]:
+def read_meta(path: Path, bad: BadLines, encoding: str) -> dict[str, tuple[str, str, float, float]]:
     """gmap_id -> (name, main category, latitude, longitude)."""
     meta: dict[str, tuple[str, str, float, float]] = {}
-    for lineno, rec in _json_lines(path, bad, ("gmap_id", "name", "latitude", "longitude", "category")):
+    for lineno, rec in _json_lines(path, bad, ("gmap_id", "name", "latitude", "longitude", "category"), encoding):
         try:
             lat = parse_coordinate(str(rec["latitude"]), 90, "latitude")
             lon = parse_coordinate(str(rec["longitude"]), 180, "longitude")
@@ -61,17 +83,22 @@ def read_meta(path: Path, bad: BadLines) -> dict[str, tuple[str, str, float, flo
 def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
     review_path, meta_path = files
     meta_bad = BadLines(meta_path, cfg.on_bad_line)
-    meta = read_meta(meta_path, meta_bad)
+    meta = read_meta(meta_path, meta_bad, cfg.encoding)
     meta_bad.report()
     bad = BadLines(review_path, cfg.on_bad_line)
     rows = RowBuffer()
-    for lineno, rec in _json_lines(review_path, bad, ("user_id", "time", "gmap_id")):
+    for lineno, rec in _json_lines(review_path, bad, ("user_id", "time", "gmap_id"), cfg.encoding):
         place = meta.get(rec["gmap_id"])
         if place is None:
             bad(lineno, f"gmap_id {rec['gmap_id']!r} is not in {meta_path.name}")
             continue
         if not isinstance(rec["time"], int) or isinstance(rec["time"], bool) or rec["time"] <= 0:
             bad(lineno, f"time {rec['time']!r} is not a positive integer of milliseconds")
+            continue
+        try:
+            plausible_time(rec["time"] // 1000, str(rec["time"]))
+        except ValueError as e:
+            bad(lineno, f"bad time: {e}")
             continue
         _, category, lat, lon = place
         rows.add(str(rec["user_id"]), rec["gmap_id"], category, lat, lon, rec["time"] // 1000, None)

@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 from recpie.data.config import DataConfig
-from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate
-from recpie.data.rawio import BadLines, find_file, read_tsv
+from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate, plausible_time
+from recpie.data.rawio import BadLines, file_encoding, find_file, read_tsv
 
 HOW_TO_GET = "Download loc-gowalla_totalCheckins.txt.gz from https://snap.stanford.edu/data/loc-gowalla.html."
 N_FIELDS = 5
@@ -21,7 +21,7 @@ def parse_iso(text: str) -> int:
     """UTC seconds of ``2010-10-19T23:55:27Z``; ValueError unless it is an explicit UTC time."""
     if not text.endswith("Z"):
         raise ValueError(f"time {text!r} is not ISO-8601 UTC like '2010-10-19T23:55:27Z'")
-    return int(datetime.fromisoformat(text).timestamp())
+    return plausible_time(int(datetime.fromisoformat(text).timestamp()), text)
 
 
 def input_files(cfg: DataConfig, folder: Path, root: Path) -> list[Path]:
@@ -32,7 +32,7 @@ def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
     path = files[0]
     bad = BadLines(path, cfg.on_bad_line)
     rows = RowBuffer()
-    for lineno, fields in read_tsv(path, "utf-8", N_FIELDS, bad):
+    for lineno, fields in read_tsv(path, file_encoding(path, cfg.encoding, "utf-8"), N_FIELDS, bad):
         user, stamp, lat, lon, location = fields
         try:
             time = parse_iso(stamp)

@@ -1,0 +1,182 @@
+"""The one place config values are checked: ranges, enumerations and combinations of keys.
+
+``validate(cfg)`` runs when an experiment config is loaded (recpie/config.py), so a bad value fails
+before any data is read or any model warms up. Library code that takes a config section (the data
+resolver, the LLM loader, the KL controller...) calls ``check_section`` / ``check_choice`` from here,
+so a value has one rule and one message, which names the key and what to set instead.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from recpie.errors import ConfigError
+from recpie.explainer.config import EMBEDDED_GEMMA, EMBEDDED_MINILM
+
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _ge(lo: float) -> Rule:
+    return (lambda v: v >= lo), f">= {lo}"
+
+
+def _gt(lo: float) -> Rule:
+    return (lambda v: v > lo), f"> {lo}"
+
+
+def _within(lo: float, hi: float, open_lo: bool = False, open_hi: bool = False) -> Rule:
+    text = f"in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
+    return (lambda v: (lo < v if open_lo else lo <= v) and (v < hi if open_hi else v <= hi)), text
+
+
+DECAY = _within(0, 1, open_lo=True)
+SHARE = _within(0, 1)
+# Numeric keys. A list value must be non-empty and every element must pass; None means "the source's
+# default" (data thresholds) and is checked once resolved.
+RANGES: dict[str, Rule] = {
+    "run.seeds": _ge(0),
+    "trainer.num_nodes": _ge(1), "trainer.log_every_n_steps": _ge(1),
+    "data.min_poi_checkins": _ge(1), "data.min_user_checkins": _ge(1), "data.session_gap_hours": _gt(0),
+    "data.min_trajectory_len": _ge(1), "data.max_len": _ge(1), "data.batch_size": _ge(1),
+    "data.eval_batch_size": _ge(1), "data.num_workers": _ge(0),
+    "data.train_fraction": _within(0, 1, open_lo=True), "data.train_fraction_seed": _ge(0),
+    "backbone.hidden_size": _ge(1), "backbone.num_layers": _ge(1), "backbone.num_heads": _ge(1),
+    "backbone.dropout": _within(0, 1, open_hi=True), "backbone.fourier_bands": _ge(1),
+    "backbone.grid_cells": _ge(1), "backbone.copy_decays": DECAY, "backbone.copy_bandwidths_h": _gt(0),
+    "backbone.copy_kernel_decay": DECAY, "backbone.copy_time_scales_days": _gt(0),
+    "backbone.copy_log_scales": _gt(0),
+    "train.lr": _gt(0), "train.weight_decay": _ge(0), "train.max_epochs": _ge(1), "train.patience": _ge(0),
+    "train.grad_clip": _ge(0), "train.label_smoothing": _within(0, 1, open_hi=True),
+    "train.trajectory_end_weight": _ge(0), "train.new_poi_weight": _ge(0), "train.fast_max_epochs": _ge(1),
+    "train.fast_limit_batches": _within(0, 1, open_lo=True),
+    "baselines.counter_decay": DECAY, "baselines.decay_grid": DECAY, "baselines.bandwidth_grid_h": _gt(0),
+    "eval.topk": _ge(1), "eval.chunk_size": _ge(1), "eval.activity_bins": _ge(1),
+    "eval.bootstrap_samples": _ge(1), "eval.bootstrap_level": _within(0, 1, True, True),
+    "explainer.lora.rank": _ge(1), "explainer.lora.alpha": _gt(0), "explainer.lora.dropout": _within(0, 1, False, True),
+    "explainer.soft_tokens": _ge(0), "explainer.soft_hidden": _ge(1), "explainer.history_len": _ge(1),
+    "explainer.num_candidates": _ge(1), "explainer.max_new_tokens": _ge(1), "explainer.temperature": _gt(0),
+    "explainer.encoder_max_tokens": _ge(1),
+    "rl.group_size": _ge(1), "rl.ppo_epochs": _ge(1), "rl.minibatch_size": _ge(1), "rl.cliprange": _gt(0),
+    "rl.cliprange_value": _gt(0), "rl.vf_coef": _ge(0), "rl.gamma": SHARE, "rl.lam": SHARE,
+    "rl.temperature": _gt(0), "rl.kl.init_coef": _ge(0), "rl.kl.target": _gt(0), "rl.kl.horizon": _ge(1),
+    "rl.reward.clip": _ge(0),
+    "recpie.cycles": _ge(1), "recpie.rec_steps_per_cycle": _ge(1), "recpie.ppo_iterations": _ge(0),
+    "recpie.rollout_prompts": _ge(1), "recpie.refresh_budget": _ge(0), "recpie.null_dropout": SHARE,
+    "recpie.explained_share": SHARE, "recpie.explained_draws": _ge(0), "recpie.sft_steps": _ge(0),
+    "recpie.sft_batch": _ge(1), "recpie.sft_share": _within(0, 1, True, True), "recpie.rec_lr": _gt(0),
+    "recpie.fusion_lr": _gt(0), "recpie.llm_lr": _gt(0), "recpie.grad_clip": _ge(0),
+    "recpie.batch_size": _ge(1), "recpie.generation_batch": _ge(1), "recpie.val_samples": _ge(0),
+    "recpie.test_samples": _ge(0),
+    "efficiency.fractions": _within(0, 1, open_lo=True), "efficiency.bound_val_samples": _ge(0),
+    "efficiency.bound_test_samples": _ge(0),
+}
+# String modes: the values each key accepts.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "run.recipe": ("data_stats", "baselines", "recpie", "data_efficiency"),
+    "data.source": ("foursquare", "gowalla", "google_local"),
+    "data.on_bad_line": ("error", "skip"),
+    "data.train_targets": ("all_steps", "protocol"),
+    "data.train_fraction_unit": ("targets", "users"),
+    "data.encoding": ("auto", "latin-1", "utf-8"),
+    "backbone.geo": ("fourier", "grid"),
+    "explainer.quantization": ("none", "nf4"),
+    "explainer.device": ("auto", "cpu", "cuda"),
+    "explainer.dtype": ("auto", "bfloat16", "float32", "float16"),
+    "explainer.granularity": ("user", "candidate"),
+    "rl.estimator": ("gae", "grpo", "rloo"),
+    "rl.kl_reference": ("base", "warmup"),
+    "recpie.sft_target": ("template", "hindsight"),
+    "recpie.test_checkpoint": ("best", "last"),
+}
+# run.fast replaces these keys' values (key -> (what replaces it, its value)); an explicit override of one
+# of them to another value together with fast is refused
+FAST_OVERRIDES = {"train.max_epochs": ("train.fast_max_epochs", lambda cfg: cfg.train.fast_max_epochs),
+                  "run.seeds": ("[0]", lambda cfg: [0])}
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    """The value at ``dotted`` of a DictConfig or dataclass; AttributeError when a section is absent."""
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, Iterable) and not isinstance(value, str) else value
+
+
+def check_choice(key: str, value: str) -> None:
+    if value not in CHOICES[key]:
+        raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(CHOICES[key])}")
+
+
+def check_value(key: str, value: Any) -> None:
+    """One numeric key against its range; lists element by element."""
+    ok, text = RANGES[key]
+    values = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    if not values:
+        raise ConfigError(f"{key}=[] is empty; give at least one value ({text})")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+            raise ConfigError(f"{key}={value!r}: every value must be a number {text}")
+
+
+def check_section(cfg: Any, prefix: str) -> None:
+    """Every rule under ``prefix`` (e.g. "data") on ``cfg``, that section alone (a dataclass or DictConfig)."""
+    for rules, check in ((RANGES, check_value), (CHOICES, check_choice)):
+        for key in rules:
+            if key.startswith(prefix + "."):
+                value = _get(cfg, key.removeprefix(prefix + "."))
+                if value is not None:
+                    check(key, value)
+    if prefix == "data" and not 0.0 < cfg.val_cut <= cfg.test_cut < 1.0:
+        raise ConfigError(f"data.val_cut={cfg.val_cut}, data.test_cut={cfg.test_cut}: "
+                          "need 0 < val_cut <= test_cut < 1")
+
+
+def check_models(explainer: Any) -> None:
+    """What explainer.model and explainer.encoder name must exist where it can be known before loading."""
+    for key, value, embedded in (("explainer.model", explainer.model, EMBEDDED_GEMMA),
+                                 ("explainer.encoder", explainer.encoder, EMBEDDED_MINILM)):
+        if value.startswith("embedded:") and value != embedded:
+            raise ConfigError(f"{key}={value!r}: the embedded model here is {embedded}")
+    if explainer.model.endswith(".gguf") and not Path(explainer.model).expanduser().is_file():
+        raise ConfigError(f"explainer.model={explainer.model!r}: GGUF file not found")
+    if explainer.encoder not in ("llm", "verdict", EMBEDDED_MINILM) and not Path(explainer.encoder).is_dir():
+        raise ConfigError(f"explainer.encoder={explainer.encoder!r}: not 'llm', 'verdict', {EMBEDDED_MINILM} or a "
+                          "local sentence-transformers directory")
+
+
+def check_explanation_modes(cfg: Any) -> None:
+    """Modes that are about one user-level explanation naming one of the K candidates."""
+    for key in ("recpie.sft_target", "explainer.encoder"):
+        value = _get(cfg, key)
+        if value in ("hindsight", "verdict") and cfg.explainer.granularity != "user":
+            raise ConfigError(f"{key}={value} is about one user-level explanation naming one of the K "
+                              "candidates: it needs explainer.granularity=user")
+
+
+def validate(cfg: Any, explicit: Iterable[str] = ()) -> None:
+    """Every section, then the combinations; ``explicit`` = keys set on the command line."""
+    for section in ("run", "trainer", "data", "backbone", "train", "baselines", "eval", "explainer", "rl",
+                    "recpie", "efficiency"):
+        check_section(_get(cfg, section), section)
+    b = cfg.backbone
+    if b.hidden_size % b.num_heads:
+        raise ConfigError(f"backbone.hidden_size={b.hidden_size} must be a multiple of "
+                          f"backbone.num_heads={b.num_heads}")
+    if b.copy_full_history and not cfg.data.history_summary:
+        raise ConfigError("backbone.copy_full_history=true needs data.history_summary=true (set one of them)")
+    if cfg.rl.estimator in ("grpo", "rloo") and cfg.rl.group_size < 2:
+        raise ConfigError(f"rl.estimator={cfg.rl.estimator} compares samples of one prompt: "
+                          f"rl.group_size={cfg.rl.group_size} must be >= 2")
+    check_models(cfg.explainer)
+    check_explanation_modes(cfg)
+    if cfg.run.fast:
+        clash = [k for k, (_, fast_value) in FAST_OVERRIDES.items()
+                 if k in set(explicit) and _plain(_get(cfg, k)) != fast_value(cfg)]
+        if clash:
+            raise ConfigError(
+                f"run.fast=true replaces {', '.join(f'{k} by {FAST_OVERRIDES[k][0]}' for k in clash)} (and trains "
+                "on train.fast_limit_batches of the batches): drop the override or set run.fast=false")

@@ -1,0 +1,86 @@
+"""Whether a run folder may be (re)used by a config: checked before anything is written into it.
+
+A folder that holds checkpoints was trained with the config in its ``config.yaml``. Resuming it with
+another config would mix two experiments in one result, so every key must match except those in
+``MAY_CHANGE`` (each with the reason it cannot change what was trained). ``run.resume=false`` on such a
+folder is refused rather than cleaned: deleting a finished run's checkpoints is the user's call, and
+leaving them would let an old ``best-*.ckpt`` stand next to the new run's files.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from recpie.errors import ConfigError
+
+# key (or whole section) -> why it may differ between a folder's config.yaml and the resuming command
+MAY_CHANGE = {
+    "name": "a copied or moved run folder may carry another name",
+    "description": "text only",
+    "run.resume": "the switch that asks for the resume itself",
+    "run.output_dir": "where the folder lives: a moved or copied run resumes in its new place",
+    "run.seeds": "each seed trains in its own checkpoint folder, so seeds may be added",
+    "train.max_epochs": "a larger bound extends the training from last.ckpt, keeping its best score",
+    "recpie.cycles": "more cycles extend the joint training from last.ckpt",
+    "recpie.test_checkpoint": "which checkpoint the final test scores: a finished run may be re-tested",
+    "eval": "the evaluator's export, chunking, breakdowns and bootstrap never change the training",
+    "trainer.log_every_n_steps": "logging only",
+    "data.data_root": "where the inputs live (their hashes are in provenance.json)",
+    "data.cache_dir": "where the processed-data cache lives",
+    "explainer.cache_dir": "where converted models are kept",
+    "explainer.explanation_cache": "where generated explanations are cached (keyed by the fingerprint)",
+}
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in MAY_CHANGE)
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for name, sub in node.items() for k, v in _flat(sub, f"{prefix}{name}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def changed_keys(old: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ and that may not change on resume: {key: (old, new)}."""
+    a = _flat(OmegaConf.to_container(old, resolve=True))
+    b = _flat(OmegaConf.to_container(new, resolve=True))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not _may_change(k)}
+
+
+def config_fingerprint(cfg: DictConfig, sections: tuple[str, ...]) -> str:
+    """A short hash of ``sections`` of the config without the keys that may change on resume."""
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in sections}
+    for key in MAY_CHANGE:
+        section, _, rest = key.partition(".")
+        if section in parts and rest:
+            parts[section].pop(rest, None)
+    return f"{zlib.crc32(repr(sorted(parts.items())).encode()):08x}"
+
+
+def accept_run_folder(run_dir: Path, cfg: DictConfig, schema: DictConfig) -> bool:
+    """True when ``cfg`` resumes the run in ``run_dir``, False for a new run; ConfigError (naming the keys
+    that differ, or how to start over) when the folder's checkpoints belong to another run. ``schema`` gives
+    the defaults of keys an older config.yaml lacks."""
+    checkpoints = sorted(run_dir.rglob("*.ckpt")) if run_dir.is_dir() else []
+    if not checkpoints:
+        return False
+    start_over = (f"to start over, move or delete {run_dir} (or set run.output_dir or the experiment name "
+                  "to another folder)")
+    if not cfg.run.resume:
+        raise ConfigError(f"{run_dir} holds the checkpoints of an earlier run (e.g. {checkpoints[0]}) and "
+                          f"run.resume=false: set run.resume=true to continue it, or {start_over}")
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{run_dir} holds checkpoints but no config.yaml, so their config is unknown; {start_over}")
+    diff = changed_keys(OmegaConf.merge(schema, OmegaConf.load(saved)), cfg)
+    if diff:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(f"{run_dir} was trained with another config ({listed}). Resume it with the config in "
+                          f"{saved} (only {', '.join(MAY_CHANGE)} may change), or {start_over}")
+    return True
