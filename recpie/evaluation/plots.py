@@ -27,7 +27,8 @@ def data_efficiency_plot(results: dict, path: Path) -> None:
         ax.set(xscale="log", xlabel="share of the train targets", ylabel=f"test {label}", title=f"test {label}")
         ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="center right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     bound = [r["bound"] for r in rows]
     errors = [[b.diff - b.low for b in bound], [b.high - b.diff for b in bound]]
     axes[2].errorbar(x, [b.diff for b in bound], yerr=errors, fmt="o-", color="C3", capsize=3)
@@ -36,7 +37,7 @@ def data_efficiency_plot(results: dict, path: Path) -> None:
                 title="prompt-information bound (facts reader - backbone)")
     axes[2].set_xticks(x, [f"{v:g}" for v in x])
     axes[2].grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the shared legend below the panels
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
