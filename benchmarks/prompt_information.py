@@ -136,9 +136,9 @@ def reranked_ranks(model, x, slot: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     return out
 
 
-def explainer_from(cfg, user_dim: int, checkpoint: str | None) -> Explainer:
+def explainer_from(cfg, user_dim: int, checkpoint: str | None, data) -> Explainer:
     """The explainer of ``cfg``, with the LoRA + soft prompt of a `recpie` checkpoint if given."""
-    explainer = Explainer(cfg.explainer, user_dim)
+    explainer = Explainer(cfg.explainer, user_dim, data)
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
         mine = {k.removeprefix("explainer."): v for k, v in state.items() if k.startswith("explainer.")}
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     state = torch.load(args.backbone, map_location="cpu", weights_only=False)["state_dict"]
     backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
     backbone.eval()
-    explainer = explainer_from(cfg, backbone.hidden_size, args.explainer_ckpt) if args.llm else None
+    explainer = explainer_from(cfg, backbone.hidden_size, args.explainer_ckpt, data) if args.llm else None
     split = {}
     for name in ("val", "test"):
         ids = subset_ids(len(data.splits[name]), args.n, cfg.recpie.subset_seed).numpy()
