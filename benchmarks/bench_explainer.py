@@ -137,12 +137,12 @@ def snapshot(root: Path, commit: str | None) -> Path:
     return out
 
 
-def run_tree(tree: Path, args, out: Path, backbone: str) -> dict:
+def run_tree(tree: Path, args, out: Path, backbone: str, data_root: Path) -> dict:
     cmd = [sys.executable, str(tree / "benchmarks" / "bench_explainer.py"), "--child", "--out", str(out),
            "--sft-steps", str(args.sft_steps), "--rollouts", str(args.rollouts), "--greedy", str(args.greedy)]
     if backbone:
         cmd += ["--backbone", backbone]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {"RECPIE_DATA_ROOT": str(data_root), **os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     line = [x for x in proc.stdout.splitlines() if x.startswith("BENCH ")]
     if proc.returncode or not line:
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(args.repeats):
         for name, tree in trees.items():
             loads.append(os.getloadavg()[0])
-            results[name].append(run_tree(tree, args, out / f"{r}_{name.split()[0]}", backbone))
+            results[name].append(run_tree(tree, args, out / f"{r}_{name.split()[0]}", backbone,
+                                           root.parent / "shared" / "data"))  # the snapshots' default
             if not backbone:  # train the backbone once, every later run starts from it
                 warm = out / f"{r}_{name.split()[0]}" / "default" / "tensorboard" / "warmup_seed0"
                 backbone = str(next(p for p in warm.rglob("*.ckpt") if p.name != "last.ckpt"))

@@ -63,9 +63,9 @@ def test_hindsight_template_likes_the_given_candidate_and_dislikes_another(nyc_d
 @pytest.mark.slow
 def test_sft_loss_trains_lora_and_soft_prompt_on_real_prompts(nyc_data, tiny_llm_dir):  # noqa: F811
     d = nyc_data
-    cfg = tiny_cfg(tiny_llm_dir, history_len=2, num_candidates=2, few_shot=False)
+    cfg = tiny_cfg(tiny_llm_dir, history_len=2, num_candidates=2, few_shot=False, vocabulary="data")
     torch.manual_seed(0)
-    ex = Explainer(cfg, user_dim=8)
+    ex = Explainer(cfg, user_dim=8, data=d)  # the head over the data's tokens, as the default config has it
     rows = np.arange(2)
     tops = counter_top(d, "train", rows, 2)
     prompts = [build_prompt(d, "train", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
@@ -80,3 +80,18 @@ def test_sft_loss_trains_lora_and_soft_prompt_on_real_prompts(nyc_data, tiny_llm
         right = sft_loss(ex, prompts, targets, h)
         swapped = sft_loss(ex, prompts[::-1], targets, h)
     assert right < swapped
+
+
+def test_the_data_vocabulary_covers_templates_of_unseen_samples_and_needs_the_data(nyc_data, tiny_llm_dir):  # noqa: F811
+    d = nyc_data
+    cfg = tiny_cfg(tiny_llm_dir, history_len=2, num_candidates=2, vocabulary="data")
+    with pytest.raises(ValueError, match="explainer.vocabulary=data"):
+        Explainer(cfg, user_dim=8)
+    ex = Explainer(cfg, user_dim=8, data=d)
+    ids = ex.head.ids
+    assert torch.equal(ids, ids.unique()) and ex.tokenizer.eos_token_id in ids.tolist()
+    rows = np.arange(500, 540)  # other samples than most of those the vocabulary was built from
+    tops = counter_top(d, "val", rows, 2)
+    texts = [templated_explanation(d, "val", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
+    tokens = torch.tensor([t for x in texts for t in ex.tokenizer(x, add_special_tokens=False).input_ids])
+    assert ex.head.contains(tokens).float().mean() > 0.99
