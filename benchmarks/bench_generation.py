@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--n", type=int, default=32, help="prompts per configuration")
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--static-cache", action="store_true")
     ap.add_argument("--vocabulary", default="full", help="output head: full or data (the NYC data's tokens)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--prompts-file", help="JSON list of prompts (default: built from the NYC data)")
@@ -93,12 +94,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-check", action="store_true", help="also sample + backward with soft prompt/LoRA")
     ap.add_argument("--no-naive", action="store_true", help="skip the one-prompt-at-a-time loop")
     ap.add_argument("--repeats", type=int, default=1,
-                    help="passes per batch size, each over a new shuffle of the prompts (so other padded lengths)")
+                    help="passes per batch size, each over a new shuffle of the prompts (so other padded "
+                         "lengths): with --static-cache the first pass compiles, the later ones show whether "
+                         "new shapes compile again")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = ExplainerConfig(model=args.model, dtype=args.dtype, quantization=args.quantization, soft_tokens=4,
-                          max_new_tokens=args.max_new_tokens, vocabulary=args.vocabulary)
+                          max_new_tokens=args.max_new_tokens, static_cache=args.static_cache,
+                          vocabulary=args.vocabulary)
     if args.prompts_file:
         prompts = json.loads(Path(args.prompts_file).read_text())[: args.n]
     else:
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         print(train_check(ex, prompts[:8]), flush=True)
     plen = [len(ex.tokenizer(p).input_ids) for p in prompts]
     print(f"device {ex.device} ({torch.backends.cpu.get_cpu_capability()}), dtype {args.dtype}, quantization "
-          f"{args.quantization}, {args.vocabulary} vocabulary, {args.n} prompts of {min(plen)}-{max(plen)} tokens "
+          f"{args.quantization}, {args.vocabulary} vocabulary, static cache {args.static_cache}, {args.n} prompts "
+          f"of {min(plen)}-{max(plen)} tokens "
           f"(mean {np.mean(plen):.0f}), up to {args.max_new_tokens} new tokens, greedy")
     run(ex, prompts[:2], 2)  # warm-up (allocator, kernels)
     naive_s, naive_tok = (float("nan"), 0) if args.no_naive else run(ex, prompts, 1)

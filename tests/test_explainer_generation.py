@@ -1,6 +1,7 @@
 """Generation: padding-invariant soft prompts and positions, log-probs on responses, EOS masking, cache."""
 from __future__ import annotations
 
+import pytest
 import torch
 from test_explainer_llm import PROMPTS, tiny_cfg
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
@@ -131,15 +132,14 @@ def test_chunked_head_logprobs_and_gradients_equal_a_plain_log_softmax(tiny_llm_
 
 
 def test_own_decoding_loop_gives_generate_s_greedy_tokens(tiny_llm_dir):  # noqa: F811
-    ex = make(tiny_llm_dir, soft_tokens=0, max_new_tokens=10)
-    gen = ex.generate(THREE, None, sample=False)
-    ex.model.eval()
-    with torch.no_grad():
-        hf = ex.model.generate(input_ids=gen.prompt_ids, attention_mask=gen.prompt_mask, do_sample=False,
-                               max_new_tokens=10, eos_token_id=eos_ids(ex.model, ex.tokenizer),
-                               pad_token_id=ex.tokenizer.pad_token_id)[:, gen.prompt_len:]
-    mask, _ = response_mask(hf, eos_ids(ex.model, ex.tokenizer))
-    assert torch.equal(gen.sequences, hf.masked_fill(mask == 0, ex.tokenizer.pad_token_id)[:, :gen.sequences.shape[1]])
+    ex = make(tiny_llm_dir, max_new_tokens=10)
+    h = torch.randn(3, 8)
+    gen = ex.generate(THREE, h, sample=False)
+    ex.cfg.static_cache = True  # the other path: transformers' generate (static cache)
+    hf = ex.generate(THREE, h, sample=False)
+    assert torch.equal(gen.sequences, hf.sequences[:, :gen.sequences.shape[1]]) and gen.texts == hf.texts
+    with pytest.raises(ValueError, match="static_cache"):
+        Explainer(tiny_cfg(tiny_llm_dir, static_cache=True, vocabulary="data"), user_dim=8)
 
 
 def test_a_restricted_head_samples_and_scores_over_its_tokens_only(tiny_llm_dir):  # noqa: F811

@@ -30,6 +30,9 @@ class Explainer(nn.Module):
         self.hidden_size = self.model.config.get_text_config().hidden_size
         if cfg.vocabulary not in ("full", "data"):
             raise ValueError(f"explainer.vocabulary={cfg.vocabulary!r}: expected full or data")
+        if cfg.vocabulary == "data" and cfg.static_cache:
+            raise ValueError("explainer.static_cache=true decodes through transformers' generate, whose head is the "
+                             "whole vocabulary: it needs explainer.vocabulary=full")
         if cfg.vocabulary == "data" and data is None:
             raise ValueError("explainer.vocabulary=data needs the check-in data its head is built from")
         ids = data_vocabulary(self.tokenizer, data, cfg).to(self.device) if cfg.vocabulary == "data" else None
@@ -64,7 +67,7 @@ class Explainer(nn.Module):
         return generate(
             self.model, self.tokenizer, prompts, soft, head=self.head, sample=sample,
             temperature=self.cfg.temperature, max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
-            text_prefix=PREFIX,
+            static_cache=self.cfg.static_cache, text_prefix=PREFIX,
         )
 
     def response_logprobs(self, sequences: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
