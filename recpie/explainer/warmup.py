@@ -87,26 +87,8 @@ def sft_loss(explainer, prompts: list[str], targets: list[str], user_states: tor
     for r, row in enumerate(ids):
         seq[r, :len(row)] = torch.tensor(row)
         mask[r, :len(row)] = 1
-    seq = seq.to(device)
-    mask = mask.to(device) * explainer.head.contains(seq)  # a token the head cannot produce is not a target
+    seq, mask = seq.to(device), mask.to(device)
+    scored = mask * explainer.head.contains(seq)  # a token the head cannot produce is read, not a target
     logp = explainer.response_logprobs(torch.cat([enc.input_ids, seq], 1), torch.cat([enc.attention_mask, mask], 1),
-                                       mask, user_states).logprobs
-    return -logp.sum() / mask.sum()
-
-
-def warmup(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None, steps: int,
-           batch_size: int, lr: float, seed: int = 0) -> list[float]:
-    """A standalone SFT loop over (prompt, target) pairs (the joint module runs its own); returns losses."""
-    opt = torch.optim.AdamW(explainer.trainable_parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    explainer.model.train()
-    for _ in range(steps):
-        rows = torch.randint(len(prompts), (batch_size,), generator=g).tolist()
-        states = user_states[rows] if user_states is not None else None
-        loss = sft_loss(explainer, [prompts[r] for r in rows], [targets[r] for r in rows], states)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+                                       scored, user_states).logprobs
+    return -logp.sum() / scored.sum()
