@@ -137,16 +137,20 @@ def snapshot(root: Path, commit: str | None) -> Path:
     return out
 
 
-def run_tree(tree: Path, args, out: Path, backbone: str, data_root: Path) -> dict:
+def start_tree(tree: Path, args, out: Path, backbone: str, data_root: Path) -> subprocess.Popen:
     cmd = [sys.executable, str(tree / "benchmarks" / "bench_explainer.py"), "--child", "--out", str(out),
            "--sft-steps", str(args.sft_steps), "--rollouts", str(args.rollouts), "--greedy", str(args.greedy)]
     if backbone:
         cmd += ["--backbone", backbone]
     env = {"RECPIE_DATA_ROOT": str(data_root), **os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-    line = [x for x in proc.stdout.splitlines() if x.startswith("BENCH ")]
+    return subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result(tree: Path, proc: subprocess.Popen) -> dict:
+    stdout, stderr = proc.communicate()
+    line = [x for x in stdout.splitlines() if x.startswith("BENCH ")]
     if proc.returncode or not line:
-        raise SystemExit(f"run in {tree} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"run in {tree} failed ({proc.returncode}):\n{stderr[-4000:]}")
     return json.loads(line[-1][6:])
 
 
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rollouts", type=int, default=8, help="PPO rollout prompts (the default config: 8)")
     ap.add_argument("--greedy", type=int, default=32, help="greedy train explanations (one default batch: 32)")
     ap.add_argument("--backbone", default="", help="a warm backbone checkpoint (default: one trained once here)")
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the trees at the same time (same load for both) instead of one after the other")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -195,19 +201,27 @@ def main(argv: list[str] | None = None) -> None:
     backbone = args.backbone
     results: dict[str, list[dict]] = {n: [] for n in trees}
     loads = []
+    data_root = root.parent / "shared" / "data"  # the snapshots' default
     for r in range(args.repeats):
-        for name, tree in trees.items():
-            loads.append(os.getloadavg()[0])
-            results[name].append(run_tree(tree, args, out / f"{r}_{name.split()[0]}", backbone,
-                                           root.parent / "shared" / "data"))  # the snapshots' default
-            if not backbone:  # train the backbone once, every later run starts from it
-                warm = out / f"{r}_{name.split()[0]}" / "default" / "tensorboard" / "warmup_seed0"
-                backbone = str(next(p for p in warm.rglob("*.ckpt") if p.name != "last.ckpt"))
-            print(f"run {r + 1} {name}: done (load average {loads[-1]:.1f})", file=sys.stderr, flush=True)
+        if not backbone:  # train the backbone once (in the work tree), every run starts from it
+            warm = out / "backbone"
+            result(trees["work"], start_tree(trees["work"], args, warm, "", data_root))
+            backbone = str(next(p for p in (warm / "default").rglob("best*.ckpt") if "warmup" in str(p)))
+        loads.append(os.getloadavg()[0])
+        if args.parallel:
+            procs = {n: start_tree(t, args, out / f"{r}_{n.split()[0]}", backbone, data_root) for n, t in trees.items()}
+            for name, proc in procs.items():
+                results[name].append(result(trees[name], proc))
+        else:
+            for name, tree in trees.items():
+                results[name].append(result(tree, start_tree(tree, args, out / f"{r}_{name.split()[0]}", backbone,
+                                                             data_root)))
+        print(f"run {r + 1}: done (load average at its start {loads[-1]:.1f})", file=sys.stderr, flush=True)
     proc = next(iter(results.values()))[0]["_process"]
     print(f"CPU capability {proc['cpu']} ({torch.backends.cpu.get_cpu_capability()} here), {proc['threads']} "
           f"torch threads, {os.cpu_count()} CPUs; {args.sft_steps} warm-up steps, {args.rollouts} rollouts, "
-          f"{args.greedy} greedy explanations; {args.repeats} run(s) per tree alternating, medians; "
+          f"{args.greedy} greedy explanations; {args.repeats} run(s) per tree, "
+          f"{'at the same time' if args.parallel else 'alternating'}, medians; "
           f"1-min load average at the runs' starts {min(loads):.1f}-{max(loads):.1f}\n")
     print(table(results, tuple(trees)))
 
