@@ -26,12 +26,17 @@ from recpie.explainer.llm import resolve_model_path
 from recpie.explainer.prompts import build_prompt
 
 
-def nyc_prompts(n: int, cfg: ExplainerConfig, seed: int) -> list[str]:
-    from recpie.components.baselines import DecayedCounter
+def nyc_data():
     from recpie.data.config import DataConfig
     from recpie.data.load import load_checkin_data
 
-    data = load_checkin_data(DataConfig())
+    return load_checkin_data(DataConfig())
+
+
+def nyc_prompts(n: int, cfg: ExplainerConfig, seed: int) -> list[str]:
+    from recpie.components.baselines import DecayedCounter
+
+    data = nyc_data()
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(data.splits["test"]), n, replace=False)
     top = np.argsort(-DecayedCounter(0.99).fit(data).score(data, "test", rows), 1)[:, : cfg.num_candidates]
@@ -54,8 +59,7 @@ def train_check(ex: Explainer, prompts: list[str]) -> str:
     """Soft prompt + LoRA (+ NF4 if configured): sample, then backward through the response log-probs."""
     h = torch.randn(len(prompts), 8, device=ex.device)
     gen = ex.generate(prompts, h, sample=True, max_new_tokens=16)
-    logp, _ = ex.response_logprobs(gen, h)
-    logp.sum().backward()
+    ex.response_logprobs(*gen.rows(), h).logprobs.sum().backward()
     missing = [n for n, p in ex.named_parameters() if p.requires_grad and p.grad is None]
     if missing:
         raise SystemExit(f"train check failed: no gradient for {missing[:3]}")
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=32, help="prompts per configuration")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--static-cache", action="store_true")
+    ap.add_argument("--vocabulary", default="full", help="output head: full or data (the NYC data's tokens)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--prompts-file", help="JSON list of prompts (default: built from the NYC data)")
     ap.add_argument("--save-prompts", help="write the NYC prompts to this JSON file and stop")
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = ExplainerConfig(model=args.model, dtype=args.dtype, quantization=args.quantization, soft_tokens=4,
-                          max_new_tokens=args.max_new_tokens, static_cache=args.static_cache)
+                          max_new_tokens=args.max_new_tokens, static_cache=args.static_cache,
+                          vocabulary=args.vocabulary)
     if args.prompts_file:
         prompts = json.loads(Path(args.prompts_file).read_text())[: args.n]
     else:
@@ -107,12 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.random_init:
         src = resolve_model_path(cfg)
         cfg = dataclasses.replace(cfg, model=random_init_dir(src, "/tmp/recpie_random_init"))
-    ex = Explainer(cfg, user_dim=8)
+    ex = Explainer(cfg, user_dim=8, data=nyc_data() if args.vocabulary == "data" else None)
     if args.train_check:
         print(train_check(ex, prompts[:8]), flush=True)
     plen = [len(ex.tokenizer(p).input_ids) for p in prompts]
-    print(f"device {ex.device}, dtype {args.dtype}, quantization {args.quantization}, static cache "
-          f"{args.static_cache}, {args.n} prompts of {min(plen)}-{max(plen)} tokens "
+    print(f"device {ex.device} ({torch.backends.cpu.get_cpu_capability()}), dtype {args.dtype}, quantization "
+          f"{args.quantization}, {args.vocabulary} vocabulary, static cache {args.static_cache}, {args.n} prompts "
+          f"of {min(plen)}-{max(plen)} tokens "
           f"(mean {np.mean(plen):.0f}), up to {args.max_new_tokens} new tokens, greedy")
     run(ex, prompts[:2], 2)  # warm-up (allocator, kernels)
     naive_s, naive_tok = (float("nan"), 0) if args.no_naive else run(ex, prompts, 1)

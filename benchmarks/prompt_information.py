@@ -67,9 +67,9 @@ def llm_label_logprobs(explainer: Explainer, prompts: list[str], labels: list[li
     return out
 
 
-def explainer_from(cfg, user_dim: int, checkpoint: str | None) -> Explainer:
+def explainer_from(cfg, user_dim: int, checkpoint: str | None, data) -> Explainer:
     """The explainer of ``cfg``, with the LoRA + soft prompt of a `recpie` checkpoint if given."""
-    explainer = Explainer(cfg.explainer, user_dim)
+    explainer = Explainer(cfg.explainer, user_dim, data)
     if checkpoint:
         mine = load_weights(checkpoint, "--explainer-ckpt", "explainer.")
         result = explainer.load_state_dict(mine, strict=False)  # the checkpoint holds no frozen base weights
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
     backbone.load_state_dict(load_weights(args.backbone, "--backbone", "backbone."))
     backbone.eval()
-    explainer = explainer_from(cfg, backbone.hidden_size, args.explainer_ckpt) if args.llm else None
+    explainer = explainer_from(cfg, backbone.hidden_size, args.explainer_ckpt, data) if args.llm else None
     split = {}
     for name in ("val", "test"):
         ids = subset_ids(len(data.splits[name]), args.n, cfg.recpie.subset_seed).numpy()

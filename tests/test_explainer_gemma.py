@@ -33,8 +33,9 @@ def test_embedded_gemma_generates_and_scores_responses(nyc_data):
     assert 0.5 < ratio < 2.0
     gen = ex.generate(prompts, h, sample=False)
     assert all(t.startswith("may like:") for t in gen.texts)
-    logp, hidden = ex.response_logprobs(gen, h)
-    ref, _ = ex.response_logprobs(gen, h, reference=True)
+    out = ex.response_logprobs(*gen.rows(), h)
+    logp, hidden = out.logprobs, out.hidden
+    ref = ex.response_logprobs(*gen.rows(), h, reference=True).logprobs
     assert logp.shape == gen.sequences.shape and hidden.shape[-1] == 640
     assert torch.isfinite(logp).all() and (logp <= 0).all()
     torch.testing.assert_close(logp.detach(), ref, atol=1e-3, rtol=1e-3)  # LoRA B starts at zero

@@ -1,13 +1,15 @@
 """Generation: padding-invariant soft prompts and positions, log-probs on responses, EOS masking, cache."""
 from __future__ import annotations
 
+import pytest
 import torch
 from test_explainer_llm import PROMPTS, tiny_cfg
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.explainer import Explainer
-from recpie.explainer.generate import mask_after_eos
+from recpie.explainer.generate import eos_ids
+from recpie.rl.logprobs import OutputHead, head_logprobs, response_mask
 
 THREE = [*PROMPTS, "Candidates (distance from the last place):\n1. Bar, 1.1 km\nExplanation: may like:"]
 
@@ -22,9 +24,9 @@ def make(tiny_llm_dir, **kw) -> Explainer:  # noqa: F811
     return ex
 
 
-def test_mask_after_eos_keeps_the_first_eos_only():
-    seq = torch.tensor([[5, 1, 7, 1], [5, 6, 7, 8], [1, 2, 3, 4]])
-    mask, ended = mask_after_eos(seq, [1])
+def test_response_mask_keeps_the_first_of_any_eos_only():
+    seq = torch.tensor([[5, 1, 7, 1], [5, 6, 7, 8], [9, 2, 3, 4]])
+    mask, ended = response_mask(seq, [1, 9])
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
     assert ended.tolist() == [True, False, True]
 
@@ -34,18 +36,19 @@ def test_batched_generation_and_logprobs_do_not_depend_on_padding(tiny_llm_dir):
     h = torch.randn(3, 8)
     batch = ex.generate(THREE, h, sample=False)
     assert len(set(batch.prompt_mask.sum(1).tolist())) == 3  # really padded
-    lp_batch, _ = ex.response_logprobs(batch, h)
+    lp_batch = ex.response_logprobs(*batch.rows(), h).logprobs
     for i, prompt in enumerate(THREE):
         alone = ex.generate([prompt], h[i:i + 1], sample=False)
         assert alone.texts[0] == batch.texts[i]
-        lp_alone, _ = ex.response_logprobs(alone, h[i:i + 1])
+        lp_alone = ex.response_logprobs(*alone.rows(), h[i:i + 1]).logprobs
         torch.testing.assert_close(lp_alone[0], lp_batch[i], atol=1e-4, rtol=1e-4)
 
 
-def test_logprobs_match_a_plain_forward_and_greedy_picks_the_argmax(tiny_llm_dir):  # noqa: F811
-    ex = make(tiny_llm_dir, soft_tokens=0)
+def test_logprobs_at_the_one_temperature_match_a_plain_forward_and_greedy_picks_the_argmax(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir, soft_tokens=0, temperature=0.7)  # sampling's temperature is the log-probs' too
     gen = ex.generate(THREE, None, sample=False)
-    lp, hidden = ex.response_logprobs(gen, None, temperature=0.7)
+    out = ex.response_logprobs(*gen.rows(), None)
+    lp, hidden = out.logprobs, out.hidden
     assert hidden.shape == (*gen.sequences.shape, ex.hidden_size)
     for i in range(len(THREE)):
         ids = torch.cat([gen.prompt_ids[i][gen.prompt_mask[i] == 1], gen.sequences[i]])[None]
@@ -62,12 +65,12 @@ def test_reference_policy_is_the_adapter_free_base(tiny_llm_dir):  # noqa: F811
     ex = make(tiny_llm_dir)
     h = torch.randn(2, 8)
     gen = ex.generate(PROMPTS, h, sample=True)
-    policy, _ = ex.response_logprobs(gen, h)
-    ref, _ = ex.response_logprobs(gen, h, reference=True)
+    policy = ex.response_logprobs(*gen.rows(), h).logprobs
+    ref = ex.response_logprobs(*gen.rows(), h, reference=True).logprobs
     assert not ref.requires_grad and policy.requires_grad
     assert (policy - ref).abs().max() > 1e-3
     with ex.model.disable_adapter():
-        again, _ = ex.response_logprobs(gen, h)
+        again = ex.response_logprobs(*gen.rows(), h).logprobs
     torch.testing.assert_close(again.detach(), ref)
 
 
@@ -111,3 +114,44 @@ def test_explanation_cache_generates_nothing_twice_and_persists(tiny_llm_dir, tm
     assert calls == [3, 1, 1]
     reread = ExplanationCache(tmp_path / "cache")
     assert len(reread) == 5 and reread.get("s2", 0) == first[2]
+
+
+def test_chunked_head_logprobs_and_gradients_equal_a_plain_log_softmax(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir)
+    head = OutputHead(ex.model)
+    hidden = torch.randn(3, 7, ex.hidden_size, requires_grad=True)
+    tokens = torch.randint(len(ex.tokenizer), (3, 7))
+    chunked, entropy = head_logprobs(head, hidden, tokens, 0.7, chunk=2)
+    (grad,) = torch.autograd.grad(chunked.sum(), hidden)
+    full = torch.log_softmax((hidden @ head.layer.weight.T).float() / 0.7, -1)
+    plain = full.gather(-1, tokens[..., None])[..., 0]
+    (plain_grad,) = torch.autograd.grad(plain.sum(), hidden)
+    torch.testing.assert_close(chunked, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, plain_grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy, -(full.exp() * full).sum(-1).detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_own_decoding_loop_gives_generate_s_greedy_tokens(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir, max_new_tokens=10)
+    h = torch.randn(3, 8)
+    gen = ex.generate(THREE, h, sample=False)
+    ex.cfg.static_cache = True  # the other path: transformers' generate (static cache)
+    hf = ex.generate(THREE, h, sample=False)
+    assert torch.equal(gen.sequences, hf.sequences[:, :gen.sequences.shape[1]]) and gen.texts == hf.texts
+    with pytest.raises(ValueError, match="static_cache"):
+        Explainer(tiny_cfg(tiny_llm_dir, static_cache=True, vocabulary="data"), user_dim=8)
+
+
+def test_a_restricted_head_samples_and_scores_over_its_tokens_only(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir, soft_tokens=0, max_new_tokens=12)
+    allowed = torch.tensor(sorted({*range(3, 200, 2), *eos_ids(ex.model, ex.tokenizer)}))
+    ex.head = OutputHead(ex.model, allowed)
+    torch.manual_seed(0)
+    gen = ex.generate(THREE, None, sample=True)
+    assert torch.isin(gen.sequences[gen.response_mask == 1], allowed).all()
+    lp = ex.response_logprobs(*gen.rows(), None).logprobs
+    ids = torch.cat([gen.prompt_ids[0][gen.prompt_mask[0] == 1], gen.sequences[0]])[None]
+    with torch.no_grad():
+        logits = ex.model(input_ids=ids).logits[0, -gen.sequences.shape[1] - 1:-1, allowed].float()
+    ref = torch.log_softmax(logits, -1).gather(-1, ex.head.to_head(gen.sequences[0])[:, None])[:, 0]
+    torch.testing.assert_close(lp[0].detach(), ref * gen.response_mask[0], atol=1e-4, rtol=1e-4)

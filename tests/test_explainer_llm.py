@@ -52,9 +52,10 @@ def test_nf4_lora_gets_gradients_after_generate_and_eval_forward(tiny_llm_dir): 
     gen = ex.generate(PROMPTS, h, sample=True)  # eval mode, no grad: the pass that used to re-lay weights
     ex.model.eval()
     with torch.no_grad():
-        ex.response_logprobs(gen, h)
+        ex.response_logprobs(*gen.rows(), h)
     ex.model.train()
-    logp, hidden = ex.response_logprobs(gen, h)
+    out = ex.response_logprobs(*gen.rows(), h)
+    logp, hidden = out.logprobs, out.hidden
     (logp.sum() + hidden.float().pow(2).mean()).backward()
     lora = {n: p for n, p in ex.model.named_parameters() if p.requires_grad}
     assert all(p.grad is not None for p in lora.values()), [n for n, p in lora.items() if p.grad is None]

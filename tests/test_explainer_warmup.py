@@ -16,7 +16,7 @@ from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt, context
 from recpie.explainer.quality import QualityScorer
-from recpie.explainer.warmup import sft_loss, templated_explanation, warmup
+from recpie.explainer.warmup import sft_loss, templated_explanation
 
 
 def counter_top(data, split: str, rows: np.ndarray, k: int) -> np.ndarray:
@@ -63,16 +63,22 @@ def test_hindsight_template_likes_the_given_candidate_and_dislikes_another(nyc_d
 @pytest.mark.slow
 def test_sft_loss_trains_lora_and_soft_prompt_on_real_prompts(nyc_data, tiny_llm_dir):  # noqa: F811
     d = nyc_data
-    cfg = tiny_cfg(tiny_llm_dir, history_len=2, num_candidates=2, few_shot=False)
+    cfg = tiny_cfg(tiny_llm_dir, history_len=2, num_candidates=2, few_shot=False, vocabulary="data")
     torch.manual_seed(0)
-    ex = Explainer(cfg, user_dim=8)
+    ex = Explainer(cfg, user_dim=8, data=d)  # the head over the data's tokens, as the default config has it
     rows = np.arange(2)
     tops = counter_top(d, "train", rows, 2)
     prompts = [build_prompt(d, "train", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
     targets = [templated_explanation(d, "train", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
     h = torch.randn(2, 8)
     soft_before = [p.detach().clone() for p in ex.soft_prompt.parameters()]
-    losses = warmup(ex, prompts, targets, h, steps=30, batch_size=2, lr=1e-2)
+    opt, losses = torch.optim.AdamW(ex.trainable_parameters(), lr=1e-2), []
+    for _ in range(30):  # the steps RecPIEModule._format_warmup takes (the one warm-up loop), on fixed rows
+        loss = sft_loss(ex, prompts, targets, h)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
     assert all(not torch.equal(a, b) for a, b in zip(soft_before, ex.soft_prompt.parameters(), strict=True))
     # the loss is the response NLL given the prompt: a wrong prompt makes the targets less likely
@@ -80,3 +86,18 @@ def test_sft_loss_trains_lora_and_soft_prompt_on_real_prompts(nyc_data, tiny_llm
         right = sft_loss(ex, prompts, targets, h)
         swapped = sft_loss(ex, prompts[::-1], targets, h)
     assert right < swapped
+
+
+def test_the_data_vocabulary_covers_templates_of_unseen_samples_and_needs_the_data(nyc_data, tiny_llm_dir):  # noqa: F811
+    d = nyc_data
+    cfg = tiny_cfg(tiny_llm_dir, history_len=2, num_candidates=2, vocabulary="data")
+    with pytest.raises(ValueError, match="explainer.vocabulary=data"):
+        Explainer(cfg, user_dim=8)
+    ex = Explainer(cfg, user_dim=8, data=d)
+    ids = ex.head.ids
+    assert torch.equal(ids, ids.unique()) and ex.tokenizer.eos_token_id in ids.tolist()
+    rows = np.arange(500, 540)  # other samples than most of those the vocabulary was built from
+    tops = counter_top(d, "val", rows, 2)
+    texts = [templated_explanation(d, "val", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
+    tokens = torch.tensor([t for x in texts for t in ex.tokenizer(x, add_special_tokens=False).input_ids])
+    assert ex.head.contains(tokens).float().mean() > 0.99

@@ -83,7 +83,8 @@ def sample(model, prompts, prompt_mask, group: int, temperature: float, **genera
     return seqs, attention
 
 
-LOGPROB_ATTENTION = RLConfig().logprob_attention
+LOGPROB_ATTENTION = "sdpa"  # the explainer's choice on a CPU (explainer.logprob_attention=auto)
+TEMPERATURE = 1.0
 
 
 def forward(model, seqs, attention, responses, temperature, attn=LOGPROB_ATTENTION):
@@ -123,7 +124,7 @@ def train(estimator: str, iterations: int, seed: int = 0) -> list[float]:
     curve = []
 
     def policy_forward(mb: Rollout):
-        out = forward(model, mb.sequences, mb.attention_mask, mb.responses, cfg.temperature)
+        out = forward(model, mb.sequences, mb.attention_mask, mb.responses, TEMPERATURE)
         return out.logprobs, value_head(out.hidden) if estimator == "gae" else None, out.entropy
 
     def step():
@@ -132,12 +133,12 @@ def train(estimator: str, iterations: int, seed: int = 0) -> list[float]:
 
     for _ in range(iterations):
         with torch.no_grad():
-            seqs, attention = sample(model, prompts, prompt_mask, group, cfg.temperature)
+            seqs, attention = sample(model, prompts, prompt_mask, group, TEMPERATURE)
             responses = seqs[:, prompts.shape[1]:]
             mask, has_eos = response_mask(responses, EOS)
-            out = forward(model, seqs, attention, responses, cfg.temperature)
+            out = forward(model, seqs, attention, responses, TEMPERATURE)
             with model.disable_adapter():
-                ref = forward(model, seqs, attention, responses, cfg.temperature).logprobs
+                ref = forward(model, seqs, attention, responses, TEMPERATURE).logprobs
             raw = target_share(responses, mask, target)
             scores, _ = shape_scores(raw, has_eos, torch.ones_like(has_eos), moments, reward_cfg)
             values = value_head(out.hidden) * mask

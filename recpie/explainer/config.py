@@ -33,10 +33,19 @@ class ExplainerConfig:
     num_candidates: int = 5  # top-K candidates of the recommender shown in a prompt
     few_shot: bool = True  # prepend one worked example to each prompt (format hint for a base model)
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
-    temperature: float = 1.0  # sampling temperature, also used by every log-prob forward of PPO
-    # transformers' static KV cache in generate(), which compiles the decode step: on an H200, 7,450 tokens/s at
-    # batch 128 once compiled against 1,525 without (the compiling passes: 94); each new shape may compile again
+    # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too
+    temperature: float = 1.0
+    # output head: "full" (the whole vocabulary) or "data" (the tokens of the data's prompts, templated
+    # explanations and POI labels; Gemma: 262k -> ~10k rows). Sampling, greedy decoding and every log-prob use
+    # the same head, so PPO stays on-policy; on CPU the 262k head was most of a decoding step
+    vocabulary: str = "full"
+    # transformers' generate with a static KV cache, which compiles the decode step (vocabulary=full only): on an
+    # H200, 7,450 tokens/s at batch 128 once compiled against 1,525 without (the compiling passes: 94); each new
+    # shape may compile again
     static_cache: bool = False
+    # attention kernel of the log-prob forwards: "auto" (eager on CUDA, where SDPA's backward gave NaN LoRA
+    # gradients with left padding; sdpa on CPU, faster and without [B, heads, T, T] tensors), "eager", "sdpa"
+    logprob_attention: str = "auto"
     # "llm" (adapter-disabled LLM, mean-pooled), a sentence-transformers directory, EMBEDDED_MINILM, or
     # "verdict" (user granularity: which candidate each part names; the fusion then re-ranks the top-K)
     encoder: str = "llm"

@@ -10,6 +10,7 @@ from torch import nn
 from recpie.errors import ConfigError
 from recpie.explainer.config import EMBEDDED_MINILM
 from recpie.explainer.parse import parse
+from recpie.rl.logprobs import decoder_of, left_pad_position_ids
 
 
 class LLMEncoder:
@@ -24,15 +25,14 @@ class LLMEncoder:
         device = self.model.get_input_embeddings().weight.device
         enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens)
         enc = enc.to(device)
-        pos = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
         was_training = self.model.training
         self.model.eval()
         try:
             with self.model.disable_adapter():
-                out = self.model(**enc, position_ids=pos, output_hidden_states=True, logits_to_keep=1)
+                out = decoder_of(self.model)(**enc, position_ids=left_pad_position_ids(enc.attention_mask))
         finally:
             self.model.train(was_training)
-        h = out.hidden_states[-1].float()
+        h = out.last_hidden_state.float()
         m = enc.attention_mask[..., None].float()
         return (h * m).sum(1) / m.sum(1).clamp(min=1)
 

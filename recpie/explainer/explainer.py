@@ -8,23 +8,37 @@ from recpie.config_checks import check_choice
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
-from recpie.explainer.generate import Generation, generate, response_logprobs
+from recpie.explainer.generate import Generation, generate
 from recpie.explainer.llm import load_llm
 from recpie.explainer.parse import PREFIX
-from recpie.explainer.soft_prompt import SoftPrompt, input_embedding_rms
+from recpie.explainer.soft_prompt import SoftPrompt, build_inputs, input_embedding_rms
+from recpie.explainer.vocabulary import data_vocabulary
+from recpie.rl.logprobs import OutputHead, ResponseOutput, response_logprobs
 
 
 class Explainer(nn.Module):
     """`model` is the peft-wrapped LLM (frozen base + LoRA); `soft_prompt` maps user states [B, user_dim]
-    to virtual tokens. Prompts (see prompts.py) end with the forced prefix 'may like:'."""
+    to virtual tokens. Prompts (see prompts.py) end with the forced prefix 'may like:'. With
+    cfg.vocabulary='data' the output head covers only the tokens of `data`'s prompts, templates and labels."""
 
-    def __init__(self, cfg: ExplainerConfig, user_dim: int):
+    def __init__(self, cfg: ExplainerConfig, user_dim: int, data=None):
         super().__init__()
         check_choice("explainer.granularity", cfg.granularity)
         self.cfg = cfg
         self.model, self.tokenizer = load_llm(cfg)
         self.device = self.model.get_input_embeddings().weight.device
         self.hidden_size = self.model.config.get_text_config().hidden_size
+        if cfg.vocabulary not in ("full", "data"):
+            raise ValueError(f"explainer.vocabulary={cfg.vocabulary!r}: expected full or data")
+        if cfg.vocabulary == "data" and cfg.static_cache:
+            raise ValueError("explainer.static_cache=true decodes through transformers' generate, whose head is the "
+                             "whole vocabulary: it needs explainer.vocabulary=full")
+        if cfg.vocabulary == "data" and data is None:
+            raise ValueError("explainer.vocabulary=data needs the check-in data its head is built from")
+        ids = data_vocabulary(self.tokenizer, data, cfg).to(self.device) if cfg.vocabulary == "data" else None
+        self.head = OutputHead(self.model, ids)
+        attention = {"auto": "eager" if self.device.type == "cuda" else "sdpa"}.get(cfg.logprob_attention)
+        self.attention = attention or cfg.logprob_attention
         self.soft_prompt = SoftPrompt(
             user_dim, cfg.soft_hidden, self.hidden_size, cfg.soft_tokens, input_embedding_rms(self.model)
         ).to(self.device)
@@ -51,20 +65,29 @@ class Explainer(nn.Module):
         with torch.no_grad():
             soft = self.soft(user_states)
         return generate(
-            self.model, self.tokenizer, prompts, soft, sample=sample, temperature=self.cfg.temperature,
-            max_new_tokens=max_new_tokens or self.cfg.max_new_tokens, static_cache=self.cfg.static_cache,
-            text_prefix=PREFIX,
+            self.model, self.tokenizer, prompts, soft, head=self.head, sample=sample,
+            temperature=self.cfg.temperature, max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
+            static_cache=self.cfg.static_cache, text_prefix=PREFIX,
         )
 
-    def response_logprobs(self, gen: Generation, user_states: torch.Tensor | None,
-                          temperature: float | None = None, reference: bool = False):
-        """(logprobs [B,T], last_hidden [B,T,H]) of gen's responses under the policy (with grad) or, with
-        reference=True, under the adapter-disabled base with the same soft prompt (no grad)."""
-        temp = self.cfg.temperature if temperature is None else temperature
+    def response_logprobs(self, sequences: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+                          user_states: torch.Tensor | None, reference: bool = False) -> ResponseOutput:
+        """The one log-prob forward (PPO's old, new and reference passes, the warm-up, tests): rows are
+        [left-padded prompt | R response tokens] with their mask, the response's mask [B, R]; log-probs (0
+        where masked) at cfg.temperature through the same head as sampling, under the policy (with grad) or,
+        with reference=True, under the adapter-disabled base with the same soft prompt (no grad)."""
+        def forward() -> ResponseOutput:
+            embeds, mask, pos = build_inputs(self.model, sequences, attention_mask, self.soft(user_states))
+            out = response_logprobs(self.model, sequences[:, -response_mask.shape[1]:], self.cfg.temperature,
+                                    attn=self.attention, head=self.head, inputs_embeds=embeds,
+                                    attention_mask=mask, position_ids=pos)
+            out.logprobs = out.logprobs * response_mask
+            return out
+
         if not reference:
-            return response_logprobs(self.model, gen, self.soft(user_states), temp)
+            return forward()
         with torch.no_grad(), self.model.disable_adapter():
-            return response_logprobs(self.model, gen, self.soft(user_states), temp)
+            return forward()
 
     def explain(self, prompts: list[str], keys: list[str], user_states: torch.Tensor | None,
                 version: int) -> list[str]:

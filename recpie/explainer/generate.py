@@ -1,13 +1,18 @@
-"""Batched, left-padded generation with the soft prompt, and the log-prob forward PPO needs on responses."""
+"""Batched, left-padded decoding with the soft prompt through the explainer's output head.
+
+The loop is ours, not `model.generate`: it runs the transformer body with a KV cache and applies only the
+output head the log-prob forward uses (the whole vocabulary or the data's tokens, see vocabulary.py), so
+sampling and PPO's log-probs are one distribution, and no step computes 262k logits it does not need.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers import DynamicCache, GenerationConfig, PreTrainedTokenizerBase
 
 from recpie.explainer.soft_prompt import build_inputs
-from recpie.rl.logprobs import response_logprobs as token_logprobs
+from recpie.rl.logprobs import OutputHead, decoder_of, response_mask
 
 
 @dataclass
@@ -25,6 +30,11 @@ class Generation:
     def prompt_len(self) -> int:
         return self.prompt_ids.shape[1]
 
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sequences [B, L+T], attention mask, response mask): what `Explainer.response_logprobs` reads."""
+        return (torch.cat([self.prompt_ids, self.sequences], 1), torch.cat([self.prompt_mask, self.response_mask], 1),
+                self.response_mask)
+
 
 def eos_ids(model, tok: PreTrainedTokenizerBase) -> list[int]:
     ids = {tok.eos_token_id}
@@ -33,51 +43,69 @@ def eos_ids(model, tok: PreTrainedTokenizerBase) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def mask_after_eos(seq: torch.Tensor, eos: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask [B,T] keeping tokens up to and including the first EOS, ended [B])."""
-    is_eos = torch.isin(seq, torch.tensor(eos, device=seq.device))
-    before = is_eos.long().cumsum(1) - is_eos.long()  # EOS seen strictly before t
-    return (before == 0).long(), is_eos.any(1)
+@torch.no_grad()
+def decode(model, head: OutputHead, embeds: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, *,
+           eos: list[int], pad: int, sample: bool, temperature: float, max_new_tokens: int) -> torch.Tensor:
+    """Response ids [B, <= max_new_tokens] after left-padded inputs: greedy (argmax) or sampled from
+    softmax(logits / temperature) (no top-k/top-p: what PPO's log-probs assume); pad after a row's EOS."""
+    body = decoder_of(model)
+    cache = DynamicCache(config=body.config)
+    weight = head.weight()
+    eos_t = torch.tensor(eos, device=embeds.device)
+    out = body(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True)
+    hidden, pos = out.last_hidden_state[:, -1], position_ids[:, -1:]
+    done = torch.zeros(len(embeds), dtype=torch.bool, device=embeds.device)
+    steps = []
+    for _ in range(max_new_tokens):
+        logits = head.logits(hidden, weight)
+        if sample:
+            pick = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(1)
+        else:
+            pick = logits.argmax(-1)
+        token = head.to_vocab(pick).masked_fill(done, pad)
+        steps.append(token)
+        done |= torch.isin(token, eos_t)
+        if done.all() or len(steps) == max_new_tokens:
+            break
+        mask, pos = torch.cat([mask, mask.new_ones(len(mask), 1)], 1), pos + 1
+        out = body(input_ids=token[:, None], attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
+        hidden = out.last_hidden_state[:, -1]
+    return torch.stack(steps, 1)
+
+
+def static_generate(model, embeds: torch.Tensor, mask: torch.Tensor, *, eos: list[int], pad: int, sample: bool,
+                    temperature: float, max_new_tokens: int) -> torch.Tensor:
+    """transformers' generate with a static KV cache, which compiles the decode step (an H200: five times
+    faster once compiled); the whole vocabulary's head, sampled as `decode` samples."""
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, eos_token_id=eos, pad_token_id=pad,
+                           cache_implementation="static",
+                           **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}))
+    return model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=cfg)
 
 
 @torch.no_grad()
 def generate(
-    model, tok: PreTrainedTokenizerBase, prompts: list[str], soft: torch.Tensor | None, *,
+    model, tok: PreTrainedTokenizerBase, prompts: list[str], soft: torch.Tensor | None, *, head: OutputHead,
     sample: bool, temperature: float, max_new_tokens: int, static_cache: bool = False, text_prefix: str = "",
 ) -> Generation:
-    """Sampling uses do_sample, top_k=0, top_p=1 at `temperature` (what PPO's log-probs assume); greedy
-    otherwise. Dropout is off during generation; the module's mode is restored afterwards. `text_prefix`
-    (the forced start the prompts end with) is prepended to the decoded texts."""
+    """Explanations of `prompts` (dropout off while decoding; the module's mode is restored afterwards).
+    `text_prefix` (the forced start the prompts end with) is prepended to the decoded texts."""
     device = model.get_input_embeddings().weight.device
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
-    embeds, mask, _ = build_inputs(model, enc.input_ids, enc.attention_mask, soft)
+    embeds, mask, pos = build_inputs(model, enc.input_ids, enc.attention_mask, soft)
     eos = eos_ids(model, tok)
-    gen_cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=sample, eos_token_id=eos, pad_token_id=tok.pad_token_id,
-        cache_implementation="static" if static_cache else None,
-        **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}),
-    )
     was_training = model.training
     model.eval()
     try:
-        seq = model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=gen_cfg)
+        kwargs = dict(eos=eos, pad=tok.pad_token_id, sample=sample, temperature=temperature,
+                      max_new_tokens=max_new_tokens)
+        if static_cache:
+            seq = static_generate(model, embeds, mask, **kwargs)
+        else:
+            seq = decode(model, head, embeds, mask, pos, **kwargs)
     finally:
         model.train(was_training)
-    resp_mask, ended = mask_after_eos(seq, eos)
+    resp_mask, ended = response_mask(seq, eos)
     seq = seq.masked_fill(resp_mask == 0, tok.pad_token_id)
     texts = [text_prefix + t for t in tok.batch_decode(seq, skip_special_tokens=True)]
     return Generation(texts, seq, resp_mask, enc.input_ids, enc.attention_mask, ended)
-
-
-def response_logprobs(
-    model, gen: Generation, soft: torch.Tensor | None, temperature: float, attn: str | None = "eager"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs [B,T] (0 where masked) of the responses and the last hidden states [B,T,H]
-    that predicted them, through the PPO code's forward (logits on response positions only; eager
-    attention by default, since SDPA gives NaN gradients with left padding on CUDA)."""
-    ids = torch.cat([gen.prompt_ids, gen.sequences], 1)
-    mask = torch.cat([gen.prompt_mask, gen.response_mask], 1)
-    embeds, full_mask, pos = build_inputs(model, ids, mask, soft)
-    out = token_logprobs(model, gen.sequences, temperature, attn=attn, inputs_embeds=embeds,
-                         attention_mask=full_mask, position_ids=pos)
-    return out.logprobs * gen.response_mask, out.hidden

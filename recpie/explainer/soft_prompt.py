@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recpie.rl.logprobs import left_pad_position_ids
+
 
 @torch.no_grad()
 def input_embedding_rms(model: nn.Module, sample: int = 4096) -> float:
@@ -60,5 +62,4 @@ def build_inputs(
         src = torch.where(ar < pad[:, None], ar + m, inner)
         embeds = embeds.gather(1, src[..., None].expand(-1, -1, embeds.shape[-1]))
         mask = mask.gather(1, src)
-    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    return embeds, mask, position_ids
+    return embeds, mask, left_pad_position_ids(mask)

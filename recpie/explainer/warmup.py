@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from recpie.data.types import SECONDS_PER_HOUR, CheckinData
-from recpie.explainer.generate import Generation, response_logprobs
 from recpie.explainer.parse import PREFIX, format_explanation
 from recpie.explainer.prompts import Context, context, part_of_day, usual_time, visits
 
@@ -76,7 +75,7 @@ def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg
 def sft_loss(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None
              ) -> torch.Tensor:
     """Mean token negative log-likelihood of target responses (the text after the forced 'may like:',
-    then EOS) given prompt + soft prompt: the same forward as PPO's log-probs, at temperature 1."""
+    then EOS) given prompt + soft prompt: PPO's log-prob forward (same head, same temperature)."""
     tok = explainer.tokenizer
     device = explainer.device
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
@@ -88,25 +87,8 @@ def sft_loss(explainer, prompts: list[str], targets: list[str], user_states: tor
     for r, row in enumerate(ids):
         seq[r, :len(row)] = torch.tensor(row)
         mask[r, :len(row)] = 1
-    gen = Generation(bodies, seq.to(device), mask.to(device), enc.input_ids, enc.attention_mask,
-                     torch.ones(len(ids), dtype=torch.bool))
-    logp, _ = response_logprobs(explainer.model, gen, explainer.soft(user_states), 1.0)
-    return -logp.sum() / gen.response_mask.sum()
-
-
-def warmup(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None, steps: int,
-           batch_size: int, lr: float, seed: int = 0) -> list[float]:
-    """A standalone SFT loop over (prompt, target) pairs (the joint module runs its own); returns losses."""
-    opt = torch.optim.AdamW(explainer.trainable_parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    explainer.model.train()
-    for _ in range(steps):
-        rows = torch.randint(len(prompts), (batch_size,), generator=g).tolist()
-        states = user_states[rows] if user_states is not None else None
-        loss = sft_loss(explainer, [prompts[r] for r in rows], [targets[r] for r in rows], states)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    seq, mask = seq.to(device), mask.to(device)
+    scored = mask * explainer.head.contains(seq)  # a token the head cannot produce is read, not a target
+    logp = explainer.response_logprobs(torch.cat([enc.input_ids, seq], 1), torch.cat([enc.attention_mask, mask], 1),
+                                       scored, user_states).logprobs
+    return -logp.sum() / scored.sum()

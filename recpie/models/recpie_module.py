@@ -45,13 +45,11 @@ from recpie.evaluation.verdicts import verdict_counts, verdict_summary
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt
-from recpie.explainer.soft_prompt import build_inputs
 from recpie.explainer.warmup import sft_loss, templated_explanation
 from recpie.models.cycle_sampler import phase_seed, warmup_and_fusion_ids
 from recpie.models.explanation_store import ExplanationStore
 from recpie.models.recommender_module import sample_ends_trajectory, target_loss_weight
 from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
-from recpie.rl.logprobs import response_logprobs
 from recpie.rl.ppo import Rollout, ppo_update
 from recpie.rl.value_head import value_head_for
 from recpie.utils.run_folder import config_fingerprint
@@ -101,7 +99,7 @@ class RecPIEModule(L.LightningModule):
         torch.manual_seed(phase_seed(self.cfg.data.seed, "init"))  # LoRA, soft prompt and fusion init
         dim = 2 * self.cfg.explainer.num_candidates if self.verdicts else CONTROL_EXPLANATION_DIM
         if self.rc.use_explanations:
-            self.explainer = Explainer(self.cfg.explainer, self.backbone.hidden_size)
+            self.explainer = Explainer(self.cfg.explainer, self.backbone.hidden_size, self.data)
             dim = self.explainer.encoding_dim
             if self.cfg.rl.estimator == "gae":
                 self.value_head = value_head_for(self.explainer.model).to(self.explainer.device)
@@ -298,20 +296,15 @@ class RecPIEModule(L.LightningModule):
     def _policy_forward(self, mb: Rollout, reference: bool = False):
         """(logprobs, values, entropy) of a minibatch's responses under the current policy, or with
         ``reference`` under the reference policy (rl.kl_reference: the adapter-disabled base with the same
-        soft prompt, or the frozen post-warm-up weights; no values). Every log-prob forward uses the same
-        attention kernel (rl.logprob_attention)."""
+        soft prompt, or the frozen post-warm-up weights; no values): the explainer's one log-prob forward."""
         if reference and self.reference_weights is not None:
             return self._with_weights(self.reference_weights, lambda: self._policy_forward(mb))[0], None, None
-        model = self.explainer.model
-        soft = self.explainer.soft(mb.extras["user_state"])
-        embeds, mask, pos = build_inputs(model, mb.sequences, mb.attention_mask, soft)
-        kwargs = dict(attn=self.cfg.rl.logprob_attention, inputs_embeds=embeds, attention_mask=mask, position_ids=pos)
+        out = self.explainer.response_logprobs(mb.sequences, mb.attention_mask, mb.response_mask,
+                                               mb.extras["user_state"], reference=reference)
         if reference:
-            with model.disable_adapter():
-                return response_logprobs(model, mb.responses, self.cfg.rl.temperature, **kwargs).logprobs, None, None
-        out = response_logprobs(model, mb.responses, self.cfg.rl.temperature, **kwargs)
+            return out.logprobs, None, None
         values = self.value_head(out.hidden) * mb.response_mask if self.value_head is not None else None
-        return out.logprobs * mb.response_mask, values, out.entropy
+        return out.logprobs, values, out.entropy
 
     def _with_weights(self, weights: dict[str, torch.Tensor], fn):
         """fn() with the explainer's LoRA + soft prompt set to ``weights``, then the current ones restored."""
@@ -351,12 +344,9 @@ class RecPIEModule(L.LightningModule):
             scores, reward_stats = shape_scores(self._gathered(raw), self._gathered(gen.ended),
                                                 self._gathered(parsed), self.moments, rl.reward)
             scores = scores.view(-1, len(raw))[self.global_rank if self.trainer.world_size > 1 else 0]
-            sequences = torch.cat([gen.prompt_ids, gen.sequences], 1)
-            attention = torch.cat([gen.prompt_mask, gen.response_mask], 1)
-            rollout = Rollout(sequences, attention, gen.response_mask, torch.zeros(0), torch.zeros(0), scores,
-                              extras={"user_state": h[rows]})
+            rollout = Rollout(*gen.rows(), torch.zeros(0), torch.zeros(0), scores, extras={"user_state": h[rows]})
             old_lp, values, _ = self._policy_forward(rollout)
-            ref = self._policy_forward(rollout, reference=True)[0] * gen.response_mask
+            ref = self._policy_forward(rollout, reference=True)[0]
             rollout.old_logprobs, rollout.ref_logprobs, rollout.values = old_lp, ref, values
         stats = ppo_update(rollout, self._policy_forward, backward=lambda loss: self._llm_backward(opt, loss),
                            step=lambda: self._llm_optimizer_step(opt), cfg=rl, kl_coef=self.kl_ctl.value,

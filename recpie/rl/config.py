@@ -26,7 +26,8 @@ class RewardConfig:
 
 @dataclass
 class RLConfig:
-    """PPO update settings: estimator, epochs, minibatches, clipping, sampling temperature."""
+    """PPO update settings: estimator, epochs, minibatches, clipping (the sampling temperature, which every
+    log-prob shares, is explainer.temperature)."""
 
     estimator: str = "gae"  # "gae" (value head), "grpo" or "rloo" (groups of samples, no value head)
     group_size: int = 4  # grpo/rloo: samples per prompt, contiguous rows of the rollout (gae ignores it)
@@ -38,8 +39,6 @@ class RLConfig:
     gamma: float = 1.0  # GAE discount
     lam: float = 0.95  # GAE lambda
     whiten_advantages: bool = True  # masked whitening of the advantages over the whole rollout
-    temperature: float = 1.0  # sampling temperature, also used in every log-prob forward
-    logprob_attention: str = "eager"  # attention kernel of log-prob forwards; "eager": SDPA NaN grads on CUDA
     # what the per-token KL is measured against: "base" (the adapter-disabled LLM, same soft prompt) or
     # "warmup" (a frozen copy of LoRA + soft prompt right after the format warm-up, RLHF's SFT reference;
     # measured on NYC: 40 warm-up steps put Gemma 270M 77 nats per 48-token explanation from the base)

@@ -1,7 +1,9 @@
 """Token log-probs of sampled responses, and the masks and position ids of left-padded batches.
 
-A rollout row is [left-padded prompt | response of R tokens]. Logits are computed only on the R
-positions that predict response tokens (`logits_to_keep`), since the vocabulary can be 262k.
+A rollout row is [left-padded prompt | response of R tokens]. The forward stops at the last hidden
+states; the output head is applied only on the R positions that predict response tokens, a chunk of
+positions at a time, and each chunk's logits are recomputed in the backward instead of kept: with a
+262k vocabulary, [N, R, V] float32 logits were gigabytes.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 def left_pad_position_ids(attention_mask: Tensor) -> Tensor:
@@ -18,9 +21,9 @@ def left_pad_position_ids(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def response_mask(responses: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
-    """(mask [N, R], has_eos [N]): 1 on tokens up to and including the first EOS, 0 after it."""
-    is_eos = responses == eos_token_id
+def response_mask(responses: Tensor, eos_token_id: int | list[int]) -> tuple[Tensor, Tensor]:
+    """(mask [N, R], has_eos [N]): 1 on tokens up to and including the first EOS (any of the ids), 0 after."""
+    is_eos = torch.isin(responses, torch.tensor(eos_token_id, device=responses.device))
     has_eos = is_eos.any(-1)
     eos_before = torch.cumsum(is_eos.long(), -1) - is_eos.long()  # EOS tokens strictly before t
     return (eos_before == 0).long(), has_eos
@@ -46,6 +49,48 @@ def attention_implementation(model: nn.Module, name: str | None) -> Iterator[Non
         base.set_attn_implementation(previous)
 
 
+class OutputHead:
+    """The LM's output layer, over the whole vocabulary or a subset of token ids (`ids`, sorted): sampling and
+    every log-prob use the same head, so a policy restricted to the subset stays on-policy."""
+
+    def __init__(self, model: nn.Module, ids: Tensor | None = None):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.layer = base.get_output_embeddings()
+        self.softcap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+        self.ids = ids
+        self.index = None  # full id -> position in the head (-1: not in it)
+        if ids is not None:
+            self.index = torch.full((self.layer.weight.shape[0],), -1, dtype=torch.long, device=ids.device)
+            self.index[ids] = torch.arange(len(ids), device=ids.device)
+
+    def weight(self) -> Tensor:
+        return self.layer.weight if self.ids is None else self.layer.weight[self.ids]
+
+    def logits(self, hidden: Tensor, weight: Tensor | None = None) -> Tensor:
+        """float32 logits [..., V'] of last hidden states."""
+        logits = (hidden @ (self.weight() if weight is None else weight).T).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def to_head(self, tokens: Tensor) -> Tensor:
+        """Full-vocabulary ids -> head positions (ids outside the head, e.g. padding, map to 0)."""
+        return tokens if self.index is None else self.index[tokens].clamp(min=0)
+
+    def contains(self, tokens: Tensor) -> Tensor:
+        """bool, per token: the head can produce it."""
+        return torch.ones_like(tokens, dtype=torch.bool) if self.index is None else self.index[tokens] >= 0
+
+    def to_vocab(self, positions: Tensor) -> Tensor:
+        return positions if self.ids is None else self.ids[positions]
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The transformer body (returns last hidden states, no logits) of a HF causal LM, peft-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()
+
+
 @dataclass
 class ResponseOutput:
     logprobs: Tensor  # [N, R] float32 log p(response token | prefix) at the sampling temperature
@@ -53,24 +98,41 @@ class ResponseOutput:
     hidden: Tensor  # [N, R, H] last hidden state at the positions that predict the response tokens
 
 
+def head_logprobs(head: OutputHead, hidden: Tensor, tokens: Tensor, temperature: float,
+                  chunk: int = 16) -> tuple[Tensor, Tensor]:
+    """(log p(tokens) [N, R], entropy [N, R]) under `head` at `temperature`, `chunk` positions at a time:
+    log-softmax via logsumexp, the chunk's logits recomputed in the backward (never all kept at once)."""
+    weight, targets = head.weight(), head.to_head(tokens)
+
+    def part(h: Tensor, w: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        logits = head.logits(h, w) / temperature
+        log_norm = torch.logsumexp(logits, -1)
+        with torch.no_grad():
+            entropy = log_norm - (torch.softmax(logits, -1) * logits).sum(-1)
+        return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - log_norm, entropy
+
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    parts = [checkpoint(part, hidden[:, s:s + chunk], weight, targets[:, s:s + chunk], use_reentrant=False)
+             if grad else part(hidden[:, s:s + chunk], weight, targets[:, s:s + chunk])
+             for s in range(0, tokens.shape[1], chunk)]
+    return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
+
 def response_logprobs(model: nn.Module, responses: Tensor, temperature: float, attn: str | None = None,
-                      **model_inputs: Tensor) -> ResponseOutput:
+                      head: OutputHead | None = None, **model_inputs: Tensor) -> ResponseOutput:
     """Forward `model` (a HF causal LM, peft-wrapped or not) on `model_inputs` whose last R tokens are
-    `responses` [N, R]; logits only on the R positions that predict them, divided by `temperature`.
+    `responses` [N, R]; the head (default: the whole vocabulary) only on the R positions that predict them,
+    divided by `temperature`.
 
     model_inputs: input_ids or inputs_embeds (e.g. with soft prompts prepended), attention_mask and
     position_ids (see `left_pad_position_ids`). attn: attention kernel for this forward (see
     `attention_implementation`; pass the same one, rl.logprob_attention, to every log-prob forward).
     """
     if temperature <= 0:
-        raise ValueError(f"rl.temperature={temperature} must be > 0 (sampling and log-probs share it)")
+        raise ValueError(f"temperature={temperature} must be > 0 (sampling and log-probs share it)")
     length = responses.shape[1]
     with attention_implementation(model, attn):
-        out = model(**model_inputs, logits_to_keep=length + 1, output_hidden_states=True, use_cache=False)
-    logits = out.logits[:, :-1].float() / temperature
-    log_norm = torch.logsumexp(logits, dim=-1)  # no second [N, R, V] log-softmax tensor in the graph
-    logprobs = logits.gather(-1, responses.unsqueeze(-1)).squeeze(-1) - log_norm
-    with torch.no_grad():
-        entropy = log_norm - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-    hidden = out.hidden_states[-1][:, -length - 1:-1]
+        last = decoder_of(model)(**model_inputs, use_cache=False).last_hidden_state
+    hidden = last[:, -length - 1:-1]
+    logprobs, entropy = head_logprobs(head or OutputHead(model), hidden, responses, temperature)
     return ResponseOutput(logprobs, entropy, hidden)
