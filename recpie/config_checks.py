@@ -59,7 +59,7 @@ RANGES: dict[str, Rule] = {
     "explainer.encoder_max_tokens": _ge(1),
     "rl.group_size": _ge(1), "rl.ppo_epochs": _ge(1), "rl.minibatch_size": _ge(1), "rl.cliprange": _gt(0),
     "rl.cliprange_value": _gt(0), "rl.vf_coef": _ge(0), "rl.gamma": SHARE, "rl.lam": SHARE,
-    "rl.temperature": _gt(0), "rl.kl.init_coef": _ge(0), "rl.kl.target": _gt(0), "rl.kl.horizon": _ge(1),
+    "rl.kl.init_coef": _ge(0), "rl.kl.target": _gt(0), "rl.kl.horizon": _ge(1),
     "rl.reward.clip": _ge(0),
     "recpie.cycles": _ge(1), "recpie.rec_steps_per_cycle": _ge(1), "recpie.ppo_iterations": _ge(0),
     "recpie.rollout_prompts": _ge(1), "recpie.refresh_budget": _ge(0), "recpie.null_dropout": SHARE,
@@ -84,6 +84,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "explainer.device": ("auto", "cpu", "cuda"),
     "explainer.dtype": ("auto", "bfloat16", "float32", "float16"),
     "explainer.granularity": ("user", "candidate"),
+    "explainer.vocabulary": ("full", "data"),
+    "explainer.logprob_attention": ("auto", "eager", "sdpa"),
     "rl.estimator": ("gae", "grpo", "rloo"),
     "rl.kl_reference": ("base", "warmup"),
     "recpie.sft_target": ("template", "hindsight"),
@@ -148,6 +150,13 @@ def check_models(explainer: Any) -> None:
                           "local sentence-transformers directory")
 
 
+def check_decoding(explainer: Any) -> None:
+    """The static cache decodes through transformers' generate, whose head is the whole vocabulary."""
+    if explainer.vocabulary == "data" and explainer.static_cache:
+        raise ConfigError("explainer.static_cache=true decodes through transformers' generate, whose head is the "
+                          "whole vocabulary: set explainer.vocabulary=full (or static_cache=false)")
+
+
 def check_explanation_modes(cfg: Any) -> None:
     """Modes that are about one user-level explanation naming one of the K candidates."""
     for key in ("recpie.sft_target", "explainer.encoder"):
@@ -172,6 +181,7 @@ def validate(cfg: Any, explicit: Iterable[str] = ()) -> None:
         raise ConfigError(f"rl.estimator={cfg.rl.estimator} compares samples of one prompt: "
                           f"rl.group_size={cfg.rl.group_size} must be >= 2")
     check_models(cfg.explainer)
+    check_decoding(cfg.explainer)
     check_explanation_modes(cfg)
     if cfg.run.fast:
         clash = [k for k, (_, fast_value) in FAST_OVERRIDES.items()

@@ -46,6 +46,13 @@ BAD_VALUES = [
     ("eval.bootstrap_level=1.0", "eval.bootstrap_level"),
     ("explainer.num_candidates=0", "explainer.num_candidates"),
     ("explainer.temperature=0", "explainer.temperature"),
+    ("explainer.vocabulary=tiny", "explainer.vocabulary"),
+    ("explainer.logprob_attention=flash", "explainer.logprob_attention"),
+    ("data.train_fraction=0", "data.train_fraction"),
+    ("data.train_fraction=1.2", "data.train_fraction"),
+    ("data.train_fraction_unit=rows", "data.train_fraction_unit"),
+    ("efficiency.fractions=[0.1,0]", "efficiency.fractions"),
+    ("efficiency.bound_test_samples=-1", "efficiency.bound_test_samples"),
     ("rl.minibatch_size=0", "rl.minibatch_size"),
     ("rl.gamma=1.5", "rl.gamma"),
     ("rl.kl.horizon=0", "rl.kl.horizon"),
@@ -89,6 +96,7 @@ COMBINATIONS = [
     (["backbone.copy_full_history=true", "data.history_summary=false"], "data.history_summary"),
     (["run.fast=true", "train.max_epochs=30"], "run.fast=true replaces train.max_epochs"),
     (["run.fast=true", "run.seeds=[0,1]"], "run.fast=true replaces run.seeds"),
+    (["explainer.static_cache=true", "explainer.vocabulary=data"], "set explainer.vocabulary=full"),
 ]
 
 

@@ -36,7 +36,7 @@ class ExplainerConfig:
     # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too
     temperature: float = 1.0
     # output head: "full" (the whole vocabulary) or "data" (the tokens of the data's prompts, templated
-    # explanations and POI labels; Gemma: 262k -> ~10k rows). Sampling, greedy decoding and every log-prob use
+    # explanations and POI labels; Gemma on NYC: 262k -> ~3.9k rows). Sampling, greedy decoding and every log-prob use
     # the same head, so PPO stays on-policy; on CPU the 262k head was most of a decoding step
     vocabulary: str = "full"
     # transformers' generate with a static KV cache, which compiles the decode step (vocabulary=full only): on an

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recpie.config_checks import check_choice
+from recpie.config_checks import check_decoding, check_section
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
@@ -23,16 +23,12 @@ class Explainer(nn.Module):
 
     def __init__(self, cfg: ExplainerConfig, user_dim: int, data=None):
         super().__init__()
-        check_choice("explainer.granularity", cfg.granularity)
         self.cfg = cfg
         self.model, self.tokenizer = load_llm(cfg)
         self.device = self.model.get_input_embeddings().weight.device
         self.hidden_size = self.model.config.get_text_config().hidden_size
-        if cfg.vocabulary not in ("full", "data"):
-            raise ValueError(f"explainer.vocabulary={cfg.vocabulary!r}: expected full or data")
-        if cfg.vocabulary == "data" and cfg.static_cache:
-            raise ValueError("explainer.static_cache=true decodes through transformers' generate, whose head is the "
-                             "whole vocabulary: it needs explainer.vocabulary=full")
+        check_section(cfg, "explainer")
+        check_decoding(cfg)
         if cfg.vocabulary == "data" and data is None:
             raise ValueError("explainer.vocabulary=data needs the check-in data its head is built from")
         ids = data_vocabulary(self.tokenizer, data, cfg).to(self.device) if cfg.vocabulary == "data" else None
