@@ -5,20 +5,15 @@ import json
 import shutil
 
 import pytest
-from omegaconf import OmegaConf
+from test_rec_recipe import tiny_recipe_config
 
-from recpie.config import ExperimentConfig
 from recpie.recipes.data_efficiency import run
 
 
 @pytest.mark.slow
 def test_recipe_writes_the_curve_and_resumes_from_its_points(data_root, tmp_path):
-    cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.from_dotlist([
-        f"data.data_root={data_root}", "name=tiny", "data.max_len=8", "backbone.hidden_size=16",
-        "backbone.num_layers=1", "backbone.num_heads=1", "run.fast=true", "train.fast_max_epochs=1",
-        "train.fast_limit_batches=0.02", "trainer.accelerator=cpu", "baselines.decay_grid=[0.99]",
-        "baselines.bandwidth_grid_h=[2.0]", "eval.bootstrap_samples=200", "efficiency.fractions=[0.03,1.0]",
-        "efficiency.bound_val_samples=150", "efficiency.bound_test_samples=100"]))
+    cfg = tiny_recipe_config(data_root, "efficiency.fractions=[0.03,1.0]", "efficiency.bound_val_samples=150",
+                             "efficiency.bound_test_samples=100")
     results = run(cfg, tmp_path)
     md = (tmp_path / "results.md").read_text()
     assert "| 0.03 | 2,395 of 81,422 | 1 |" in md and "| 1 | 81,422 of 81,422 | 1 |" in md

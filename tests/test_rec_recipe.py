@@ -10,13 +10,18 @@ from recpie.config import ExperimentConfig
 from recpie.recipes.baselines import run
 
 
-@pytest.mark.slow
-def test_recipe_writes_results(data_root, tmp_path):
-    cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.from_dotlist([
+def tiny_recipe_config(data_root, *overrides: str):
+    """A recipe config shrunk to seconds: a tiny backbone, one short epoch, one counter setting."""
+    return OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.from_dotlist([
         f"data.data_root={data_root}", "name=tiny", "data.max_len=8", "backbone.hidden_size=16",
         "backbone.num_layers=1", "backbone.num_heads=1", "run.fast=true", "train.fast_max_epochs=1",
         "train.fast_limit_batches=0.02", "trainer.accelerator=cpu", "baselines.decay_grid=[0.99]",
-        "baselines.bandwidth_grid_h=[2.0]", "eval.bootstrap_samples=200"]))
+        "baselines.bandwidth_grid_h=[2.0]", "eval.bootstrap_samples=200", *overrides]))
+
+
+@pytest.mark.slow
+def test_recipe_writes_results(data_root, tmp_path):
+    cfg = tiny_recipe_config(data_root)
     results = run(cfg, tmp_path)
     md = (tmp_path / "results.md").read_text()
     for section in ("mean +- std", "Paired bootstrap", "revisit", "new POI", "train check-ins"):
