@@ -31,13 +31,14 @@ class Payload:
 
 
 def _crafted(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """(marker, crafted torch file, crafted raw pickle); both are live: plain pickle runs them."""
+    """(marker, crafted torch file, crafted raw pickle); both are live: unpickling runs what __reduce__ returns."""
     marker = tmp_path / "marker"
     ckpt, raw = tmp_path / "evil.ckpt", tmp_path / "evil.pkl"
     torch.save({"state_dict": {"backbone.w": torch.zeros(1)}, "x": Payload(marker)}, ckpt)
     raw.write_bytes(pickle.dumps(Payload(marker), protocol=2))
     live = tmp_path / "live"
-    pickle.loads(pickle.dumps(Payload(live)))
+    run, args = Payload(live).__reduce__()  # what an unpickler would call
+    run(*args)
     assert live.exists()  # the payload works when loaded the unsafe way
     return marker, ckpt, raw
 

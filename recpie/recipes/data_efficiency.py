@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from data_modules import CheckinDataModule
 from recpie.components.baselines import DecayedCounter, Markov
 from recpie.config import data_config, run_seeds
-from recpie.data.fraction import kept_summary
+from recpie.data.fraction import kept_summary, with_train_fraction
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
 from recpie.evaluation.plots import data_efficiency_plot
@@ -97,8 +97,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     modules = {}
     for fraction in map(float, cfg.efficiency.fractions):
-        modules[fraction] = CheckinDataModule(dataclasses.replace(base, train_fraction=fraction))
-        modules[fraction].setup()
+        dm = CheckinDataModule(dataclasses.replace(base, train_fraction=fraction))
+        dm.data = with_train_fraction(full.checkins, fraction, base.train_fraction_unit, base.train_fraction_seed)
+        modules[fraction] = dm  # the processed data is read once; each fraction only draws its mask
     # seed-major: an interrupted study has every fraction of the first seeds rather than every seed of a few
     points = {(f, seed): fraction_point(cfg, dm, f, seed, run_dir) for seed in seeds for f, dm in modules.items()}
     rows = []
