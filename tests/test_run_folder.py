@@ -117,3 +117,11 @@ def test_resume_needs_a_whole_last_checkpoint(tmp_path):
         last.write_bytes(cut)
         with pytest.raises(CheckpointError, match=r"cannot resume: .*last\.ckpt is truncated or corrupt.*delete it"):
             resume_from(last, resume=True)
+
+
+def test_config_from_an_older_version_names_the_key_it_no_longer_knows(tmp_path):
+    run_dir, saved = _trained_folder(tmp_path)
+    saved.write_text(saved.read_text().replace("rl:\n", "rl:\n  temperature: 1.0\n"))  # a key issue 16 removed
+    cfg = load_experiment("nyc_baselines", [f"run.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"config.yaml sets rl.temperature, which this version .* no longer has"):
+        accept_run_folder(run_dir, cfg, SCHEMA)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
 
 from recpie.errors import ConfigError
 
@@ -78,7 +79,13 @@ def accept_run_folder(run_dir: Path, cfg: DictConfig, schema: DictConfig) -> boo
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"{run_dir} holds checkpoints but no config.yaml, so their config is unknown; {start_over}")
-    diff = changed_keys(OmegaConf.merge(schema, OmegaConf.load(saved)), cfg)
+    try:
+        old = OmegaConf.merge(schema, OmegaConf.load(saved))
+    except ConfigKeyError as e:
+        raise ConfigError(f"{saved} sets {e.full_key}, which this version of RecPIE no longer has, so it cannot "
+                          "tell whether the checkpoints still mean the same run. If the training did not depend "
+                          f"on it, delete that line from {saved} and resume; or {start_over}") from None
+    diff = changed_keys(old, cfg)
     if diff:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(f"{run_dir} was trained with another config ({listed}). Resume it with the config in "
