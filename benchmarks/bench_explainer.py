@@ -53,7 +53,7 @@ def child(args) -> None:
     logging_off()
     import torch
 
-    from experiments.run import run_main
+    from recpie.cli.run import run_main
     from recpie.explainer.explainer import Explainer
     from recpie.models.recpie_module import RecPIEModule
 

@@ -1,50 +1,11 @@
-"""The experiment runner behind ``make experiment NAME=...`` and ``python -m recpie run``.
-
-It resolves the named config, checks that the run directory ``<run.output_dir>/<name>`` is new or holds a
-run of the same config (recpie/utils/run_folder.py), records what reproduces the run there (config,
-commit, versions, input hashes) and hands over to the recipe.
-"""
-from __future__ import annotations
-
-import argparse
-import importlib
-import logging
-import time
+"""Run a named experiment of experiments/configs: ``python experiments/run.py NAME [key=value ...]``,
+the same as ``python -m recpie run`` (recpie/cli/run.py) and ``make experiment NAME=...``."""
+import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any directory
 
-from recpie.config import ExperimentConfig, data_config, load_experiment
-from recpie.config_loading import available_experiments
-from recpie.utils.provenance import write_provenance
-from recpie.utils.run_folder import accept_run_folder
+from recpie.cli.run import run_main  # noqa: E402
 
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m recpie run",
-        description="Run a named experiment. Available: " + ", ".join(available_experiments()),
-    )
-    p.add_argument("name", nargs="?", default="default", help="experiment name or path to a YAML config")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.max_len=32 run.seeds=[0,1]")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p
-
-
-def run_main(argv: list[str]) -> int:
-    args = _parser().parse_intermixed_args(argv)
-    cfg = load_experiment(args.name, args.overrides)
-    if args.print_config:
-        print(OmegaConf.to_yaml(cfg, resolve=True))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    run_dir = Path(cfg.run.output_dir) / cfg.name
-    from recpie.data.load import input_files
-
-    resumed = accept_run_folder(run_dir, cfg, OmegaConf.structured(ExperimentConfig))  # before any write
-    write_provenance(run_dir, cfg, input_files(data_config(cfg)), resumed=resumed)
-    recipe = importlib.import_module(f"recpie.recipes.{cfg.run.recipe}")
-    start = time.perf_counter()
-    recipe.run(cfg, run_dir)
-    print(f"\nrun directory: {run_dir}  ({time.perf_counter() - start:.0f} s)")
-    return 0
+if __name__ == "__main__":
+    sys.exit(run_main(sys.argv[1:]))

@@ -4,7 +4,7 @@
 - ``trainer``  Lightning Trainer settings: devices, strategy, precision (this file)
 - ``data``     check-in source and preprocessing protocol (recpie/data/config.py)
 - ``backbone`` the recommender network; ``train`` how it is fitted; ``baselines`` the simple models
-               (recpie/models/config.py)
+               (recpie/components/config.py)
 - ``eval``     the evaluator: top-K export, breakdowns, bootstrap (recpie/evaluation/config.py)
 - ``explainer`` the LLM, LoRA, soft prompt, prompts and encoder (recpie/explainer/config.py)
 - ``rl``       PPO and the advantage estimators (recpie/rl/config.py)
@@ -13,16 +13,25 @@
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
-from recpie.config_checks import validate
+from recpie.components.config import BackboneConfig, BaselinesConfig, TrainConfig
+from recpie.config_checks import (
+    FAST_OVERRIDES,
+    check_decoding,
+    check_explanation_modes,
+    check_section,
+    plain_value,
+    value_at,
+)
 from recpie.config_loading import load_config
 from recpie.data.config import DataConfig, resolve
+from recpie.errors import ConfigError
 from recpie.evaluation.config import EvalConfig
-from recpie.explainer.config import ExplainerConfig
-from recpie.models.config import BackboneConfig, BaselinesConfig, TrainConfig
+from recpie.explainer.config import ExplainerConfig, check_models
 from recpie.models.recpie_config import RecPIEConfig
 from recpie.rl.config import RLConfig
 
@@ -93,3 +102,29 @@ def run_seeds(cfg: DictConfig) -> list[int]:
 def data_config(cfg: DictConfig) -> DataConfig:
     """The experiment's data section as a DataConfig with the source's defaults filled in."""
     return resolve(OmegaConf.to_object(cfg.data))
+
+
+def validate(cfg: DictConfig, explicit: Iterable[str] = ()) -> None:
+    """Every section, then the combinations; ``explicit`` = keys set on the command line."""
+    for section in ("run", "trainer", "data", "backbone", "train", "baselines", "eval", "explainer", "rl",
+                    "recpie", "efficiency"):
+        check_section(value_at(cfg, section), section)
+    b = cfg.backbone
+    if b.hidden_size % b.num_heads:
+        raise ConfigError(f"backbone.hidden_size={b.hidden_size} must be a multiple of "
+                          f"backbone.num_heads={b.num_heads}")
+    if b.copy_full_history and not cfg.data.history_summary:
+        raise ConfigError("backbone.copy_full_history=true needs data.history_summary=true (set one of them)")
+    if cfg.rl.estimator in ("grpo", "rloo") and cfg.rl.group_size < 2:
+        raise ConfigError(f"rl.estimator={cfg.rl.estimator} compares samples of one prompt: "
+                          f"rl.group_size={cfg.rl.group_size} must be >= 2")
+    check_models(cfg.explainer)
+    check_decoding(cfg.explainer)
+    check_explanation_modes(cfg)
+    if cfg.run.fast:
+        clash = [k for k, (_, fast_value) in FAST_OVERRIDES.items()
+                 if k in set(explicit) and plain_value(value_at(cfg, k)) != fast_value(cfg)]
+        if clash:
+            raise ConfigError(
+                f"run.fast=true replaces {', '.join(f'{k} by {FAST_OVERRIDES[k][0]}' for k in clash)} (and trains "
+                "on train.fast_limit_batches of the batches): drop the override or set run.fast=false")

@@ -1,18 +1,17 @@
 """The one place config values are checked: ranges, enumerations and combinations of keys.
 
-``validate(cfg)`` runs when an experiment config is loaded (recpie/config.py), so a bad value fails
-before any data is read or any model warms up. Library code that takes a config section (the data
-resolver, the LLM loader, the KL controller...) calls ``check_section`` / ``check_choice`` from here,
-so a value has one rule and one message, which names the key and what to set instead.
+The rules live here, at the bottom of the layers, so that library code taking a config section (the data
+resolver, the LLM loader, the KL controller...) checks it with ``check_section`` / ``check_choice``: a
+value has one rule and one message, which names the key and what to set instead. ``recpie.config.validate``
+applies every rule to a whole experiment config when it is loaded, so a bad value fails before any data
+is read or any model warms up.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from recpie.errors import ConfigError
-from recpie.explainer.config import EMBEDDED_GEMMA, EMBEDDED_MINILM
 
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -97,14 +96,14 @@ FAST_OVERRIDES = {"train.max_epochs": ("train.fast_max_epochs", lambda cfg: cfg.
                   "run.seeds": ("[0]", lambda cfg: [0])}
 
 
-def _get(cfg: Any, dotted: str) -> Any:
+def value_at(cfg: Any, dotted: str) -> Any:
     """The value at ``dotted`` of a DictConfig or dataclass; AttributeError when a section is absent."""
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     return list(value) if isinstance(value, Iterable) and not isinstance(value, str) else value
 
 
@@ -129,25 +128,12 @@ def check_section(cfg: Any, prefix: str) -> None:
     for rules, check in ((RANGES, check_value), (CHOICES, check_choice)):
         for key in rules:
             if key.startswith(prefix + "."):
-                value = _get(cfg, key.removeprefix(prefix + "."))
+                value = value_at(cfg, key.removeprefix(prefix + "."))
                 if value is not None:
                     check(key, value)
     if prefix == "data" and not 0.0 < cfg.val_cut <= cfg.test_cut < 1.0:
         raise ConfigError(f"data.val_cut={cfg.val_cut}, data.test_cut={cfg.test_cut}: "
                           "need 0 < val_cut <= test_cut < 1")
-
-
-def check_models(explainer: Any) -> None:
-    """What explainer.model and explainer.encoder name must exist where it can be known before loading."""
-    for key, value, embedded in (("explainer.model", explainer.model, EMBEDDED_GEMMA),
-                                 ("explainer.encoder", explainer.encoder, EMBEDDED_MINILM)):
-        if value.startswith("embedded:") and value != embedded:
-            raise ConfigError(f"{key}={value!r}: the embedded model here is {embedded}")
-    if explainer.model.endswith(".gguf") and not Path(explainer.model).expanduser().is_file():
-        raise ConfigError(f"explainer.model={explainer.model!r}: GGUF file not found")
-    if explainer.encoder not in ("llm", "verdict", EMBEDDED_MINILM) and not Path(explainer.encoder).is_dir():
-        raise ConfigError(f"explainer.encoder={explainer.encoder!r}: not 'llm', 'verdict', {EMBEDDED_MINILM} or a "
-                          "local sentence-transformers directory")
 
 
 def check_decoding(explainer: Any) -> None:
@@ -160,33 +146,7 @@ def check_decoding(explainer: Any) -> None:
 def check_explanation_modes(cfg: Any) -> None:
     """Modes that are about one user-level explanation naming one of the K candidates."""
     for key in ("recpie.sft_target", "explainer.encoder"):
-        value = _get(cfg, key)
+        value = value_at(cfg, key)
         if value in ("hindsight", "verdict") and cfg.explainer.granularity != "user":
             raise ConfigError(f"{key}={value} is about one user-level explanation naming one of the K "
                               "candidates: it needs explainer.granularity=user")
-
-
-def validate(cfg: Any, explicit: Iterable[str] = ()) -> None:
-    """Every section, then the combinations; ``explicit`` = keys set on the command line."""
-    for section in ("run", "trainer", "data", "backbone", "train", "baselines", "eval", "explainer", "rl",
-                    "recpie", "efficiency"):
-        check_section(_get(cfg, section), section)
-    b = cfg.backbone
-    if b.hidden_size % b.num_heads:
-        raise ConfigError(f"backbone.hidden_size={b.hidden_size} must be a multiple of "
-                          f"backbone.num_heads={b.num_heads}")
-    if b.copy_full_history and not cfg.data.history_summary:
-        raise ConfigError("backbone.copy_full_history=true needs data.history_summary=true (set one of them)")
-    if cfg.rl.estimator in ("grpo", "rloo") and cfg.rl.group_size < 2:
-        raise ConfigError(f"rl.estimator={cfg.rl.estimator} compares samples of one prompt: "
-                          f"rl.group_size={cfg.rl.group_size} must be >= 2")
-    check_models(cfg.explainer)
-    check_decoding(cfg.explainer)
-    check_explanation_modes(cfg)
-    if cfg.run.fast:
-        clash = [k for k, (_, fast_value) in FAST_OVERRIDES.items()
-                 if k in set(explicit) and _plain(_get(cfg, k)) != fast_value(cfg)]
-        if clash:
-            raise ConfigError(
-                f"run.fast=true replaces {', '.join(f'{k} by {FAST_OVERRIDES[k][0]}' for k in clash)} (and trains "
-                "on train.fast_limit_batches of the batches): drop the override or set run.fast=false")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from recpie.cli.explain import explain_main, parse_time
 from recpie.errors import CheckpointError, InputError
-from recpie.evaluation.cli import evaluate_file
 from recpie.evaluation.export import write_topk_jsonl
+from recpie.evaluation.external import evaluate_file
 from recpie.explainer.cache import ExplanationCache
-from recpie.explainer.cli import explain_main, parse_time
 
 
 def _topk_file(path, m: int, edit=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recpie.__main__ import main
+from recpie.cli import main
 from recpie.config import load_experiment
 from recpie.config_checks import CHOICES, RANGES
 from recpie.errors import ConfigError

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from recpie.cli.evaluate import evaluate_main
 from recpie.components.baselines import DecayedCounter
 from recpie.data.config import DataConfig
 from recpie.data.load import load_checkin_data
-from recpie.evaluation.cli import evaluate_file, evaluate_main
 from recpie.evaluation.config import EvalConfig
 from recpie.evaluation.export import write_topk_jsonl
+from recpie.evaluation.external import evaluate_file
 from recpie.evaluation.scoring import rank_split
 
 

@@ -5,8 +5,8 @@ import pytest
 from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamodule_config)
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
+from recpie.cli.explain import explain_main
 from recpie.errors import InputError
-from recpie.explainer.cli import explain_main
 
 
 def test_help_documents_the_command(capsys):

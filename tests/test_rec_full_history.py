@@ -9,7 +9,7 @@ from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamo
 
 from data_modules.batches import SampleDataset, WindowDataset, build_rows, to_tensors
 from recpie.components.backbone import Backbone
-from recpie.models.config import BackboneConfig
+from recpie.components.config import BackboneConfig
 
 LONG = 3000  # longer than any NYC user's history
 

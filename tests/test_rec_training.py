@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 
 from data_modules import CheckinDataModule
 from recpie.components.backbone import Backbone
+from recpie.components.config import TrainConfig
 from recpie.config import ExperimentConfig, data_config
 from recpie.evaluation import ranks_from_scores
-from recpie.models.config import TrainConfig
 from recpie.models.recommender_module import (
     RecommenderModule,
     sample_ends_trajectory,

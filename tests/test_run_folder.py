@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from recpie.__main__ import main
+from recpie.cli import main
 from recpie.config import ExperimentConfig, load_experiment
 from recpie.errors import CheckpointError, ConfigError
-from recpie.models.trained_run import best_checkpoint
+from recpie.recipes.trained_run import best_checkpoint
 from recpie.utils.checkpoints import FolderCheckpoint, checkpoint_callbacks, recorded_best, resume_from
 from recpie.utils.run_folder import MAY_CHANGE, accept_run_folder
 

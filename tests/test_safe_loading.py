@@ -16,7 +16,7 @@ from tsmc_synthetic import write_tsmc
 from recpie.data.config import DataConfig
 from recpie.data.load import cache_dir, cache_key, input_files, load_checkin_data
 from recpie.errors import CheckpointError
-from recpie.evaluation.cli import evaluate_file
+from recpie.evaluation.external import evaluate_file
 from recpie.utils.checkpoints import load_checkpoint, load_weights
 
 

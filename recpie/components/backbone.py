@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_modules.batches import HISTORY_DECAYS, HISTORY_KERNEL_DECAY, HISTORY_TIME_SCALES_DAYS
+from recpie.components.config import BackboneConfig
 from recpie.data.types import HOURS_PER_WEEK, CheckinData, PoiCatalogue
-from recpie.models.config import BackboneConfig
 
 Batch = dict[str, torch.Tensor]
 EARTH_RADIUS_KM = 6371.0

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recpie.errors import ConfigError
 
 EMBEDDED_GEMMA = "embedded:gemma3-270m"
 EMBEDDED_MINILM = "embedded:all-minilm-l6-v2"
@@ -51,3 +55,16 @@ class ExplainerConfig:
     encoder: str = "llm"
     encoder_max_tokens: int = 96  # explanation tokens the encoder reads
     explanation_cache: str = ""  # directory of the on-disk explanation cache; "" = no cache
+
+
+def check_models(explainer: Any) -> None:
+    """What explainer.model and explainer.encoder name must exist where it can be known before loading."""
+    for key, value, embedded in (("explainer.model", explainer.model, EMBEDDED_GEMMA),
+                                 ("explainer.encoder", explainer.encoder, EMBEDDED_MINILM)):
+        if value.startswith("embedded:") and value != embedded:
+            raise ConfigError(f"{key}={value!r}: the embedded model here is {embedded}")
+    if explainer.model.endswith(".gguf") and not Path(explainer.model).expanduser().is_file():
+        raise ConfigError(f"explainer.model={explainer.model!r}: GGUF file not found")
+    if explainer.encoder not in ("llm", "verdict", EMBEDDED_MINILM) and not Path(explainer.encoder).is_dir():
+        raise ConfigError(f"explainer.encoder={explainer.encoder!r}: not 'llm', 'verdict', {EMBEDDED_MINILM} or a "
+                          "local sentence-transformers directory")

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from recpie.components.backbone import Backbone
+from recpie.components.config import BackboneConfig, TrainConfig
 from recpie.data.types import CheckinData
 from recpie.evaluation import RankAccumulator, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.breakdowns import split_targets
 from recpie.evaluation.config import EvalConfig
 from recpie.evaluation.export import topk_from_scores, write_topk_jsonl
-from recpie.models.config import BackboneConfig, TrainConfig
 
 
 def window_ends(batch: dict[str, torch.Tensor], session_gap_s: float) -> torch.Tensor:

@@ -1,1 +1,1 @@
-"""One readable file per recipe; ``run(cfg, run_dir)`` is each one's entry point (see experiments/run.py)."""
+"""One readable file per recipe; ``run(cfg, run_dir)`` is each one's entry point (see recpie/cli/run.py)."""

@@ -1,4 +1,4 @@
-"""``python -m recpie evaluate``: score an external model's predictions with the one evaluator.
+"""Score an external model's predictions with the one evaluator (behind ``python -m recpie evaluate``).
 
 Accepted files: a score matrix ``.npy`` / ``.pt`` of shape [m, P] (row i = sample i of the split,
 higher = better) or a JSONL of ranked top-K lists ``{"sample_id": i, "topk": [poi, ...]}`` (unlisted
@@ -6,9 +6,6 @@ POIs share the remaining ranks under the tie rule).
 """
 from __future__ import annotations
 
-import argparse
-import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,6 @@ from recpie.evaluation.breakdowns import breakdown, split_targets, standard_grou
 from recpie.evaluation.config import EvalConfig
 from recpie.evaluation.export import read_topk_jsonl
 from recpie.evaluation.ranking import ranks_from_scores, ranks_from_topk
-from recpie.evaluation.tables import metrics_table
 from recpie.utils.checkpoints import load_checkpoint
 
 
@@ -81,35 +77,3 @@ def evaluate_file(data: CheckinData, split: str, path: str | Path,
     cfg = cfg or EvalConfig()
     ranks = ranks_from_file(data, split, path, cfg.chunk_size)
     return breakdown(ranks, standard_groups(data, split, cfg.activity_bins))
-
-
-def load_experiment_data(experiment: str) -> tuple[CheckinData, EvalConfig]:
-    """A named experiment's processed data and eval section (through the config and the data cache)."""
-    from omegaconf import OmegaConf
-
-    from recpie.config import data_config, load_experiment
-    from recpie.data.load import load_checkin_data
-
-    cfg = load_experiment(experiment)
-    return load_checkin_data(data_config(cfg)), OmegaConf.to_object(cfg.eval)
-
-
-def evaluate_main(argv: Sequence[str],
-                  load_data: Callable[[str], tuple[CheckinData, EvalConfig]] = load_experiment_data) -> int:
-    """CLI body: ``--experiment NAME --file PATH [--split test] [--out metrics.json]``; prints a table.
-
-    ``load_data(experiment)`` returns that experiment's CheckinData and eval config."""
-    parser = argparse.ArgumentParser(prog="python -m recpie evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", required=True, help="experiment whose data/split to score against")
-    parser.add_argument("--file", required=True, type=Path, help=".npy/.pt [m, P] scores or .jsonl top-K")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
-    parser.add_argument("--out", type=Path, help="also write the metrics as JSON here")
-    args = parser.parse_args(list(argv))
-    data, cfg = load_data(args.experiment)
-    results = evaluate_file(data, args.split, args.file, cfg)
-    print(metrics_table(results, first="group"))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
-    return 0

@@ -6,8 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from recpie.components.backbone import Backbone
-from recpie.config import ExperimentConfig, data_config
-from recpie.config_checks import validate
+from recpie.config import ExperimentConfig, data_config, validate
 from recpie.data.load import load_checkin_data
 from recpie.data.types import CheckinData
 from recpie.errors import CheckpointError

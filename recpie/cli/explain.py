@@ -7,13 +7,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from recpie.config_checks import check_models
 from recpie.data.config import DataConfig
 from recpie.data.load import load_checkin_data
 from recpie.data.types import CheckinData, SampleSet
 from recpie.errors import InputError
 from recpie.evaluation.scoring import Scorer
-from recpie.explainer.config import EMBEDDED_GEMMA, ExplainerConfig
+from recpie.explainer.config import EMBEDDED_GEMMA, ExplainerConfig, check_models
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.prompts import build_prompt
 from recpie.utils.checkpoints import load_checkpoint
@@ -73,7 +72,7 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=positive_int, default=96)
     args = ap.parse_args(argv)
     if args.run:
-        from recpie.models.trained_run import load_trained_run
+        from recpie.recipes.trained_run import load_trained_run
 
         _, data, module = load_trained_run(args.run, args.seed)
     else:
