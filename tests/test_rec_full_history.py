@@ -4,12 +4,15 @@ for val/test samples and for every position of train windows; the summary never 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamodule_config)
 
 from data_modules.batches import SampleDataset, WindowDataset, build_rows, to_tensors
 from recpie.components.backbone import Backbone
 from recpie.components.config import BackboneConfig
+from recpie.data.geo import haversine_km
+from recpie.data.visit_weights import hour_gap, hour_kernel
 
 LONG = 3000  # longer than any NYC user's history
 
@@ -114,8 +117,15 @@ def test_priors_match_brute_force_and_leave_out_the_step_itself(nyc_data):
     last = test["poi"][:, -1]
     np.testing.assert_allclose(bb.log_transitions(test, torch.tensor([49]))[:, 0].numpy(),
                                np.log1p(trans[last.numpy()]), atol=1e-5)
-    lat, lon = np.radians(nyc_data.catalogue.lat), np.radians(nyc_data.catalogue.lon)
-    a, b = int(last[0]), np.arange(nyc_data.num_pois)
-    hav = np.sin((lat[b] - lat[a]) / 2) ** 2 + np.cos(lat[a]) * np.cos(lat[b]) * np.sin((lon[b] - lon[a]) / 2) ** 2
-    km = 2 * 6371.0 * np.arcsin(np.sqrt(hav))
+    cat, a = nyc_data.catalogue, int(last[0])
+    km = haversine_km(cat.lat[a], cat.lon[a], cat.lat, cat.lon)  # the prompts' distance
     np.testing.assert_allclose(bb.log_distance_km(test, torch.tensor([49]))[0, 0].numpy(), np.log1p(km), atol=2e-3)
+
+
+def test_visit_weights_are_one_definition_for_numpy_and_torch():
+    hours = np.arange(24.0)
+    gap = hour_gap(hours, 22.0)
+    assert gap.tolist()[:3] == [2.0, 3.0, 4.0] and gap[22] == 0 and gap[10] == 12 and gap[11] == 11
+    np.testing.assert_array_equal(hour_gap(torch.tensor(hours), 22.0).numpy(), gap)
+    np.testing.assert_allclose(hour_kernel(torch.tensor(gap), 2.0).numpy(), hour_kernel(gap, 2.0), rtol=1e-12)
+    assert hour_kernel(gap, 2.0)[0] == pytest.approx(np.exp(-4 / 8))

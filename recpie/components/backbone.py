@@ -23,10 +23,11 @@ from torch import nn
 
 from data_modules.batches import HISTORY_DECAYS, HISTORY_KERNEL_DECAY, HISTORY_TIME_SCALES_DAYS
 from recpie.components.config import BackboneConfig
+from recpie.data.geo import EARTH_RADIUS_KM, unit_vectors
 from recpie.data.types import HOURS_PER_WEEK, CheckinData, PoiCatalogue
+from recpie.data.visit_weights import hour_gap, hour_kernel
 
 Batch = dict[str, torch.Tensor]
-EARTH_RADIUS_KM = 6371.0
 GAP_BUCKETS = 16  # log2-minute buckets of the time from a check-in to the request after it
 
 
@@ -106,8 +107,7 @@ class Backbone(nn.Module):
                 self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32 if name == "trans_val"
                                                            else torch.int64), persistent=False)
         if cfg.distance_prior:
-            lat, lon = np.radians(catalogue.lat), np.radians(catalogue.lon)
-            xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1)
+            xyz = unit_vectors(catalogue.lat, catalogue.lon)
             self.register_buffer("poi_xyz", torch.as_tensor(np.vstack([xyz, np.zeros((1, 3))]), dtype=torch.float64),
                                  persistent=False)  # unit vectors (pad row 0); float64: 1 - cos of 1 km is 1e-8
         nn.init.normal_(self.poi_emb.weight, std=d**-0.5)
@@ -147,11 +147,10 @@ class Backbone(nn.Module):
         valid = ((age >= 0)[None] & mask[:, None, :]).float()  # [B, Q, L]
         hour = (batch["hour_of_week"] % 24)[:, None, :].float()
         req = (batch["next_hour_of_week"][:, query] % 24)[:, :, None].float()
-        dist = (hour - req).abs()
-        dist = torch.minimum(dist, 24 - dist)  # [B, Q, L]
+        gap = hour_gap(hour, req)  # [B, Q, L]
         age = age.clamp(min=0)[None]
         kdecay = torch.pow(torch.tensor(self.cfg.copy_kernel_decay), age)
-        kernels = [kdecay * torch.exp(-dist**2 / (2 * bw**2)) for bw in self.cfg.copy_bandwidths_h]
+        kernels = [kdecay * hour_kernel(gap, bw) for bw in self.cfg.copy_bandwidths_h]
         phis = [valid] + [torch.pow(torch.tensor(dec), age) * valid for dec in self.cfg.copy_decays]
         phis += [k * valid for k in kernels]
         days = (batch["next_time"][:, query][:, :, None] - batch["time"][:, None, :]).float() / 86400.0
@@ -178,10 +177,9 @@ class Backbone(nn.Module):
             cols.append(stats[..., col][:, None] * torch.pow(torch.tensor(dec), shift)[..., None])
         hours = stats[..., -48:]  # [B, M, 48]
         bin_hour = torch.arange(48, device=stats.device) % 24
-        dist = (bin_hour[None, None] - (req % 24)[..., None]).abs().float()
-        dist = torch.minimum(dist, 24 - dist)  # [B, Q, 48]
+        gap = hour_gap(bin_hour[None, None].float(), (req % 24)[..., None].float())  # [B, Q, 48]
         kdecay = torch.pow(torch.tensor(HISTORY_KERNEL_DECAY), shift)[..., None]
-        kernels = [torch.exp(-dist**2 / (2 * bw**2)) * kdecay for bw in self.cfg.copy_bandwidths_h]
+        kernels = [hour_kernel(gap, bw) * kdecay for bw in self.cfg.copy_bandwidths_h]
         cols += [torch.einsum("bqs,bms->bqm", k, hours) for k in kernels]
         days = (batch["next_time"][:, query] - batch["hist_time"][:, None]).float().clamp(min=0) / 86400.0
         for tau in self.cfg.copy_time_scales_days:

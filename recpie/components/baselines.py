@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from recpie.data.types import CheckinData
+from recpie.data.visit_weights import hour_gap, hour_kernel
 
 
 def lexicographic_scores(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
@@ -81,10 +82,8 @@ class DecayedCounter:
         weight = self.decay ** age.astype(np.float64)
         if self.bandwidth_h:
             hour = data.hour_of_week(idx) % 24
-            request = (data.hour_of_week(data.splits[split].target[rows]) % 24)[row]
-            d = np.abs(hour - request)
-            d = np.minimum(d, 24 - d)
-            weight = weight * np.exp(-(d**2) / (2 * self.bandwidth_h**2))
+            request = (data.hour_of_week(data.splits[split].target[rows]) % 24)[row].astype(np.float64)
+            weight = weight * hour_kernel(hour_gap(hour, request), self.bandwidth_h)
         p = data.num_pois
         counts = np.bincount(row * p + data.poi[idx], weights=weight, minlength=len(rows) * p)
         return lexicographic_scores(counts.reshape(len(rows), p), self.pop)

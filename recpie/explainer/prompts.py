@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recpie.data.geo import haversine_km
 from recpie.data.types import SECONDS_PER_HOUR, CheckinData
 from recpie.explainer.parse import PREFIX
 
 DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-EARTH_KM = 6371.0
 FEW_SHOT = (
     "Example.\nRecent check-ins (oldest first):\n- Mon 08:10 Coffee Shop\n- Mon 12:30 Office\n"
     "- Mon 19:05 Gym / Fitness Center\nNow: Tue 08:05\nCandidates (distance from the last place):\n"
@@ -34,12 +34,6 @@ def part_of_day(hour: int) -> str:
     if 17 <= hour < 22:
         return "evening"
     return "night"
-
-
-def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_KM * np.arcsin(np.sqrt(a))
 
 
 @dataclass(frozen=True)
