@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from recpie.cli.console import setup_console
 from recpie.config import ExperimentConfig, data_config, load_experiment
 from recpie.config_loading import available_experiments
 from recpie.utils.provenance import write_provenance
@@ -37,7 +37,7 @@ def run_main(argv: list[str]) -> int:
     if args.print_config:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_console()
     run_dir = Path(cfg.run.output_dir) / cfg.name
     from recpie.data.load import input_files
 
