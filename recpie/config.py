@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,9 +37,18 @@ from recpie.models.recpie_config import RecPIEConfig
 from recpie.rl.config import RLConfig
 
 
+class Recipe(StrEnum):
+    """What a run does: one module of recpie/recipes each."""
+
+    data_stats = "data_stats"
+    baselines = "baselines"
+    recpie = "recpie"
+    data_efficiency = "data_efficiency"
+
+
 @dataclass
 class RunConfig:
-    recipe: str = "baselines"  # what runs: "data_stats", "baselines", "recpie" or "data_efficiency"
+    recipe: Recipe = Recipe.baselines  # what runs: "data_stats", "baselines", "recpie" or "data_efficiency"
     output_dir: str = "results"  # the run directory is <output_dir>/<experiment name>
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training run per seed
     # a shortened run for demos and smoke tests: train.max_epochs becomes train.fast_max_epochs, each epoch

@@ -8,7 +8,10 @@ is read or any model warms up.
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 from typing import Any
 
 from recpie.errors import ConfigError
@@ -70,26 +73,6 @@ RANGES: dict[str, Rule] = {
     "efficiency.fractions": _within(0, 1, open_lo=True), "efficiency.bound_val_samples": _ge(0),
     "efficiency.bound_test_samples": _ge(0),
 }
-# String modes: the values each key accepts.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "run.recipe": ("data_stats", "baselines", "recpie", "data_efficiency"),
-    "data.source": ("foursquare", "gowalla", "google_local"),
-    "data.on_bad_line": ("error", "skip"),
-    "data.train_targets": ("all_steps", "protocol"),
-    "data.train_fraction_unit": ("targets", "users"),
-    "data.encoding": ("auto", "latin-1", "utf-8"),
-    "backbone.geo": ("fourier", "grid"),
-    "explainer.quantization": ("none", "nf4"),
-    "explainer.device": ("auto", "cpu", "cuda"),
-    "explainer.dtype": ("auto", "bfloat16", "float32", "float16"),
-    "explainer.granularity": ("user", "candidate"),
-    "explainer.vocabulary": ("full", "data"),
-    "explainer.logprob_attention": ("auto", "eager", "sdpa"),
-    "rl.estimator": ("gae", "grpo", "rloo"),
-    "rl.kl_reference": ("base", "warmup"),
-    "recpie.sft_target": ("template", "hindsight"),
-    "recpie.test_checkpoint": ("best", "last"),
-}
 # run.fast replaces these keys' values (key -> (what replaces it, its value)); an explicit override of one
 # of them to another value together with fast is refused
 FAST_OVERRIDES = {"train.max_epochs": ("train.fast_max_epochs", lambda cfg: cfg.train.fast_max_epochs),
@@ -107,9 +90,22 @@ def plain_value(value: Any) -> Any:
     return list(value) if isinstance(value, Iterable) and not isinstance(value, str) else value
 
 
-def check_choice(key: str, value: str) -> None:
-    if value not in CHOICES[key]:
-        raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(CHOICES[key])}")
+def check_choice(key: str, value: Any, choices: type[StrEnum]) -> StrEnum:
+    """``value`` as a member of the mode's enum (the typed config's field type), or a ConfigError naming
+    the key and the allowed values."""
+    try:
+        return choices(value)
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}") from None
+
+
+def _modes(section: Any) -> dict[str, type[StrEnum]]:
+    """The fields of a config dataclass typed as a mode enum."""
+    if not dataclasses.is_dataclass(section):
+        return {}
+    hints = typing.get_type_hints(type(section))
+    return {f.name: hints[f.name] for f in dataclasses.fields(section)
+            if isinstance(hints[f.name], type) and issubclass(hints[f.name], StrEnum)}
 
 
 def check_value(key: str, value: Any) -> None:
@@ -125,12 +121,15 @@ def check_value(key: str, value: Any) -> None:
 
 def check_section(cfg: Any, prefix: str) -> None:
     """Every rule under ``prefix`` (e.g. "data") on ``cfg``, that section alone (a dataclass or DictConfig)."""
-    for rules, check in ((RANGES, check_value), (CHOICES, check_choice)):
-        for key in rules:
-            if key.startswith(prefix + "."):
-                value = value_at(cfg, key.removeprefix(prefix + "."))
-                if value is not None:
-                    check(key, value)
+    for key in RANGES:
+        if key.startswith(prefix + "."):
+            value = value_at(cfg, key.removeprefix(prefix + "."))
+            if value is not None:
+                check_value(key, value)
+    # a DictConfig's modes were checked against their enums when it was merged; a dataclass built in
+    # code may hold any string
+    for name, choices in _modes(cfg).items():
+        check_choice(f"{prefix}.{name}", getattr(cfg, name), choices)
     if prefix == "data" and not 0.0 < cfg.val_cut <= cfg.test_cut < 1.0:
         raise ConfigError(f"data.val_cut={cfg.val_cut}, data.test_cut={cfg.test_cut}: "
                           "need 0 < val_cut <= test_cut < 1")

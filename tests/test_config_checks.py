@@ -6,7 +6,8 @@ import pytest
 
 from recpie.cli import main
 from recpie.config import load_experiment
-from recpie.config_checks import CHOICES, RANGES
+from recpie.config_checks import RANGES, check_section
+from recpie.data.config import DataConfig, Source
 from recpie.errors import ConfigError
 
 # (override, words the message must contain): the cases first, then one per kind of rule
@@ -20,7 +21,7 @@ BAD_VALUES = [
     ("train.max_epochs=-1", "train.max_epochs"),
     ("run.seeds=[]", "run.seeds=[] is empty"),  # exited 0 with a row of nan
     ("run.seeds=[-1]", "run.seeds"),
-    ("explainer.granularity=poi", "explainer.granularity='poi' is unknown; use one of user, candidate"),
+    ("explainer.granularity=poi", "'explainer.granularity': Invalid value 'poi', expected one of [user, candidate]"),
     ("explainer.quantization=int8", "explainer.quantization"),
     ("explainer.device=tpu", "explainer.device"),
     ("explainer.dtype=int4", "explainer.dtype"),
@@ -116,10 +117,18 @@ def test_bad_combination_fails_at_load(overrides, words):
 
 def test_every_rule_names_a_real_key_and_the_defaults_pass():
     cfg = load_experiment("nyc_recpie", ["run.fast=true"])  # fast alone is fine: it says what it replaces
-    for key in [*RANGES, *CHOICES]:
+    for key in RANGES:
         node = cfg
         for part in key.split("."):
             node = node[part]  # KeyError for a rule about a key that does not exist
+
+
+def test_a_mode_set_in_code_is_checked_against_its_enum():
+    with pytest.raises(ConfigError, match="data.source=.yelp. is unknown; use one of foursquare, gowalla, google_"):
+        check_section(DataConfig(source="yelp"), "data")
+    check_section(DataConfig(source="gowalla"), "data")  # a plain string naming a member is fine
+    cfg = load_experiment("nyc_baselines", ["data.source=gowalla"])
+    assert cfg.data.source is Source.gowalla and cfg.data.source == "gowalla"
 
 
 def test_cli_prints_one_error_line_and_exits_2_before_reading_data(tmp_path, capsys, monkeypatch):

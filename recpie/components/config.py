@@ -2,6 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Geo(StrEnum):
+    """How the backbone sees a POI's location."""
+
+    fourier = "fourier"
+    grid = "grid"
 
 
 @dataclass
@@ -11,7 +19,7 @@ class BackboneConfig:
     num_heads: int = 2  # attention heads per block
     dropout: float = 0.3  # dropout on embeddings, attention and feed-forward
     use_user: bool = False  # add a user embedding to every step's input (no gain on NYC val: off)
-    geo: str = "fourier"  # POI location features: "fourier" (sin/cos of lat/lon) or "grid" (cell embedding)
+    geo: Geo = Geo.fourier  # POI location features: "fourier" (sin/cos of lat/lon) or "grid" (cell embedding)
     fourier_bands: int = 16  # frequencies per coordinate of the Fourier geo features
     grid_cells: int = 64  # "grid": cells per axis over the POIs' bounding box
     copy: bool = True  # add copy logits from the history (visit counts weighted by recency and hour)

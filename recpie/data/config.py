@@ -7,14 +7,48 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 
 from recpie.config_checks import check_section
+
+
+class Source(StrEnum):
+    """The check-in datasets a loader exists for (recpie/data/sources)."""
+
+    foursquare = "foursquare"
+    gowalla = "gowalla"
+    google_local = "google_local"
+
+
+# Text encodings of the raw check-in files (functional form: the names hold a hyphen).
+Encoding = StrEnum("Encoding", {"auto": "auto", "latin-1": "latin-1", "utf-8": "utf-8"})
+
+
+class OnBadLine(StrEnum):
+    """What a malformed raw line does: stop naming it, or skip it with a count."""
+
+    error = "error"
+    skip = "skip"
+
+
+class TrainTargets(StrEnum):
+    """Which train steps are supervised."""
+
+    all_steps = "all_steps"
+    protocol = "protocol"
+
+
+class FractionUnit(StrEnum):
+    """What data.train_fraction draws: a share of the targets or of the users."""
+
+    targets = "targets"
+    users = "users"
 
 
 @dataclass
 class DataConfig:
     # which reader: "foursquare" (TSMC2014), "gowalla" (SNAP layout) or "google_local" (UCSD reviews + meta)
-    source: str = "foursquare"
+    source: Source = Source.foursquare
     # Foursquare city ("NYC", "TKY") or Google Local state ("Vermont"); unused by Gowalla
     city: str = "NYC"
     # folder holding the datasets; "" = env RECPIE_DATA_ROOT, else ../shared/data next to the repo
@@ -27,11 +61,11 @@ class DataConfig:
     names_file: str | None = None
     # text encoding of the check-in file: "auto" (UTF-8 when the whole file decodes as UTF-8, else the
     # source's original encoding: latin-1 for TSMC2014), "latin-1" or "utf-8"
-    encoding: str = "auto"
+    encoding: Encoding = Encoding.auto
     # drop check-ins that repeat an earlier one exactly (same user, venue and second); counted in data stats
     drop_duplicates: bool = True
     # what to do with a malformed input line: "error" (stop, naming file and line) or "skip" (count it)
-    on_bad_line: str = "error"
+    on_bad_line: OnBadLine = OnBadLine.error
     # drop a user's check-in when it repeats the venue of the user's previous check-in
     collapse_repeats: bool = False
     # iterative k-core: keep POIs with at least this many check-ins (repeated until stable)
@@ -56,7 +90,7 @@ class DataConfig:
     # the backbone's copy features then count the whole history, not just the last max_len check-ins
     history_summary: bool = True
     # train windows: "all_steps" (every next check-in in the train period) or "protocol" (train targets only)
-    train_targets: str = "all_steps"
+    train_targets: TrainTargets = TrainTargets.all_steps
     # batch size of train windows (32: more steps per epoch; NYC val MRR peaks in 4-8 epochs)
     batch_size: int = 32
     # batch size of val/test/sample batches
@@ -70,7 +104,7 @@ class DataConfig:
     train_fraction: float = 1.0
     # what is drawn: "targets" (each train target kept with probability train_fraction) or "users" (that
     # share of the users keep all their train targets)
-    train_fraction_unit: str = "targets"
+    train_fraction_unit: FractionUnit = FractionUnit.targets
     train_fraction_seed: int = 0  # seed of that draw (nested across fractions for one seed)
 
 

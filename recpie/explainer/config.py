@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,52 @@ from recpie.errors import ConfigError
 
 EMBEDDED_GEMMA = "embedded:gemma3-270m"
 EMBEDDED_MINILM = "embedded:all-minilm-l6-v2"
+
+
+class Quantization(StrEnum):
+    """Weights of the base LLM."""
+
+    none = "none"
+    nf4 = "nf4"
+
+
+class Device(StrEnum):
+    """Where the LLM runs."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Dtype(StrEnum):
+    """The LLM's compute dtype."""
+
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+    float16 = "float16"
+
+
+class Granularity(StrEnum):
+    """What one explanation is about: the sample, or each of its top-K candidates."""
+
+    user = "user"
+    candidate = "candidate"
+
+
+class Vocabulary(StrEnum):
+    """The output head decoding and every log-prob use."""
+
+    full = "full"
+    data = "data"
+
+
+class LogprobAttention(StrEnum):
+    """Attention kernel of the log-prob forwards."""
+
+    auto = "auto"
+    eager = "eager"
+    sdpa = "sdpa"
 
 
 @dataclass
@@ -24,15 +71,17 @@ class LoraSection:
 @dataclass
 class ExplainerConfig:
     model: str = EMBEDDED_GEMMA  # local HF dir, hub id, path to a .gguf file, or "embedded:gemma3-270m"
-    quantization: str = "none"  # "none" or "nf4" (bitsandbytes 4-bit, double quantisation, bf16 compute)
-    device: str = "auto"  # "auto" (cuda if present), "cpu" or "cuda"
+    # "none" or "nf4" (bitsandbytes 4-bit, double quantisation, bf16 compute)
+    quantization: Quantization = Quantization.none
+    device: Device = Device.auto  # "auto" (cuda if present), "cpu" or "cuda"
     # unquantised weights: auto (bf16 on cuda, float32 on cpu: ~2x faster there), bfloat16, float32, float16
-    dtype: str = "auto"
+    dtype: Dtype = Dtype.auto
     cache_dir: str = ""  # where converted models are kept; "" = $RECPIE_CACHE or ~/.cache/recpie
     lora: LoraSection = field(default_factory=LoraSection)
     soft_tokens: int = 4  # m: virtual tokens the soft prompt prepends (0 = no soft prompt)
     soft_hidden: int = 256  # hidden width of the soft-prompt MLP
-    granularity: str = "user"  # "user": one explanation per sample; "candidate": one per top-K candidate
+    # "user": one explanation per sample; "candidate": one per top-K candidate
+    granularity: Granularity = Granularity.user
     history_len: int = 8  # most recent check-ins shown in a prompt
     num_candidates: int = 5  # top-K candidates of the recommender shown in a prompt
     few_shot: bool = True  # prepend one worked example to each prompt (format hint for a base model)
@@ -42,14 +91,14 @@ class ExplainerConfig:
     # output head: "full" (the whole vocabulary) or "data" (the tokens of the data's prompts, templated
     # explanations and POI labels; Gemma on NYC: 262k -> ~3.9k rows). Sampling, greedy decoding and every log-prob use
     # the same head, so PPO stays on-policy; on CPU the 262k head was most of a decoding step
-    vocabulary: str = "full"
+    vocabulary: Vocabulary = Vocabulary.full
     # transformers' generate with a static KV cache, which compiles the decode step (vocabulary=full only): on an
     # H200, 7,450 tokens/s at batch 128 once compiled against 1,525 without (the compiling passes: 94); each new
     # shape may compile again
     static_cache: bool = False
     # attention kernel of the log-prob forwards: "auto" (eager on CUDA, where SDPA's backward gave NaN LoRA
     # gradients with left padding; sdpa on CPU, faster and without [B, heads, T, T] tensors), "eager", "sdpa"
-    logprob_attention: str = "auto"
+    logprob_attention: LogprobAttention = LogprobAttention.auto
     # "llm" (adapter-disabled LLM, mean-pooled), a sentence-transformers directory, EMBEDDED_MINILM, or
     # "verdict" (user granularity: which candidate each part names; the fusion then re-ranks the top-K)
     encoder: str = "llm"

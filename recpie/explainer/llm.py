@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from recpie.config_checks import check_choice
 from recpie.errors import ConfigError
-from recpie.explainer.config import EMBEDDED_GEMMA, ExplainerConfig
+from recpie.explainer.config import EMBEDDED_GEMMA, Device, Dtype, ExplainerConfig, Quantization
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def resolve_device(name: str) -> torch.device:
     """'auto' picks cuda when present; asking for cuda without one is an error, not a silent CPU run."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    check_choice("explainer.device", name)
+    check_choice("explainer.device", name, Device)
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("explainer.device=cuda but no CUDA device is visible; use device=cpu or auto")
     return torch.device(name)
@@ -57,7 +57,7 @@ def _convert_gguf(gguf: Path, out: Path, dtype: torch.dtype) -> Path:
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    check_choice("explainer.dtype", name)
+    check_choice("explainer.dtype", name, Dtype)
     return _DTYPES[name]
 
 
@@ -109,7 +109,7 @@ def disable_avx512bf16(model: torch.nn.Module) -> int:
 
 def load_llm(cfg: ExplainerConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """The frozen base with LoRA adapters (trainable) and a left-padding tokenizer with a pad token."""
-    check_choice("explainer.quantization", cfg.quantization)
+    check_choice("explainer.quantization", cfg.quantization, Quantization)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     path = resolve_model_path(cfg)

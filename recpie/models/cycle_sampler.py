@@ -18,6 +18,7 @@ import torch
 
 from recpie.config_checks import check_choice
 from recpie.data.types import CheckinData
+from recpie.models.recpie_config import SFTTarget
 
 
 def phase_seed(*parts: int | str) -> int:
@@ -40,7 +41,7 @@ def warmup_and_fusion_ids(data: CheckinData, sft_target: str, sft_share: float, 
     ids = explainable_train_ids(data)
     if sft_target == "template":
         return ids, ids
-    check_choice("recpie.sft_target", sft_target)
+    check_choice("recpie.sft_target", sft_target, SFTTarget)
     if not 0 < sft_share < 1:
         raise ValueError(f"recpie.sft_share={sft_share} must lie strictly between 0 and 1 with hindsight targets")
     order = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(phase_seed(seed, "sft_share")))]

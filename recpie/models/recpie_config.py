@@ -2,6 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class SFTTarget(StrEnum):
+    """What the format warm-up's target explanation says."""
+
+    template = "template"
+    hindsight = "hindsight"
+
+
+class TestCheckpoint(StrEnum):
+    """Which checkpoint the final test scores."""
+
+    best = "best"
+    last = "last"
 
 
 @dataclass
@@ -43,7 +58,7 @@ class RecPIEConfig:
     # whose target is among the candidates: the explainer becomes a re-ranker that can disagree with the
     # recommender). With the template, "may like" restated the recommender's top-1 in 75-85% of NYC test
     # explanations and another sample's explanation scored as well as the sample's own
-    sft_target: str = "template"
+    sft_target: SFTTarget = SFTTarget.template
     # hindsight only: share of the explainable train samples the warm-up reads, held out of the refresh,
     # the rollouts and the fusion's explained rows (an explainer fitted to a sample's answer would hand it
     # to the fusion, which would learn to trust the explanations more than they deserve on val/test)
@@ -69,7 +84,7 @@ class RecPIEConfig:
     # which checkpoint the test scores: "best" (val MRR, the default) or "last" (the end of the final
     # cycle; for short runs whose val subset is too small to choose between cycles). Not part of the
     # resume fingerprint: a finished run can be re-tested from the other one by resuming it
-    test_checkpoint: str = "best"
+    test_checkpoint: TestCheckpoint = TestCheckpoint.best
     # test samples scored at the end (0 = all); the subset is fixed by test_subset_seed and documented
     test_samples: int = 0
     # seed of the val/test subset choice (independent of the training seed)

@@ -50,6 +50,7 @@ from recpie.models.cycle_sampler import phase_seed, warmup_and_fusion_ids
 from recpie.models.explanation_store import ExplanationStore
 from recpie.models.recommender_module import sample_ends_trajectory, target_loss_weight
 from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
+from recpie.rl.config import KLReference
 from recpie.rl.ppo import Rollout, ppo_update
 from recpie.rl.value_head import value_head_for
 from recpie.utils.run_folder import config_fingerprint
@@ -85,7 +86,7 @@ class RecPIEModule(L.LightningModule):
         self.moments, self.kl_ctl = RunningMoments(), KLController(cfg.rl.kl)
         self.policy_version = 0
         self.sft_done = False
-        check_choice("rl.kl_reference", cfg.rl.kl_reference)
+        check_choice("rl.kl_reference", cfg.rl.kl_reference, KLReference)
         self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
         self._acc: dict[str, RankAccumulator] = {}
         self._verdict_counts: dict[str, torch.Tensor] = {}

@@ -2,6 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Estimator(StrEnum):
+    """How PPO's advantages are estimated."""
+
+    gae = "gae"
+    grpo = "grpo"
+    rloo = "rloo"
+
+
+class KLReference(StrEnum):
+    """The policy the KL penalty holds the explainer near."""
+
+    base = "base"
+    warmup = "warmup"
 
 
 @dataclass
@@ -29,7 +45,7 @@ class RLConfig:
     """PPO update settings: estimator, epochs, minibatches, clipping (the sampling temperature, which every
     log-prob shares, is explainer.temperature)."""
 
-    estimator: str = "gae"  # "gae" (value head), "grpo" or "rloo" (groups of samples, no value head)
+    estimator: Estimator = Estimator.gae  # "gae" (value head), "grpo" or "rloo" (groups of samples, no value head)
     group_size: int = 4  # grpo/rloo: samples per prompt, contiguous rows of the rollout (gae ignores it)
     ppo_epochs: int = 4  # passes over the rollout per PPO iteration (the design says 2-4)
     minibatch_size: int = 4  # rollout rows per optimizer step
@@ -42,6 +58,6 @@ class RLConfig:
     # what the per-token KL is measured against: "base" (the adapter-disabled LLM, same soft prompt) or
     # "warmup" (a frozen copy of LoRA + soft prompt right after the format warm-up, RLHF's SFT reference;
     # measured on NYC: 40 warm-up steps put Gemma 270M 77 nats per 48-token explanation from the base)
-    kl_reference: str = "base"
+    kl_reference: KLReference = KLReference.base
     kl: KLConfig = field(default_factory=KLConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)

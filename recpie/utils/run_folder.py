@@ -48,15 +48,15 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def changed_keys(old: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any]]:
     """Dotted keys whose values differ and that may not change on resume: {key: (old, new)}."""
-    a = _flat(OmegaConf.to_container(old, resolve=True))
-    b = _flat(OmegaConf.to_container(new, resolve=True))
+    a = _flat(OmegaConf.to_container(old, resolve=True, enum_to_str=True))
+    b = _flat(OmegaConf.to_container(new, resolve=True, enum_to_str=True))
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not _may_change(k)}
 
 
 def config_fingerprint(cfg: DictConfig, sections: tuple[str, ...]) -> str:
     """A short hash of ``sections`` of the config without the keys that may change on resume."""
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in sections}
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) for k in sections}
     for key in MAY_CHANGE:
         section, _, rest = key.partition(".")
         if section in parts and rest:
