@@ -18,13 +18,12 @@ class BackboneConfig:
     num_layers: int = 2  # causal Transformer blocks
     num_heads: int = 2  # attention heads per block
     dropout: float = 0.3  # dropout on embeddings, attention and feed-forward
-    use_user: bool = False  # add a user embedding to every step's input (no gain on NYC val: off)
+    use_user: bool = False  # add a user embedding to every step's input (defaults: docs/decisions.md)
     geo: Geo = Geo.fourier  # POI location features: "fourier" (sin/cos of lat/lon) or "grid" (cell embedding)
     fourier_bands: int = 16  # frequencies per coordinate of the Fourier geo features
     grid_cells: int = 64  # "grid": cells per axis over the POIs' bounding box
     copy: bool = True  # add copy logits from the history (visit counts weighted by recency and hour)
-    # recency decays per age (0.995: the NYC val-tuned counter's, so the backbone can rank as it does;
-    # NYC seeds 0-2, val MRR 0.4577 with it, 0.4582 without: a tie)
+    # recency decays per age (0.995: the val-tuned counter's, so the backbone can rank as it does)
     copy_decays: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.99, 0.995])
     copy_bandwidths_h: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])  # hour-kernel widths
     copy_kernel_decay: float = 0.99  # recency decay applied inside the hour-kernel copy features
@@ -36,7 +35,7 @@ class BackboneConfig:
     # each count feature enters as log1p(count / scale) per scale (small scales resolve small kernel weights)
     copy_log_scales: list[float] = field(default_factory=lambda: [1.0, 0.01])
     # add w(h) * log1p(km from the request's last check-in) to every POI's logit, w linear in h: where the
-    # user is now sets which places (new ones too) are within reach (NYC seed 0: val MRR 0.4422 -> 0.4475)
+    # user is now sets which places (new ones too) are within reach
     distance_prior: bool = True
     # add w(h) * log1p(train-period count of steps from the request's last POI to each POI) (first-order
     # transitions of all users, the Markov baseline's counts; a train step's own transition is left out)
@@ -48,14 +47,13 @@ class TrainConfig:
     lr: float = 2e-3  # AdamW learning rate
     weight_decay: float = 0.1  # AdamW weight decay
     max_epochs: int = 12  # upper bound on epochs over the train windows
-    patience: int = 3  # early stopping: epochs without a val MRR gain before stopping (val MRR moves +-0.01)
+    patience: int = 3  # early stopping: epochs without a val MRR gain before stopping
     grad_clip: float = 1.0  # gradient norm clipping (0 = off)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     # loss weight of targets that end their trajectory (val/test samples all do), relative to other steps
     trajectory_end_weight: float = 5.0
     # loss weight of targets the user never visited before (new POIs), relative to revisits: new POIs are
-    # rarely predictable and their gradients otherwise blur the ordering of the visited places (NYC val
-    # MRR 0.4376 at 1.0, 0.4433 at 0.3, 0.4451 at 0.1; seed 0)
+    # rarely predictable and their gradients otherwise blur the ordering of the visited places
     new_poi_weight: float = 0.3
     fast_max_epochs: int = 2  # max_epochs when run.fast is set
     fast_limit_batches: float = 0.2  # fraction of train batches per epoch when run.fast is set

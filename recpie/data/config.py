@@ -91,7 +91,7 @@ class DataConfig:
     history_summary: bool = True
     # train windows: "all_steps" (every next check-in in the train period) or "protocol" (train targets only)
     train_targets: TrainTargets = TrainTargets.all_steps
-    # batch size of train windows (32: more steps per epoch; NYC val MRR peaks in 4-8 epochs)
+    # batch size of train windows (small: more steps per epoch)
     batch_size: int = 32
     # batch size of val/test/sample batches
     eval_batch_size: int = 256

@@ -89,12 +89,11 @@ class ExplainerConfig:
     # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too
     temperature: float = 1.0
     # output head: "full" (the whole vocabulary) or "data" (the tokens of the data's prompts, templated
-    # explanations and POI labels; Gemma on NYC: 262k -> ~3.9k rows). Sampling, greedy decoding and every log-prob use
-    # the same head, so PPO stays on-policy; on CPU the 262k head was most of a decoding step
+    # explanations and POI labels). Sampling, greedy decoding and every log-prob use the same head, so PPO
+    # stays on-policy (speed and the default: docs/decisions.md)
     vocabulary: Vocabulary = Vocabulary.full
-    # transformers' generate with a static KV cache, which compiles the decode step (vocabulary=full only): on an
-    # H200, 7,450 tokens/s at batch 128 once compiled against 1,525 without (the compiling passes: 94); each new
-    # shape may compile again
+    # transformers' generate with a static KV cache, which compiles the decode step (vocabulary=full only;
+    # each new shape may compile again; GPU speed: docs/decisions.md)
     static_cache: bool = False
     # attention kernel of the log-prob forwards: "auto" (eager on CUDA, where SDPA's backward gave NaN LoRA
     # gradients with left padding; sdpa on CPU, faster and without [B, heads, T, T] tensors), "eager", "sdpa"

@@ -40,12 +40,10 @@ class RecPIEConfig:
     # share of the recommender's rows per cycle drawn from the train samples refreshed so far (explained
     # ones; the control draws the same rows with null explanations); the rest is a plain pass over the
     # train samples. 0: the fusion sees explanations only as often as the refresh budget covers train
-    # samples (NYC, 64 of 6,400 rows per cycle: 1%), while every val/test sample is explained
+    # samples, while every val/test sample is explained (docs/decisions.md)
     explained_share: float = 0.5
-    # at most this many rows per refreshed sample per cycle (caps explained_share while the pool is small).
-    # Measured (NYC, all 2,096 test samples, 2 cycles x 100 steps from the seed-0 backbone, MRR 0.4932):
-    # the control scored 0.4831 with a 64-128 sample pool drawn 25-50 times per cycle; 0.4917, 0.4927 and
-    # 0.4917 with this bound at 2, 4 and 8; 0.4920 with explained_share=0
+    # at most this many rows per refreshed sample per cycle (caps explained_share while the pool is small:
+    # a small pool drawn many times over-fits the control too; docs/decisions.md)
     explained_draws: float = 4.0
     # False: the control run, same steps with the null explanation everywhere ("its own backbone")
     use_explanations: bool = True
@@ -56,8 +54,7 @@ class RecPIEConfig:
     # what the warm-up's "may like" names: "template" (the recommender's top candidate; teaches the format
     # and grounding, never reads the target) or "hindsight" (the sample's true next POI, on train samples
     # whose target is among the candidates: the explainer becomes a re-ranker that can disagree with the
-    # recommender). With the template, "may like" restated the recommender's top-1 in 75-85% of NYC test
-    # explanations and another sample's explanation scored as well as the sample's own
+    # recommender; why both exist: docs/decisions.md)
     sft_target: SFTTarget = SFTTarget.template
     # hindsight only: share of the explainable train samples the warm-up reads, held out of the refresh,
     # the rollouts and the fusion's explained rows (an explainer fitted to a sample's answer would hand it
@@ -67,9 +64,7 @@ class RecPIEConfig:
     gate_bias: float = -2.0
     # learning rate of the backbone in the joint phase (it is fine-tuned from its warm-up)
     rec_lr: float = 1.0e-4
-    # learning rate of the fusion, which starts from scratch (as the identity). NYC, stop 9: at 1e-4 its
-    # gate moved 0.13 -> 0.14 in 300 steps; at 1e-3 (frozen explainer, 1,016 explained train samples) it
-    # closed, 0.12 -> 0.10, and the explanations cost 0.017 test MRR: they carried no usable signal
+    # learning rate of the fusion, which starts from scratch (as the identity; docs/decisions.md)
     fusion_lr: float = 1.0e-4
     # learning rate of LoRA + soft prompt + value head (PPO and warm-up)
     llm_lr: float = 2.0e-4

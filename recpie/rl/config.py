@@ -56,8 +56,8 @@ class RLConfig:
     lam: float = 0.95  # GAE lambda
     whiten_advantages: bool = True  # masked whitening of the advantages over the whole rollout
     # what the per-token KL is measured against: "base" (the adapter-disabled LLM, same soft prompt) or
-    # "warmup" (a frozen copy of LoRA + soft prompt right after the format warm-up, RLHF's SFT reference;
-    # measured on NYC: 40 warm-up steps put Gemma 270M 77 nats per 48-token explanation from the base)
+    # "warmup" (a frozen copy of LoRA + soft prompt right after the format warm-up, RLHF's SFT reference:
+    # the warm-up itself moves the policy far from the base; docs/decisions.md)
     kl_reference: KLReference = KLReference.base
     kl: KLConfig = field(default_factory=KLConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
