@@ -22,4 +22,4 @@ def data_root() -> Path:
     return root
 
 
-from data_fixtures import nyc_data, nyc_datamodule_config  # noqa: E402,F401  (session fixtures of real NYC)
+from data_fixtures import nyc_data, nyc_datamodule_config, synthetic_data  # noqa: E402,F401  (session fixtures)

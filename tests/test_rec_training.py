@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from data_modules import CheckinDataModule
+from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.backbone import Backbone
 from recpie.components.config import TrainConfig
 from recpie.config import ExperimentConfig, data_config
@@ -44,16 +45,16 @@ def small_dm(data_root):
     return dm
 
 
-def test_backbone_api_is_consistent(small_dm, data_root):
-    cfg = small_cfg(data_root)
+def test_backbone_api_is_consistent(synthetic_data):
+    cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.from_dotlist(SMALL))
     torch.manual_seed(0)
-    bb = Backbone(cfg.backbone, small_dm.checkins, 8).eval()
-    batch = next(iter(small_dm.test_dataloader()))
+    bb = Backbone(cfg.backbone, synthetic_data, 8).eval()
+    batch = to_tensors(SampleDataset(synthetic_data, "test", 8, summary=True).__getitems__(list(range(12))))
     with torch.no_grad():
         h = bb.user_state(batch)
         logits = bb.score(h, batch)
         full = bb(batch)
-    assert h.shape == (len(batch["user"]), bb.hidden_size) and logits.shape == (len(h), bb.num_pois)
+    assert h.shape == (12, bb.hidden_size) and logits.shape == (12, bb.num_pois) == (12, 6)
     torch.testing.assert_close(full[:, -1], logits)  # the last position of forward() is score(user_state)
     assert not torch.allclose(bb.score(h + 1.0, batch), logits)  # score is a function of h (for fusion)
     visited = batch["poi"][0][batch["mask"][0]]
@@ -131,6 +132,7 @@ from pathlib import Path
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from data_modules import CheckinDataModule
+from data_modules.batches import SampleDataset, to_tensors
 from recpie.config import ExperimentConfig, data_config
 from recpie.recipes.baselines import fit_backbone
 out = Path(sys.argv[1])
