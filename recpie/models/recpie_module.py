@@ -47,7 +47,7 @@ from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.warmup import sft_loss, templated_explanation
 from recpie.models.cycle_sampler import phase_seed, warmup_and_fusion_ids
-from recpie.models.explanation_store import ExplanationStore
+from recpie.explainer.store import ExplanationStore
 from recpie.models.recommender_module import sample_ends_trajectory, target_loss_weight
 from recpie.rl import KLController, RunningMoments, parse_flags, shape_scores
 from recpie.rl.ppo import Rollout, ppo_update
