@@ -168,7 +168,7 @@ def test_candidate_granularity_explains_each_of_the_top_k(tmp_path, nyc_data, ti
     assert all(len(texts) == cfg.explainer.num_candidates for texts in out["texts"].values())
     assert store.z["test"].shape[1] == cfg.explainer.num_candidates
     first = int(eval_ids["test"][0])
-    prompts = out["module"]._prompts("test", torch.tensor([first]), torch.tensor([store.candidates["test"][first]]))
+    prompts = out["module"].writer.prompts("test", torch.tensor([first]), torch.tensor([store.candidates["test"][first]]))
     assert len(set(prompts)) == cfg.explainer.num_candidates  # one prompt about each candidate
 
 
@@ -223,17 +223,17 @@ def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
 def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, monkeypatch):  # noqa: F811
     """recpie.sft_target=hindsight + explainer.encoder=verdict: the warm-up names each row's true next POI,
     on held-out samples only; explanations are stored as a verdict on their K candidates, which re-rank."""
-    import recpie.models.recpie_module as module_file
+    import recpie.rl.explainer_trainer as trainer_file
     from recpie.components.fusion import CandidateReranker
 
     liked = []
-    template = module_file.templated_explanation
+    template = trainer_file.templated_explanation
 
     def recording(data, split, i, candidates, cfg, focus=None, like=None):
         liked.append((i, like, list(candidates)))
         return template(data, split, i, candidates, cfg, focus, like)
 
-    monkeypatch.setattr(module_file, "templated_explanation", recording)
+    monkeypatch.setattr(trainer_file, "templated_explanation", recording)
     cfg = small_cfg(tmp_path, tiny_llm_dir, **{"recpie.sft_target": "hindsight", "explainer.encoder": "verdict",
                                                "recpie.cycles": 1, "recpie.sft_batch": 4})
     torch.manual_seed(0)
