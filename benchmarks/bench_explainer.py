@@ -3,9 +3,9 @@
 Each run is a subprocess that runs the `recpie` recipe on NYC with the default config, shrunk to one cycle
 (`--sft-steps` warm-up steps, one PPO iteration of `--rollouts` rollouts, `--greedy` greedy train
 explanations at the default generation batch, a few val/test samples, no explanation cache), with timers
-and an RSS sampler around the methods of each phase (the explainer trainer's, the writer's). Trees alternate (base, work, base, work, ...) so
-that a shared machine's load hits both alike; the table gives each phase's median seconds, tokens/s and
-peak RSS, and the base/work ratio.
+and an RSS sampler around each phase's method (the explainer trainer's, the writer's). Trees alternate (base,
+work, base, work, ...) so that a shared machine's load hits both alike; the table gives each phase's median
+seconds, tokens/s and peak RSS, and the base/work ratio.
 
     python benchmarks/bench_explainer.py --base 1b542a3            # compare with a commit
     python benchmarks/bench_explainer.py --base 1b542a3 --repeats 2 --rollouts 8 --greedy 32

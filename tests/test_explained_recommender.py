@@ -85,7 +85,8 @@ def test_the_null_explanation_gains_nothing_and_another_gains_its_log_likelihood
     gain, null_lp, with_lp = rec.log_likelihood_gain(batch, h, candidates, rows, slot, null.expand(len(h), -1))
     assert rec.training and rec.backbone.training  # the context restores the mode
     assert gain.abs().max() == 0 and (null_lp < 0).all()
-    gain, null_lp2, with_lp = rec.log_likelihood_gain(batch, h, candidates, rows, slot, torch.ones(len(h), null.numel()))
+    ones = torch.ones(len(h), null.numel())
+    gain, null_lp2, with_lp = rec.log_likelihood_gain(batch, h, candidates, rows, slot, ones)
     torch.testing.assert_close(null_lp2, null_lp)
     torch.testing.assert_close(gain, with_lp - null_lp)
     assert gain.abs().max() > 1e-4 and not gain.requires_grad

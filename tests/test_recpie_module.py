@@ -168,7 +168,8 @@ def test_candidate_granularity_explains_each_of_the_top_k(tmp_path, nyc_data, ti
     assert all(len(texts) == cfg.explainer.num_candidates for texts in out["texts"].values())
     assert store.z["test"].shape[1] == cfg.explainer.num_candidates
     first = int(eval_ids["test"][0])
-    prompts = out["module"].writer.prompts("test", torch.tensor([first]), torch.tensor([store.candidates["test"][first]]))
+    shown = torch.tensor([store.candidates["test"][first]])
+    prompts = out["module"].writer.prompts("test", torch.tensor([first]), shown)
     assert len(set(prompts)) == cfg.explainer.num_candidates  # one prompt about each candidate
 
 
