@@ -23,7 +23,7 @@ from recpie.components.backbone import Backbone
 from recpie.config import load_experiment
 from recpie.errors import ConfigError
 from recpie.explainer.prompts import build_prompt
-from recpie.models.recpie_module import subset_ids
+from recpie.models.recpie_module import RecPIEModule, subset_ids
 from recpie.recipes.recpie import fit_variant
 from recpie.utils.checkpoints import load_checkpoint
 
@@ -112,6 +112,22 @@ def test_control_needs_no_llm_and_checkpoints_hold_no_base_weights(setup, nyc_da
     assert {id(p) for p in fusion_group["params"]} == {id(p) for p in out["module"].fusion.parameters()}
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "control-seed0" / "last.ckpt", "test")
     assert all(k.startswith(("backbone.", "fusion.")) for k in ckpt["state_dict"])
+
+
+def test_the_recommenders_weights_keep_their_checkpoint_names(setup, nyc_data):
+    """The module holds backbone and fusion inside its recommender, yet reads and writes them as backbone.*
+    and fusion.*, the names every checkpoint has."""
+    cfg, backbone, eval_ids = setup
+    cfg.recpie.use_explanations = False  # no LLM: the recommender's weights only
+    module = RecPIEModule(cfg, nyc_data, copy.deepcopy(backbone), eval_ids)
+    module.configure_model()
+    state = module.state_dict()
+    assert set(state) == ({f"backbone.{k}" for k in backbone.state_dict()}
+                          | {f"fusion.{k}" for k in module.fusion.state_dict()})
+    moved = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    module.load_state_dict(moved, strict=True)
+    assert torch.equal(module.backbone.out_bias, moved["backbone.out_bias"])
+    assert torch.equal(module.fusion.null, moved["fusion.null"])
 
 
 def test_resumed_run_matches_uninterrupted(setup, nyc_data, tmp_path):
