@@ -9,7 +9,7 @@ from torch import nn
 from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.backbone import Backbone
 from recpie.components.explained_recommender import CandidateFusion, ExplainedRecommender, UserFusion, VerdictFusion
-from recpie.models.config import BackboneConfig
+from recpie.config import load_experiment
 
 K, DIM = 3, 4
 HEADS = {"user": ("user", False, DIM), "candidate": ("candidate", False, DIM), "verdict": ("user", True, 2 * K)}
@@ -23,7 +23,8 @@ def batch(nyc_data):
 
 def recommender(nyc_data, head: str) -> ExplainedRecommender:
     torch.manual_seed(0)
-    backbone = Backbone(BackboneConfig(hidden_size=16, num_heads=1, num_layers=1), nyc_data, 12)
+    cfg = load_experiment("nyc_recpie", ["backbone.hidden_size=16", "backbone.num_heads=1", "backbone.num_layers=1"])
+    backbone = Backbone(cfg.backbone, nyc_data, 12)
     granularity, verdicts, dim = HEADS[head]
     return ExplainedRecommender.build(backbone, granularity, verdicts, dim, K, gate_bias=-2.0).eval()
 
