@@ -146,13 +146,13 @@ class RecPIEModule(L.LightningModule):
         torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, "cycle"))
         if self.explainer is None:  # the control: no explainer's turn
             return
-        opt, coach = self._optimizers()[1], self.explainer_trainer
-        coach.prepare(opt)
+        opt, explainer_trainer = self._optimizers()[1], self.explainer_trainer
+        explainer_trainer.prepare(opt)
         for k in progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations",
                           self.global_rank):
-            self.log_dict(coach.ppo_iteration(opt, k), on_step=False, on_epoch=True, sync_dist=True)
+            self.log_dict(explainer_trainer.ppo_iteration(opt, k), on_step=False, on_epoch=True, sync_dist=True)
         refreshed = self.trainer.train_dataloader.sampler.refreshed(self.current_epoch, self.global_rank)
-        self.writer.refresh(refreshed, coach.policy_version)
+        self.writer.refresh(refreshed, explainer_trainer.policy_version)
         self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)
         if self.device.type == "cuda":
             self.log("speed/peak_gpu_gib", torch.cuda.max_memory_allocated(self.device) / 2**30, on_epoch=True)
