@@ -3,9 +3,9 @@
 Each run is a subprocess that runs the `recpie` recipe on NYC with the default config, shrunk to one cycle
 (`--sft-steps` warm-up steps, one PPO iteration of `--rollouts` rollouts, `--greedy` greedy train
 explanations at the default generation batch, a few val/test samples, no explanation cache), with timers
-and an RSS sampler around RecPIEModule's phase methods. Trees alternate (base, work, base, work, ...) so
-that a shared machine's load hits both alike; the table gives each phase's median seconds, tokens/s and
-peak RSS, and the base/work ratio.
+and an RSS sampler around each phase's method (the explainer trainer's, the writer's). Trees alternate (base,
+work, base, work, ...) so that a shared machine's load hits both alike; the table gives each phase's median
+seconds, tokens/s and peak RSS, and the base/work ratio.
 
     python benchmarks/bench_explainer.py --base 1b542a3            # compare with a commit
     python benchmarks/bench_explainer.py --base 1b542a3 --repeats 2 --rollouts 8 --greedy 32
@@ -13,6 +13,7 @@ peak RSS, and the base/work ratio.
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
@@ -27,7 +28,27 @@ import threading
 import time
 from pathlib import Path
 
-PHASES = {"_format_warmup": "format warm-up step", "_ppo_iteration": "PPO iteration", "_refresh": "greedy explanations"}
+# phase: where its method lives, newest layout first (the child side also runs in older base trees)
+PHASES = {
+    "format warm-up step": [("recpie.rl.explainer_trainer", "ExplainerTrainer", "format_warmup"),
+                            ("recpie.models.recpie_module", "RecPIEModule", "_format_warmup")],
+    "PPO iteration": [("recpie.rl.explainer_trainer", "ExplainerTrainer", "ppo_iteration"),
+                      ("recpie.models.recpie_module", "RecPIEModule", "_ppo_iteration")],
+    "greedy explanations": [("recpie.explainer.writer", "ExplanationWriter", "refresh"),
+                            ("recpie.models.recpie_module", "RecPIEModule", "_refresh")],
+}
+
+
+def phase_owner(places: list[tuple[str, str, str]]) -> tuple[type, str]:
+    """The class and method name of a phase in the tree under test."""
+    for module, cls, method in places:
+        try:
+            owner = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            continue
+        if hasattr(owner, method):
+            return owner, method
+    raise SystemExit(f"none of {places} in this tree")
 
 
 def rss_gib() -> float:
@@ -55,7 +76,6 @@ def child(args) -> None:
 
     from recpie.cli.run import run_main
     from recpie.explainer.explainer import Explainer
-    from recpie.models.recpie_module import RecPIEModule
 
     sampler = Sampler()
     sampler.start()
@@ -67,7 +87,7 @@ def child(args) -> None:
             tokens.update(n=0, s=0.0)
             sampler.peak, before, start = rss_gib(), rss_gib(), time.perf_counter()
             out = fn(self, *a, **k)
-            rec = stats.setdefault(PHASES[name], {"s": 0.0, "tokens": 0, "gen_s": 0.0, "peak": 0.0, "calls": 0})
+            rec = stats.setdefault(name, {"s": 0.0, "tokens": 0, "gen_s": 0.0, "peak": 0.0, "calls": 0})
             rec["s"] += time.perf_counter() - start
             rec["tokens"] += tokens["n"]
             rec["gen_s"] += tokens["s"]
@@ -86,8 +106,9 @@ def child(args) -> None:
             return gen
         return wrapper
 
-    for name in PHASES:
-        setattr(RecPIEModule, name, timed(name, getattr(RecPIEModule, name)))
+    for name, places in PHASES.items():
+        owner, method = phase_owner(places)
+        setattr(owner, method, timed(name, getattr(owner, method)))
     Explainer.generate = counted(Explainer.generate)
     overrides = [f"run.output_dir={args.out}", "run.resume=false", "recpie.cycles=1", "recpie.rec_steps_per_cycle=1",
                  f"recpie.sft_steps={args.sft_steps}", "recpie.ppo_iterations=1",
@@ -158,7 +179,7 @@ def table(results: dict[str, list[dict]], names: tuple[str, str]) -> str:
     med = statistics.median
     rows = ["| phase | " + " | ".join(f"{n} s | {n} tok/s | {n} peak RSS GiB" for n in names) + " | speed-up |",
             "|---|" + "---|" * (3 * len(names) + 1)]
-    for phase in [*PHASES.values(), "_process"]:
+    for phase in [*PHASES, "_process"]:
         cells, secs = [], []
         for n in names:
             runs = [r[phase] for r in results[n] if phase in r]

@@ -73,7 +73,7 @@ def test_sft_loss_trains_lora_and_soft_prompt_on_real_prompts(nyc_data, tiny_llm
     h = torch.randn(2, 8)
     soft_before = [p.detach().clone() for p in ex.soft_prompt.parameters()]
     opt, losses = torch.optim.AdamW(ex.trainable_parameters(), lr=1e-2), []
-    for _ in range(30):  # the steps RecPIEModule._format_warmup takes (the one warm-up loop), on fixed rows
+    for _ in range(30):  # the steps ExplainerTrainer.format_warmup takes (the one warm-up loop), on fixed rows
         loss = sft_loss(ex, prompts, targets, h)
         opt.zero_grad()
         loss.backward()

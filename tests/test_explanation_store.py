@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from recpie.models.explanation_store import ExplanationStore
+from recpie.explainer.store import ExplanationStore
 
 
 def test_tables_stay_on_the_cpu_under_another_default_device():

@@ -23,7 +23,7 @@ from recpie.components.backbone import Backbone
 from recpie.config import load_experiment
 from recpie.errors import ConfigError
 from recpie.explainer.prompts import build_prompt
-from recpie.models.recpie_module import subset_ids
+from recpie.models.recpie_module import RecPIEModule, subset_ids
 from recpie.recipes.recpie import fit_variant
 from recpie.utils.checkpoints import load_checkpoint
 
@@ -114,6 +114,22 @@ def test_control_needs_no_llm_and_checkpoints_hold_no_base_weights(setup, nyc_da
     assert all(k.startswith(("backbone.", "fusion.")) for k in ckpt["state_dict"])
 
 
+def test_the_recommenders_weights_keep_their_checkpoint_names(setup, nyc_data):
+    """The module holds backbone and fusion inside its recommender, yet reads and writes them as backbone.*
+    and fusion.*, the names every checkpoint has."""
+    cfg, backbone, eval_ids = setup
+    cfg.recpie.use_explanations = False  # no LLM: the recommender's weights only
+    module = RecPIEModule(cfg, nyc_data, copy.deepcopy(backbone), eval_ids)
+    module.configure_model()
+    state = module.state_dict()
+    assert set(state) == ({f"backbone.{k}" for k in backbone.state_dict()}
+                          | {f"fusion.{k}" for k in module.fusion.state_dict()})
+    moved = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    module.load_state_dict(moved, strict=True)
+    assert torch.equal(module.backbone.out_bias, moved["backbone.out_bias"])
+    assert torch.equal(module.fusion.null, moved["fusion.null"])
+
+
 def test_resumed_run_matches_uninterrupted(setup, nyc_data, tmp_path):
     cfg, backbone, eval_ids = setup
     whole = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path / "whole", "recpie", seed=0)
@@ -168,7 +184,8 @@ def test_candidate_granularity_explains_each_of_the_top_k(tmp_path, nyc_data, ti
     assert all(len(texts) == cfg.explainer.num_candidates for texts in out["texts"].values())
     assert store.z["test"].shape[1] == cfg.explainer.num_candidates
     first = int(eval_ids["test"][0])
-    prompts = out["module"]._prompts("test", torch.tensor([first]), torch.tensor([store.candidates["test"][first]]))
+    shown = torch.tensor([store.candidates["test"][first]])
+    prompts = out["module"].writer.prompts("test", torch.tensor([first]), shown)
     assert len(set(prompts)) == cfg.explainer.num_candidates  # one prompt about each candidate
 
 
@@ -223,17 +240,17 @@ def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
 def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, monkeypatch):  # noqa: F811
     """recpie.sft_target=hindsight + explainer.encoder=verdict: the warm-up names each row's true next POI,
     on held-out samples only; explanations are stored as a verdict on their K candidates, which re-rank."""
-    import recpie.models.recpie_module as module_file
+    import recpie.rl.explainer_trainer as trainer_file
     from recpie.components.fusion import CandidateReranker
 
     liked = []
-    template = module_file.templated_explanation
+    template = trainer_file.templated_explanation
 
     def recording(data, split, i, candidates, cfg, focus=None, like=None):
         liked.append((i, like, list(candidates)))
         return template(data, split, i, candidates, cfg, focus, like)
 
-    monkeypatch.setattr(module_file, "templated_explanation", recording)
+    monkeypatch.setattr(trainer_file, "templated_explanation", recording)
     cfg = small_cfg(tmp_path, tiny_llm_dir, **{"recpie.sft_target": "hindsight", "explainer.encoder": "verdict",
                                                "recpie.cycles": 1, "recpie.sft_batch": 4})
     torch.manual_seed(0)

@@ -11,7 +11,6 @@ warm-up backbone. Everything is a function of (seed, cycle, rank), so a resumed 
 from __future__ import annotations
 
 import math
-import zlib
 
 import numpy as np
 import torch
@@ -19,11 +18,7 @@ import torch
 from recpie.config_checks import check_choice
 from recpie.data.types import CheckinData
 from recpie.models.recpie_config import SFTTarget
-
-
-def phase_seed(*parts: int | str) -> int:
-    """A stable 31-bit seed from (seed, cycle, rank, phase name, ...)."""
-    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+from recpie.utils.seeds import phase_seed
 
 
 def explainable_train_ids(data: CheckinData) -> torch.Tensor:

@@ -11,7 +11,6 @@ ranks of all processes and counts each sample once.
 """
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import lightning as L
@@ -25,6 +24,7 @@ from recpie.evaluation import RankAccumulator, metrics_from_ranks, ranks_from_sc
 from recpie.evaluation.breakdowns import split_targets
 from recpie.evaluation.config import EvalConfig
 from recpie.evaluation.export import topk_from_scores, write_topk_jsonl
+from recpie.utils.seeds import epoch_seed
 
 
 def window_ends(batch: dict[str, torch.Tensor], session_gap_s: float) -> torch.Tensor:
@@ -55,10 +55,6 @@ def sample_ends_trajectory(data: CheckinData, split: str) -> torch.Tensor:
     end = ((t + 1 < len(data.poi)) & (data.user[nxt] == data.user[t]) & (data.trajectory[nxt] != data.trajectory[t])
            & (data.time[nxt] < data.t80))
     return torch.from_numpy(end)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return zlib.crc32(f"backbone/{seed}/{epoch}".encode()) & 0x7FFFFFFF
 
 
 class RecommenderModule(L.LightningModule):

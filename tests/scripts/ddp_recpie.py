@@ -42,7 +42,7 @@ def main(out: Path, llm_dir: Path, data_cache: Path) -> None:
         "test_ids": result["ids"].tolist(), "expected_ids": eval_ids["test"].tolist(),
         "lora": checksum(lora), "backbone": checksum(module.backbone.parameters()),
         "train_store": checksum([module.store.z["train"]]), "coverage": module.store.coverage("train"),
-        "rollout_ids": module._draw_train_ids(4, "ppo0").tolist(),
+        "rollout_ids": module.explainer_trainer.draw_train_ids(4, "ppo0").tolist(),
     }
     (out / f"rank{rank}.json").write_text(json.dumps(record))
 

@@ -1,0 +1,175 @@
+"""The recommender that reads explanations: the backbone and one fusion head, chosen once at construction.
+
+The three heads share one interface (``fuse``), so nothing downstream asks which granularity or encoder
+a run uses:
+
+- ``UserFusion``: the sample's one explanation refines the user state (gated residual); the refined
+  state scores every POI;
+- ``CandidateFusion``: one explanation per top-K candidate re-ranks that candidate;
+- ``VerdictFusion``: the sample's one explanation, read as a (liked, disliked) verdict on each of its K
+  candidates, re-ranks them (also in the control, with the null verdict, so both have the same fusion).
+
+Each head returns the logits with what the training log shows about it (``Fused.diagnostics``).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recpie.components.fusion import CandidateReranker, GatedFusion
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Fused:
+    """Scores over all POIs with the explanations fused in, and the head's scalars for the training log."""
+
+    logits: torch.Tensor
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class UserFusion(GatedFusion):
+    """One explanation per sample (slot 0) refines the user state; candidates are not needed."""
+
+    per_candidate, reranks = False, False
+
+    def fuse(self, backbone: nn.Module, batch: Batch, h, z, present, candidates=None) -> Fused:
+        refined, gate = self(h, z[:, 0], present[:, 0])
+        return Fused(backbone.score(refined, batch), {"fusion/gate_mean": gate.detach().mean()})
+
+
+class CandidateFusion(CandidateReranker):
+    """One explanation per candidate (slot k: candidate k) re-ranks the top-K it is about; without
+    ``candidates`` the scores are the backbone's own."""
+
+    per_candidate, reranks = True, True
+
+    def fuse(self, backbone: nn.Module, batch: Batch, h, z, present, candidates=None) -> Fused:
+        logits = backbone.score(h, batch)
+        if candidates is None:
+            return Fused(logits)
+        return self.rerank(logits, h, candidates, z, present)
+
+    def rerank(self, logits, h, candidates, z, present) -> Fused:
+        return Fused(self(logits, h, candidates, z, present)[0])
+
+
+class VerdictFusion(CandidateFusion):
+    """The sample's one explanation (z [B,1,2K]) is a (liked, disliked) verdict on each of its K candidates."""
+
+    per_candidate = False
+
+    def rerank(self, logits, h, candidates, z, present) -> Fused:
+        k = candidates.shape[1]
+        z, present = z.view(len(h), k, 2), present.expand(-1, k)
+        logits, bonus = self(logits, h, candidates, z, present)
+        liked, unnamed = z[..., 0] > 0, (z.sum(-1) == 0) & present
+        diagnostics = {}
+        if liked.any() and unnamed.any():  # how much the recommender trusts "may like" over the unnamed candidates
+            diagnostics["fusion/liked_bonus"] = (bonus[liked].mean() - bonus[unnamed].mean()).detach()
+        return Fused(logits, diagnostics)
+
+
+class ExplainedRecommender(nn.Module):
+    """The backbone and its fusion head. Explanations come as z [B, slots, explanation_dim] with present
+    [B, slots] (False: the head's learned null explanation); re-ranking heads need the candidates [B, K]
+    the explanations are about."""
+
+    def __init__(self, backbone: nn.Module, fusion: UserFusion | CandidateFusion, explanation_dim: int,
+                 num_candidates: int):
+        super().__init__()
+        self.backbone, self.fusion = backbone, fusion
+        self.explanation_dim, self.num_candidates = explanation_dim, num_candidates
+
+    @classmethod
+    def build(cls, backbone: nn.Module, granularity: str, verdicts: bool, explanation_dim: int,
+              num_candidates: int, gate_bias: float) -> ExplainedRecommender:
+        """The head for explainer.granularity / a verdict encoder (``explanation_dim`` is then 2K)."""
+        d = backbone.hidden_size
+        if verdicts:
+            fusion = VerdictFusion(d, 2)  # per candidate: (liked, disliked)
+        elif granularity == "candidate":
+            fusion = CandidateFusion(d, explanation_dim)
+        else:
+            fusion = UserFusion(d, explanation_dim, gate_bias)
+        return cls(backbone, fusion, explanation_dim, num_candidates)
+
+    @property
+    def slots(self) -> int:
+        """Explanations per sample: one per candidate, or one about the sample."""
+        return self.num_candidates if self.fusion.per_candidate else 1
+
+    @property
+    def per_candidate(self) -> bool:
+        return self.fusion.per_candidate
+
+    @property
+    def reranks(self) -> bool:
+        """Whether the head needs the candidates its explanations are about."""
+        return self.fusion.reranks
+
+    @staticmethod
+    def target(batch: Batch) -> torch.Tensor:
+        """The true next POI of each sample."""
+        return batch["target"][:, -1]
+
+    def user_state(self, batch: Batch) -> torch.Tensor:
+        return self.backbone.user_state(batch)
+
+    def null_explanations(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, present) of "no explanation" for every slot of the batch of user states h."""
+        b = h.shape[0]
+        return (torch.zeros(b, self.slots, self.explanation_dim, device=h.device),
+                torch.zeros(b, self.slots, dtype=torch.bool, device=h.device))
+
+    def fuse(self, batch: Batch, h, z, present, candidates=None) -> Fused:
+        return self.fusion.fuse(self.backbone, batch, h, z, present, candidates)
+
+    def logits(self, batch: Batch, h, z, present, candidates=None) -> torch.Tensor:
+        return self.fuse(batch, h, z, present, candidates).logits
+
+    def candidates(self, batch: Batch, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """The recommender's own top-K with the null explanation: what a prompt shows."""
+        return self.logits(batch, h, *self.null_explanations(h)).topk(k or self.num_candidates, dim=-1).indices
+
+    @contextmanager
+    def predicting(self):
+        """The recommender as it predicts (no dropout, no grad), for prompts, candidates and rewards."""
+        modes = [(m, m.training) for m in (self.backbone, self.fusion)]
+        for m, _ in modes:
+            m.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            for m, training in modes:
+                m.train(training)
+
+    def predict(self, batch: Batch, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, top-k candidates; k defaults to num_candidates) as the recommender predicts before any explanation."""
+        with self.predicting():
+            h = self.user_state(batch)
+            return h, self.candidates(batch, h, k)
+
+    def log_likelihood_gain(self, batch: Batch, h, candidates, rows: torch.Tensor, slot: torch.Tensor,
+                            z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log p(target | this explanation) - log p(target | null), null log p, explained log p) per row:
+        row r puts explanation z[r] into slot ``slot[r]`` of sample ``rows[r]``, the other slots stay null.
+
+        A re-scored candidate that is not the target still moves the target's probability through the
+        softmax normaliser, so the gain is defined (and small) when the target is not among the top-K."""
+        with self.predicting():
+            hb, bb, cand = h[rows], {k: v[rows] for k, v in batch.items()}, candidates[rows]
+            zeros, none = self.null_explanations(hb)
+            target = self.target(bb)[:, None]
+            null_lp = F.log_softmax(self.logits(bb, hb, zeros, none, cand), -1).gather(1, target)
+            zz, present = zeros.clone(), none.clone()
+            zz[torch.arange(len(rows)), slot] = z
+            present[torch.arange(len(rows)), slot] = True
+            with_lp = F.log_softmax(self.logits(bb, hb, zz, present, cand), -1).gather(1, target)
+        return (with_lp - null_lp).squeeze(1), null_lp.squeeze(1), with_lp.squeeze(1)

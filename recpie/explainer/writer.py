@@ -1,0 +1,136 @@
+"""Writing explanations: prompts, greedy explanations through the store and the disk cache, their encoding,
+the per-cycle refresh of train explanations and, under DDP, their exchange between ranks.
+
+The writer owns the ``ExplanationStore``. What it needs from the Lightning module that runs it (the
+device, the rank, logging) comes through ``WriterHost``, so it runs as well under a plain test double.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Protocol
+
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from data_modules.batches import SampleDataset, to_tensors
+from recpie.components.explained_recommender import Batch, ExplainedRecommender
+from recpie.data.types import CheckinData
+from recpie.explainer.explainer import Explainer
+from recpie.explainer.prompts import build_prompt
+from recpie.explainer.store import ExplanationStore
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class WriterHost(Protocol):
+    """The Lightning module running the writer (or a test double)."""
+
+    device: torch.device
+    global_rank: int
+    current_epoch: int
+
+    @property
+    def world_size(self) -> int: ...
+
+    def log(self, name: str, value, **kwargs) -> None: ...
+
+
+def progress(iterable, desc: str, rank: int):
+    """A progress bar on rank 0 for the explainer's phases (Lightning's bar covers the rest)."""
+    return tqdm(iterable, desc=desc, leave=False, disable=rank != 0)
+
+
+class ExplanationWriter:
+    """Explanations of (split, sample) by the current policy, kept in ``store`` (one per slot)."""
+
+    def __init__(self, cfg: DictConfig, data: CheckinData, recommender: ExplainedRecommender,
+                 explainer: Explainer | None, cache_tag: str, host: WriterHost):
+        """cache_tag: the run, seed and config fingerprint the disk cache keys start with (policy versions of
+        different runs are different policies). ``explainer`` None (the control): nothing is ever written."""
+        self.cfg, self.data, self.recommender, self.explainer = cfg, data, recommender, explainer
+        self.cache_tag, self.host = cache_tag, host
+        self.generation_batch = cfg.recpie.generation_batch
+        self.datasets = {s: SampleDataset(data, s, cfg.data.max_len, cfg.data.history_summary) for s in SPLITS}
+        self.store = ExplanationStore({s: len(ds) for s, ds in self.datasets.items()}, recommender.slots,
+                                      recommender.explanation_dim)
+
+    @property
+    def slots(self) -> int:
+        return self.recommender.slots
+
+    def batch(self, split: str, ids: torch.Tensor) -> Batch:
+        """The recommender's input rows of samples ``ids``, on the host's device."""
+        rows = self.datasets[split].__getitems__(ids.tolist())
+        return {k: v.to(self.host.device) for k, v in to_tensors(rows).items()}
+
+    def focus(self, candidates: list[int]) -> list[int | None]:
+        """What each slot's explanation is about: every candidate, or the sample."""
+        return candidates if self.recommender.per_candidate else [None]
+
+    def prompts(self, split: str, ids: torch.Tensor, candidates: torch.Tensor) -> list[str]:
+        """One prompt per (sample, slot), sample-major."""
+        prompts = []
+        for i, cands in zip(ids.tolist(), candidates.tolist(), strict=True):
+            prompts += [build_prompt(self.data, split, i, cands, self.cfg.explainer, focus=f)
+                        for f in self.focus(cands)]
+        return prompts
+
+    def cache_key(self, split: str, i: int, slot: int, prompt: str) -> str:
+        """A cached text is reused only for the very prompt it was generated from: the key ends in the
+        prompt's hash, whose candidates move with the recommender."""
+        return f"{self.cache_tag}/{split}/{i}/{slot}/{hashlib.sha1(prompt.encode()).hexdigest()[:12]}"
+
+    def explain(self, split: str, ids: torch.Tensor, batch: Batch, version: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy explanations of samples ``ids`` by policy ``version``, for those the store lacks (the disk
+        cache answers prompts explained before); returns (h, candidates) of the batch for reuse."""
+        h, candidates = self.recommender.predict(batch)
+        todo = self.store.missing(split, ids, version, candidates)
+        if len(todo) and self.explainer is not None:
+            pick = torch.isin(ids, todo)
+            prompts = self.prompts(split, ids[pick], candidates[pick])
+            slots = [(i, s) for i in ids[pick].tolist() for s in range(self.slots)]
+            keys = [self.cache_key(split, i, s, p) for (i, s), p in zip(slots, prompts, strict=True)]
+            states = h[pick].repeat_interleave(self.slots, 0)
+            texts = []
+            for start in progress(range(0, len(prompts), self.generation_batch),
+                                  f"explaining {len(prompts)} {split} prompts (batches)", self.host.global_rank):
+                sl = slice(start, start + self.generation_batch)
+                texts += self.explainer.explain(prompts[sl], keys[sl], states[sl], version)
+            z = self.encode(texts, candidates[pick].repeat_interleave(self.slots, 0)).view(len(todo), self.slots, -1)
+            grouped = [texts[k * self.slots:(k + 1) * self.slots] for k in range(len(todo))]
+            self.store.put(split, ids[pick], z, grouped, version, candidates[pick].tolist())
+        return h, candidates
+
+    def encode(self, texts: list[str], candidates: torch.Tensor) -> torch.Tensor:
+        """Embeddings of explanation texts on the host's device; ``candidates`` [n,K]: what each text's
+        prompt showed (the verdict encoder reads their labels to tell which candidate a part names)."""
+        labels = [[self.data.catalogue.label(p) for p in row] for row in candidates.tolist()]
+        return self.explainer.encode(texts, labels).to(self.host.device)
+
+    def refresh(self, ids: torch.Tensor, version: int) -> None:
+        """Fresh greedy explanations of train samples ``ids`` (this rank's share of the cycle's refresh),
+        then every rank gets every rank's."""
+        began = time.perf_counter()
+        for start in range(0, len(ids), self.generation_batch):
+            chunk = ids[start:start + self.generation_batch]
+            self.explain("train", chunk, self.batch("train", chunk), version)
+        self.share_train_explanations(ids, version)
+        elapsed = time.perf_counter() - began
+        log.info("cycle %d: %d train samples explained in %.1f s", self.host.current_epoch, len(ids), elapsed)
+        self.host.log("speed/refresh_s", elapsed, on_epoch=True)
+
+    def share_train_explanations(self, ids: torch.Tensor, version: int) -> None:
+        """Under DDP each rank explained its own samples; every rank (and the checkpoint) gets them all."""
+        if self.host.world_size == 1:
+            return
+        gathered = [None] * self.host.world_size
+        store = self.store
+        payload = (ids, store.z["train"][ids], [store.texts["train"][i] for i in ids.tolist()],
+                   [store.candidates["train"][i] for i in ids.tolist()])
+        torch.distributed.all_gather_object(gathered, payload)
+        for other_ids, z, texts, candidates in gathered:
+            store.put("train", other_ids, z, texts, version, candidates)

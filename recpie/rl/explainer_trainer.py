@@ -1,0 +1,203 @@
+"""Training the explainer: the format warm-up, PPO iterations rewarded by the recommender's log-likelihood
+gain, the policy's log-prob forward and the KL reference (rl.kl_reference).
+
+Lightning's calls (manual_backward, clip_gradients, all_gather, reduce, logging) reach the trainer through
+``TrainerHost``: the joint module passes itself, a test passes a plain double. ``optimizer_step`` is the
+one optimizer step of the joint method, the recommender's included.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+import torch
+from omegaconf import DictConfig
+
+from recpie.components.explained_recommender import ExplainedRecommender
+from recpie.data.types import CheckinData
+from recpie.explainer.explainer import Explainer
+from recpie.explainer.parse import parse
+from recpie.explainer.warmup import sft_loss, templated_explanation
+from recpie.explainer.writer import ExplanationWriter, WriterHost, progress
+from recpie.rl.ppo import Rollout, ppo_update
+from recpie.rl.reward import KLController, RunningMoments, parse_flags, shape_scores
+from recpie.utils.seeds import phase_seed
+
+log = logging.getLogger(__name__)
+
+
+class TrainerHost(WriterHost, Protocol):
+    """The writer's host, plus the training calls that Lightning routes through precision and DDP."""
+
+    def manual_backward(self, loss: torch.Tensor) -> None: ...
+
+    def clip_gradients(self, optimizer, gradient_clip_val: float, gradient_clip_algorithm: str) -> None: ...
+
+    def gathered(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def reduced(self, x: torch.Tensor, op: str) -> torch.Tensor: ...
+
+    def log_text(self, tag: str, text: str) -> None: ...
+
+
+def clip_and_step(host: TrainerHost, opt, grad_clip: float) -> None:
+    """Clip the gradients' norm to grad_clip (0: no clipping) through the host, then step."""
+    if grad_clip > 0:
+        host.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
+    opt.step()
+
+
+def optimizer_step(host: TrainerHost, opt, loss: torch.Tensor, grad_clip: float) -> None:
+    """One step on ``loss`` from zeroed gradients (its gradients stay until the next zero_grad)."""
+    opt.zero_grad()
+    host.manual_backward(loss)
+    clip_and_step(host, opt, grad_clip)
+
+
+class ExplainerTrainer:
+    """The explainer's turn of each cycle, and the state a checkpoint keeps of it (reward normaliser, KL
+    coefficient, policy version, whether the warm-up ran, the reference weights)."""
+
+    def __init__(self, cfg: DictConfig, data: CheckinData, explainer: Explainer | None,
+                 value_head: torch.nn.Module | None, writer: ExplanationWriter, host: TrainerHost,
+                 sft_ids: torch.Tensor, explainable: torch.Tensor):
+        """sft_ids: the train samples the warm-up reads; explainable: those rolled out."""
+        self.cfg, self.rc, self.data = cfg, cfg.recpie, data
+        self.explainer, self.value_head, self.writer, self.host = explainer, value_head, writer, host
+        self.recommender: ExplainedRecommender = writer.recommender
+        self.sft_ids, self.explainable = sft_ids, explainable
+        self.moments, self.kl_ctl = RunningMoments(), KLController(cfg.rl.kl)
+        self.policy_version, self.sft_done = 0, False
+        self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
+
+    def state_dict(self) -> dict:
+        return {"moments": self.moments.state_dict(), "kl": self.kl_ctl.state_dict(),
+                "policy_version": self.policy_version, "sft_done": self.sft_done,
+                "reference_weights": self.reference_weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.moments.load_state_dict(state["moments"])
+        self.kl_ctl.load_state_dict(state["kl"])
+        self.policy_version, self.sft_done = state["policy_version"], state["sft_done"]
+        self.reference_weights = state["reference_weights"]
+
+    def prepare(self, opt) -> None:
+        """Before the cycle's PPO: the format warm-up (once per run), then the KL reference snapshot."""
+        if not self.sft_done and self.rc.sft_steps > 0:
+            self.format_warmup(opt)
+            self.sft_done = True
+        if self.cfg.rl.kl_reference == "warmup" and self.reference_weights is None:
+            self.reference_weights = self.explainer.trainable_state_dict()  # a snapshot on the CPU
+
+    def draw_train_ids(self, n: int, phase: str) -> torch.Tensor:
+        g = torch.Generator().manual_seed(
+            phase_seed(self.cfg.data.seed, self.host.current_epoch, self.host.global_rank, phase))
+        return self.explainable[torch.randperm(len(self.explainable), generator=g)[:n]]
+
+    def format_warmup(self, opt) -> None:
+        """Supervised warm-up on templated explanations, so the base LLM emits the parseable format; with
+        hindsight targets "may like" names the true next POI (rows whose target is among the candidates)."""
+        g = torch.Generator().manual_seed(phase_seed(self.cfg.data.seed, "sft", self.host.global_rank))
+        hindsight = self.rc.sft_target == "hindsight"
+        writer = self.writer
+        for _ in progress(range(self.rc.sft_steps), "format warm-up (SFT steps)", self.host.global_rank):
+            draw = self.rc.sft_batch * (4 if hindsight else 1)  # hindsight drops rows whose target is not a candidate
+            ids = self.sft_ids[torch.randint(len(self.sft_ids), (draw,), generator=g)]
+            batch = writer.batch("train", ids)
+            h, candidates = self.recommender.predict(batch)
+            like = None
+            if hindsight:
+                target = self.recommender.target(batch)
+                keep = (candidates == target[:, None]).any(1).nonzero().squeeze(1)[:self.rc.sft_batch]
+                ids, h, candidates, like = ids[keep.cpu()], h[keep], candidates[keep], target[keep].tolist()
+                if not like:  # no target among any drawn row's candidates: draw again
+                    continue
+            prompts = writer.prompts("train", ids, candidates)
+            targets = [templated_explanation(self.data, "train", i, c, self.cfg.explainer, focus=f,
+                                             like=like[r] if like else None)
+                       for r, (i, c) in enumerate(zip(ids.tolist(), candidates.tolist(), strict=True))
+                       for f in writer.focus(c)]
+            loss = sft_loss(self.explainer, prompts, targets, h.repeat_interleave(writer.slots, 0))
+            optimizer_step(self.host, opt, loss, self.rc.grad_clip)
+            self.host.log("sft/loss", loss.detach(), on_step=False, on_epoch=True)
+        self.policy_version += 1
+
+    def policy_forward(self, mb: Rollout, reference: bool = False):
+        """(logprobs, values, entropy) of a minibatch's responses under the current policy, or with
+        ``reference`` under the reference policy (rl.kl_reference: the adapter-disabled base with the same
+        soft prompt, or the frozen post-warm-up weights; no values): the explainer's one log-prob forward."""
+        if reference and self.reference_weights is not None:
+            return self.with_weights(self.reference_weights, lambda: self.policy_forward(mb))[0], None, None
+        out = self.explainer.response_logprobs(mb.sequences, mb.attention_mask, mb.response_mask,
+                                               mb.extras["user_state"], reference=reference)
+        if reference:
+            return out.logprobs, None, None
+        values = self.value_head(out.hidden) * mb.response_mask if self.value_head is not None else None
+        return out.logprobs, values, out.entropy
+
+    def with_weights(self, weights: dict[str, torch.Tensor], fn):
+        """fn() with the explainer's LoRA + soft prompt set to ``weights``, then the current ones restored."""
+        current = self.explainer.trainable_state_dict()
+        self.explainer.load_trainable_state_dict(weights)
+        try:
+            with torch.no_grad():
+                return fn()
+        finally:
+            self.explainer.load_trainable_state_dict(current)
+
+    def ppo_iteration(self, opt, iteration: int) -> dict[str, float]:
+        """Sampled explanations of fresh train samples, rewarded by the recommender's log-likelihood gain
+        (penalised for a missing EOS or unparseable text), then ``ppo_update``; returns its stats."""
+        rl, host = self.cfg.rl, self.host
+        start = time.perf_counter()
+        group = rl.group_size if rl.estimator in ("grpo", "rloo") else 1
+        ids = self.draw_train_ids(self.rc.rollout_prompts, f"ppo{iteration}")
+        batch = self.writer.batch("train", ids)
+        h, candidates = self.recommender.predict(batch)
+        prompts = self.writer.prompts("train", ids, candidates)
+        slots = self.writer.slots
+        # rows: (sample, slot) pairs, each repeated `group` times contiguously (grpo/rloo groups)
+        rows = torch.arange(len(ids), device=h.device).repeat_interleave(slots * group)
+        slot = torch.arange(slots, device=h.device).repeat_interleave(group).repeat(len(ids))
+        prompts = [p for p in prompts for _ in range(group)]
+        torch.manual_seed(phase_seed(self.cfg.data.seed, host.current_epoch, host.global_rank, iteration))
+        began = time.perf_counter()
+        gen = self.explainer.generate(prompts, h[rows], sample=True)
+        rollout_s = time.perf_counter() - began
+        with torch.no_grad():
+            z = self.writer.encode(gen.texts, candidates[rows])
+            raw, null_lp, with_lp = self.recommender.log_likelihood_gain(batch, h, candidates, rows, slot, z)
+            parsed = parse_flags(gen.texts, lambda t: parse(t).ok).to(raw.device)
+            # normalise with the scores of every rank, so the running moments stay identical across ranks
+            scores, reward_stats = shape_scores(host.gathered(raw), host.gathered(gen.ended),
+                                                host.gathered(parsed), self.moments, rl.reward)
+            scores = scores.view(-1, len(raw))[host.global_rank if host.world_size > 1 else 0]
+            rollout = Rollout(*gen.rows(), torch.zeros(0), torch.zeros(0), scores, extras={"user_state": h[rows]})
+            old_lp, values, _ = self.policy_forward(rollout)
+            ref = self.policy_forward(rollout, reference=True)[0]
+            rollout.old_logprobs, rollout.ref_logprobs, rollout.values = old_lp, ref, values
+
+        def step() -> None:
+            # zeroed after the step: the warm-up's last gradients are still there for the first minibatch
+            clip_and_step(host, opt, self.rc.grad_clip)
+            opt.zero_grad()
+
+        stats = ppo_update(rollout, self.policy_forward, backward=host.manual_backward, step=step, cfg=rl,
+                           kl_coef=self.kl_ctl.value,
+                           generator=torch.Generator().manual_seed(phase_seed(host.current_epoch, iteration)))
+        kl = host.reduced(torch.tensor(stats["ppo/kl_k1_per_seq"], device=host.device), "mean")  # one coefficient
+        self.kl_ctl.update(float(kl), n_samples=len(rows) * host.world_size)
+        self.policy_version += 1
+        stats.update(reward_stats, **{"reward/with_explanation_logp": with_lp.mean().item(),
+                                      "reward/null_logp": null_lp.mean().item(), "ppo/kl_coef": self.kl_ctl.value,
+                                      "speed/ppo_iteration_s": time.perf_counter() - start,
+                                      "speed/rollout_s": rollout_s,
+                                      "speed/rollout_tokens_per_s": gen.response_mask.sum().item() / rollout_s})
+        host.log_text("explanations/rollout", "\n\n".join(gen.texts[:4]))
+        log.info("cycle %d PPO %d: reward %.3f (null logp %.3f), KL %.3f, parse %.2f, EOS %.2f; "
+                 "%.1f s (rollout %.1f s, %.0f tokens/s)", host.current_epoch, iteration, stats["reward/raw_mean"],
+                 stats["reward/null_logp"], stats["ppo/kl_k1_per_seq"], stats["reward/parse_rate"],
+                 stats["reward/eos_rate"], stats["speed/ppo_iteration_s"], stats["speed/rollout_s"],
+                 stats["speed/rollout_tokens_per_s"])
+        return stats

@@ -1,0 +1,57 @@
+"""The explainer trainer: the one optimizer step zeroes, clips and steps; the warm-up runs once; the
+reference policy is the snapshot, not the live weights; a PPO iteration moves the policy on."""
+from __future__ import annotations
+
+import pytest
+import torch
+from joint_parts import Host, joint_parts
+from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
+
+from recpie.rl.explainer_trainer import optimizer_step
+from recpie.rl.ppo import Rollout
+
+
+def test_one_optimizer_step_zeroes_stale_gradients_clips_and_steps():
+    host, w = Host(), torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([w], lr=1.0)
+    w.grad = torch.tensor([100.0, 100.0])  # left by another loss: must not count
+    optimizer_step(host, opt, (w * torch.tensor([3.0, 4.0])).sum(), grad_clip=1.0)  # gradient norm 5, clipped to 1
+    assert host.clipped_to == [1.0]
+    torch.testing.assert_close(w.detach(), torch.tensor([-0.6, -0.8]))
+    optimizer_step(host, opt, (w * torch.tensor([3.0, 4.0])).sum(), grad_clip=0.0)  # 0: no clipping
+    assert host.clipped_to == [1.0]
+    torch.testing.assert_close(w.detach(), torch.tensor([-3.6, -4.8]))
+
+
+@pytest.mark.slow
+def test_warmup_once_then_the_reference_is_a_snapshot_and_ppo_moves_the_policy(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
+    writer, trainer, host = joint_parts(tmp_path, nyc_data, tiny_llm_dir, **{"rl.kl_reference": "warmup",
+                                                                            "rl.estimator": "grpo", "rl.group_size": 2})
+    explainer = trainer.explainer
+    opt = torch.optim.AdamW(explainer.trainable_parameters(), lr=1e-2)
+    trainer.prepare(opt)
+    trainer.prepare(opt)  # a later cycle: no second warm-up
+    assert len(host.logged["sft/loss"]) == trainer.rc.sft_steps and trainer.policy_version == 1 and trainer.sft_done
+    assert trainer.reference_weights.keys() == explainer.trainable_state_dict().keys()
+
+    ids = torch.tensor([50, 51])
+    h, candidates = writer.recommender.predict(writer.batch("train", ids))
+    gen = explainer.generate(writer.prompts("train", ids, candidates), h, sample=True)
+    rollout = Rollout(*gen.rows(), torch.zeros(0), torch.zeros(0), torch.zeros(2), extras={"user_state": h})
+    with torch.no_grad():
+        live = trainer.policy_forward(rollout)[0]
+        reference = trainer.policy_forward(rollout, reference=True)[0]
+    torch.testing.assert_close(reference, live)  # right after the snapshot
+
+    stats = trainer.ppo_iteration(opt, 0)
+    assert trainer.policy_version == 2 and {"reward/raw_mean", "ppo/kl_k1_per_seq", "ppo/kl_coef"} <= set(stats)
+    assert len(host.logged["explanations/rollout"]) == 1
+    with torch.no_grad():
+        moved = trainer.policy_forward(rollout)[0]
+        still = trainer.policy_forward(rollout, reference=True)[0]
+    torch.testing.assert_close(still, reference)  # the snapshot, not the live weights
+    assert (moved - live).abs().max() > 1e-6
+    state = trainer.state_dict()
+    trainer.policy_version, trainer.sft_done = 0, False
+    trainer.load_state_dict(state)
+    assert (trainer.policy_version, trainer.sft_done) == (2, True)
