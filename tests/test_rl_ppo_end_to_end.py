@@ -127,9 +127,10 @@ def train(estimator: str, iterations: int, seed: int = 0) -> list[float]:
         out = forward(model, mb.sequences, mb.attention_mask, mb.responses, TEMPERATURE)
         return out.logprobs, value_head(out.hidden) if estimator == "gae" else None, out.entropy
 
-    def step():
-        opt.step()
+    def optimize(loss):
         opt.zero_grad()
+        loss.backward()
+        opt.step()
 
     for _ in range(iterations):
         with torch.no_grad():
@@ -144,7 +145,7 @@ def train(estimator: str, iterations: int, seed: int = 0) -> list[float]:
             values = value_head(out.hidden) * mask
         curve.append(raw.mean().item())
         rollout = Rollout(seqs, attention, mask, out.logprobs, ref, scores, values=values)
-        stats = ppo_update(rollout, policy_forward, lambda loss: loss.backward(), step, cfg, kl_ctl.value)
+        stats = ppo_update(rollout, policy_forward, optimize, cfg, kl_ctl.value)
         kl_ctl.update(stats["ppo/kl_k1_per_seq"], len(scores))
         assert 0.0 <= stats["ppo/clipfrac"] <= 1.0 and stats["ppo/ratio_max"] >= 1.0 - cfg.cliprange
     changed = [not torch.equal(p, b) for p, b in zip(lora_params, lora_before, strict=True)]

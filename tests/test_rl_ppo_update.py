@@ -32,12 +32,13 @@ def run(rollout: Rollout, logits: torch.nn.Parameter, cfg: RLConfig, value_param
         logp = torch.log_softmax(logits[rows], -1).gather(-1, mb.responses[..., None])[..., 0]
         return logp, None if value_param is None else value_param[rows], None
 
-    def step():
+    def optimize(loss):
         steps.append(1)
-        opt.step()
         opt.zero_grad()
+        loss.backward()
+        opt.step()
 
-    stats = ppo_update(rollout, policy_forward, lambda loss: loss.backward(), step, cfg, kl_coef=0.0,
+    stats = ppo_update(rollout, policy_forward, optimize, cfg, kl_coef=0.0,
                        generator=torch.Generator().manual_seed(0))
     return stats, len(steps)
 

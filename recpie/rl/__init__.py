@@ -19,8 +19,8 @@ One PPO iteration, as the module runs it (manual optimization)::
     rollout = Rollout(seqs, attention_mask, mask, out.logprobs, ref, scores,
                       values=value_head(out.hidden) * mask, extras={...})
     # 3. update: policy_forward(mb: Rollout) -> (logprobs, values or None, entropy or None)
-    stats = ppo_update(rollout, policy_forward, backward=self.manual_backward, step=step_fn,
-                       cfg=cfg, kl_coef=kl_ctl.value)   # step_fn: clip_gradients, opt.step(), opt.zero_grad()
+    stats = ppo_update(rollout, policy_forward, optimize=optimize, cfg=cfg, kl_coef=kl_ctl.value)
+    # optimize(loss): opt.zero_grad(), manual_backward(loss), clip_gradients, opt.step()
     kl_ctl.update(stats["ppo/kl_k1_per_seq"], n_samples=len(rollout.scores))
 
 Choices: gae puts -kl_coef*k1 on every token and the score on the last response token; grpo/rloo subtract

@@ -41,18 +41,14 @@ class TrainerHost(WriterHost, Protocol):
     def log_text(self, tag: str, text: str) -> None: ...
 
 
-def clip_and_step(host: TrainerHost, opt, grad_clip: float) -> None:
-    """Clip the gradients' norm to grad_clip (0: no clipping) through the host, then step."""
+def optimizer_step(host: TrainerHost, opt, loss: torch.Tensor, grad_clip: float) -> None:
+    """The one optimizer step of the joint training (warm-up, PPO minibatches, recommender): on ``loss``
+    alone from zeroed gradients, its gradient norm clipped to grad_clip (0: no clipping) through the host."""
+    opt.zero_grad()
+    host.manual_backward(loss)
     if grad_clip > 0:
         host.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
     opt.step()
-
-
-def optimizer_step(host: TrainerHost, opt, loss: torch.Tensor, grad_clip: float) -> None:
-    """One step on ``loss`` from zeroed gradients (its gradients stay until the next zero_grad)."""
-    opt.zero_grad()
-    host.manual_backward(loss)
-    clip_and_step(host, opt, grad_clip)
 
 
 class ExplainerTrainer:
@@ -178,13 +174,8 @@ class ExplainerTrainer:
             ref = self.policy_forward(rollout, reference=True)[0]
             rollout.old_logprobs, rollout.ref_logprobs, rollout.values = old_lp, ref, values
 
-        def step() -> None:
-            # zeroed after the step: the warm-up's last gradients are still there for the first minibatch
-            clip_and_step(host, opt, self.rc.grad_clip)
-            opt.zero_grad()
-
-        stats = ppo_update(rollout, self.policy_forward, backward=host.manual_backward, step=step, cfg=rl,
-                           kl_coef=self.kl_ctl.value,
+        stats = ppo_update(rollout, self.policy_forward, cfg=rl, kl_coef=self.kl_ctl.value,
+                           optimize=lambda loss: optimizer_step(host, opt, loss, self.rc.grad_clip),
                            generator=torch.Generator().manual_seed(phase_seed(host.current_epoch, iteration)))
         kl = host.reduced(torch.tensor(stats["ppo/kl_k1_per_seq"], device=host.device), "mean")  # one coefficient
         self.kl_ctl.update(float(kl), n_samples=len(rows) * host.world_size)

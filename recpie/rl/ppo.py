@@ -1,7 +1,7 @@
 """One PPO iteration over a collected rollout: advantages, then epochs of clipped updates on minibatches.
 
-The caller owns the model and the optimizer: it passes `policy_forward`, `backward` and `step`
-callables, so Lightning's manual optimization (manual_backward, clip_gradients, DDP, precision) applies.
+The caller owns the model and the optimizer: it passes `policy_forward` and `optimize` callables, so
+Lightning's manual optimization (manual_backward, clip_gradients, DDP, precision) applies.
 """
 from __future__ import annotations
 
@@ -79,13 +79,13 @@ def _check_detached(rollout: Rollout) -> None:
         raise ValueError(f"Rollout.{', '.join(attached)} require grad: collect rollouts in torch.no_grad()")
 
 
-def ppo_update(rollout: Rollout, policy_forward: PolicyForward, backward: Callable[[Tensor], None],
-               step: Callable[[], None], cfg: RLConfig, kl_coef: float,
-               generator: torch.Generator | None = None) -> dict[str, float]:
-    """cfg.ppo_epochs passes over shuffled minibatches of cfg.minibatch_size rows; one step() each.
+def ppo_update(rollout: Rollout, policy_forward: PolicyForward, optimize: Callable[[Tensor], None],
+               cfg: RLConfig, kl_coef: float, generator: torch.Generator | None = None) -> dict[str, float]:
+    """cfg.ppo_epochs passes over shuffled minibatches of cfg.minibatch_size rows; one optimize(loss) each.
 
-    step() must step the optimizer and zero its gradients. Returns the mean of each stat over all
-    minibatches, plus rollout stats; feed "ppo/kl_k1_per_seq" to KLController.update.
+    optimize(loss) must take one optimizer step on that loss alone (zero the gradients, backward, clip,
+    step). Returns the mean of each stat over all minibatches, plus rollout stats; feed
+    "ppo/kl_k1_per_seq" to KLController.update.
     """
     if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1:
         raise ValueError(f"rl.minibatch_size={cfg.minibatch_size} and rl.ppo_epochs={cfg.ppo_epochs} "
@@ -112,8 +112,7 @@ def ppo_update(rollout: Rollout, policy_forward: PolicyForward, backward: Callab
                 stats.update(vf_stats, value_loss=vf.detach())
             if entropy is not None:
                 stats["entropy"] = masked_mean(entropy.detach(), mask)
-            backward(loss)
-            step()
+            optimize(loss)
             for key, value in stats.items():
                 sums[f"ppo/{key}"] = sums.get(f"ppo/{key}", 0.0) + float(value)
             count += 1
