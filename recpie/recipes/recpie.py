@@ -146,10 +146,11 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
             per_seed[name].append({**metrics_from_ranks(ranks), "n": len(ranks)})
         write_topk_jsonl(run_dir / f"test_topk_recpie_seed{seed}.jsonl", full["ids"], full["topk"])
         reports.append(_seed_report(seed_cfg, data, seed, control, full, run_dir))
-        if rank_zero_only.rank == 0:
-            seed_plots(reports[-1], full["events"], run_dir)
     write_results(cfg, data, run_dir, per_seed, reports, n_test=len(eval_ids["test"]), seeds=run_seeds(cfg),
                   peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    if rank_zero_only.rank == 0:  # after results.md, so that a failing plot cannot cost the tables
+        for report in reports:
+            seed_plots(report, run_dir)
 
 
 def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path) -> SeedReport:
@@ -171,4 +172,4 @@ def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path)
         verdicts=full.get("verdicts"),
         quality=QualityScorer(data).report(texts, contexts, run_dir / f"test_explanations_seed{seed}.jsonl"),
         seconds={"RecPIE": full["seconds"], "control": control["seconds"]}, explained=full["explained"],
-        examples={i: full["texts"][i] for i in list(full["texts"])[:3]})
+        examples={i: full["texts"][i] for i in list(full["texts"])[:3]}, events=full["events"])

@@ -18,21 +18,24 @@ matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-# The per-cycle trends of a RecPIE run: (panel title, y label, {logged key: legend label}).
+DPI = 110  # pixels per inch of every saved figure
+
+# The per-cycle trends of a RecPIE run: (panel title, y label, {logged key: legend label}, y limits or None).
 TREND_PANELS = (
     ("Target log-probability with / without the explanation", "mean log p(target)",
-     {"reward/with_explanation_logp": "with the explanation", "reward/null_logp": "with the null explanation"}),
-    ("PPO reward (raw: log p with minus without)", "mean raw reward", {"reward/raw_mean": "raw reward"}),
-    ("Explainer KL to its reference", "KL per sequence (k1)", {"ppo/kl_k1_per_seq": "KL"}),
-    ("Explanation format", "share of rollouts", {"reward/parse_rate": "parseable", "reward/eos_rate": "ended (EOS)"}),
-    ("Fusion: how much the recommender uses explanations", "value",
-     {"fusion/gate_mean": "gate mean", "fusion/liked_bonus": '"may like" bonus'}),
+     {"reward/with_explanation_logp": "with the explanation", "reward/null_logp": "with the null explanation"}, None),
+    ("PPO reward (raw: log p with minus without)", "mean raw reward", {"reward/raw_mean": "raw reward"}, None),
+    ("Explainer KL to its reference", "KL per sequence (k1)", {"ppo/kl_k1_per_seq": "KL"}, None),
+    ("Explanation format", "share of rollouts", {"reward/parse_rate": "parseable", "reward/eos_rate": "ended (EOS)"},
+     (-0.05, 1.05)),
+    ("Fusion: use of the explanations", "value",
+     {"fusion/gate_mean": "gate mean", "fusion/liked_bonus": '"may like" bonus'}, None),
 )
 
 
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -116,7 +119,8 @@ def attribution_plot(fed: Mapping[str, Mapping[str, float]], own_vs: Mapping[str
     the null and another sample's explanation. Right: own minus each other feed, paired bootstrap CIs."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(fed)
-    left.bar(range(len(names)), [fed[n]["mrr"] for n in names], color=[f"C{i}" for i in range(len(names))])
+    bars = left.bar(range(len(names)), [fed[n]["mrr"] for n in names], color=[f"C{i}" for i in range(len(names))])
+    left.bar_label(bars, fmt="%.4f", fontsize=8)  # the differences are often too small to see in the bars
     left.set_xticks(range(len(names)), names, fontsize=8)
     left.set(ylabel="test MRR", title="RecPIE model fed ...")
     left.grid(axis="y", alpha=0.3)
@@ -153,19 +157,24 @@ def logged_series(event_dir: Path, tags: Sequence[str]) -> tuple[dict[str, tuple
 
 def cycle_trends_plot(event_dir: Path, path: Path, title: str) -> list[str]:
     """One panel per TREND_PANELS entry with a logged key; returns the keys drawn (none: no file)."""
-    series, x_label = logged_series(event_dir, [tag for *_, keys in TREND_PANELS for tag in keys])
-    panels = [(name, y_label, {t: lab for t, lab in keys.items() if t in series})
-              for name, y_label, keys in TREND_PANELS]
+    series, x_label = logged_series(event_dir, [tag for _, _, keys, _ in TREND_PANELS for tag in keys])
+    panels = [(name, y_label, {t: lab for t, lab in keys.items() if t in series}, y_limits)
+              for name, y_label, keys, y_limits in TREND_PANELS]
     panels = [p for p in panels if p[2]]
     if not panels:
         return []
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    for ax, (name, y_label, keys) in zip(axes[0], panels, strict=True):
+    for ax, (name, y_label, keys, y_limits) in zip(axes[0], panels, strict=True):
         for tag, label in keys.items():
             ax.plot(*series[tag], "o-", label=label)
-        ax.set(xlabel=x_label, ylabel=y_label, title=name)
+        ax.set(xlabel=x_label, ylabel=y_label, title=name, ylim=y_limits)
         ax.title.set_fontsize(9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # cycles and steps are whole numbers
+        ax.ticklabel_format(axis="y", useOffset=False)  # values, not an offset plus tiny ticks
+        xs = sorted({x for tag in keys for x in series[tag][0]})
+        if len(xs) <= 12:  # a tick per logged point (a lone point would get fractional ticks around it)
+            ax.set_xticks(xs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(title)

@@ -29,6 +29,7 @@ class SeedReport:
     seconds: dict[str, float]  # wall time of "RecPIE" and "control"
     explained: int  # samples with a stored explanation
     examples: dict[int, list[str]]  # a few test sample ids and their explanations
+    events: Path  # the RecPIE variant's TensorBoard events, for the per-cycle trends
 
 
 def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
@@ -66,11 +67,11 @@ def verdict_lines(v: dict | None) -> list[str]:
             "beyond the rank has equal rates in the last two rows):", "", *verdict_table(v), ""]
 
 
-def seed_plots(report: SeedReport, event_dir: Path, run_dir: Path) -> None:
+def seed_plots(report: SeedReport, run_dir: Path) -> None:
     """attribution_seed{S}.png, and cycle_trends_seed{S}.png from the RecPIE variant's TensorBoard events."""
     attribution_plot(report.fed, report.own_vs, run_dir / f"attribution_seed{report.seed}.png",
                      f"Seed {report.seed}: which explanation the trained RecPIE model is fed (test samples)")
-    cycle_trends_plot(event_dir, run_dir / f"cycle_trends_seed{report.seed}.png",
+    cycle_trends_plot(report.events, run_dir / f"cycle_trends_seed{report.seed}.png",
                       f"Seed {report.seed}: RecPIE training per cycle (from its TensorBoard events)")
 
 
