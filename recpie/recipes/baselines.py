@@ -2,8 +2,8 @@
 
 The counters, Markov and most-popular models are deterministic: they run once and say so. The
 backbone trains once per seed (``run.seeds``), selects its checkpoint on val MRR and is tested on the
-full test split. Writes ``results.md``, ``results.json``, per-model top-K JSONL under
-``predictions/`` and TensorBoard logs under ``tb/``.
+full test split. Writes ``results.md``, ``results.json``, ``test_metrics.png`` (recpie.reporting.baselines),
+per-model top-K JSONL under ``predictions/`` and TensorBoard logs under ``tb/``.
 """
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ Per seed:
    explainer's format warm-up and PPO (``recpie.ppo_iterations=0``: the frozen-explainer ablation).
 Both are scored on the same fixed test samples (``recpie.test_samples``, seeded by
 ``recpie.subset_seed``); results.md holds the tables, paired bootstrap CIs, explanation quality, sample
-explanations and the cost (wall time, explanations generated, peak memory).
+explanations and the cost (wall time, explanations generated, peak memory). Per seed, attribution_seed{S}.png
+shows the test MRR with the own / null / another sample's explanation and cycle_trends_seed{S}.png the
+per-cycle reward, KL, parse and EOS rates and fusion gate from the TensorBoard events (recpie.reporting.recpie).
 """
 from __future__ import annotations
 
