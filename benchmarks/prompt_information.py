@@ -26,6 +26,7 @@ from recpie.components.backbone import Backbone
 from recpie.config import data_config, load_experiment
 from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
+from recpie.evaluation.tables import ci_text
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.information import FACTS, prompt_facts, reader_ranks, top_k
 from recpie.explainer.prompts import build_prompt
@@ -125,12 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     for label, r in rows.items():
         ci = paired_bootstrap_ci(r, test.ranks, "mrr", e.bootstrap_samples, e.bootstrap_level,
                                  e.bootstrap_seed) if label != "backbone order" else None
-        delta = f"{ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]" if ci else "-"
+        delta = ci_text(ci) if ci else "-"
         print(f"| {label} | {np.mean(r == 1):.4f} | {np.mean(1.0 / r):.4f} | {np.mean(r[inside] == 1):.4f} | {delta} |")
     if explainer is not None:
         facts, llm = (rows[k] for k in list(readers)[1:])
         ci = paired_bootstrap_ci(llm, facts, "mrr", e.bootstrap_samples, e.bootstrap_level, e.bootstrap_seed)
-        print(f"\nWhat the LLM adds to the prompt facts: MRR {ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]")
+        print(f"\nWhat the LLM adds to the prompt facts: MRR {ci_text(ci)}")
 
 
 if __name__ == "__main__":

@@ -33,3 +33,4 @@ def test_recipe_writes_results(data_root, tmp_path):
     assert (tmp_path / "tb" / "backbone_seed0" / "test_topk.jsonl").is_file()
     assert len(list((tmp_path / "predictions").glob("*.jsonl"))) == 5
     assert list((tmp_path / "tb" / "counters").glob("events.out.tfevents*"))
+    assert (tmp_path / "test_metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -217,6 +217,8 @@ def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, caps
     assert set(results) == {"backbone (warm-up only)", "control (null explanations)", "RecPIE"}
     assert all(r[0]["n"] == 8 for r in results.values())
     assert (tmp_path / "run" / "test_explanations_seed0.jsonl").read_text().count("\n") == 8
+    for plot in ("attribution_seed0.png", "cycle_trends_seed0.png"):
+        assert (tmp_path / "run" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
 
 
 def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):

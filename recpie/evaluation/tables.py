@@ -40,9 +40,18 @@ def mean_std_table(runs: Mapping[str, Sequence[Mapping[str, float]]],
     return markdown_table(["model", "seeds", *names], rows)
 
 
+def ci_interval(ci: PairedCI) -> str:
+    """"[low, high]" with signs: the one way every report prints a paired CI's interval."""
+    return f"[{ci.low:+.4f}, {ci.high:+.4f}]"
+
+
+def ci_text(ci: PairedCI) -> str:
+    """"+diff [low, high]": a paired difference and its CI in running text or a table cell."""
+    return f"{ci.diff:+.4f} {ci_interval(ci)}"
+
+
 def ci_table(cis: Sequence[PairedCI]) -> str:
     """Paired bootstrap CIs of metric differences; a star marks an interval that excludes zero."""
-    rows = [[c.metric, c.diff, f"[{c.low:+.4f}, {c.high:+.4f}]", "*" if c.excludes_zero else ""]
-            for c in cis]
+    rows = [[c.metric, c.diff, ci_interval(c), "*" if c.excludes_zero else ""] for c in cis]
     level = f"{100 * cis[0].level:.0f}% CI" if cis else "CI"
     return markdown_table(["metric", "difference", level, "excludes 0"], rows)

@@ -2,13 +2,12 @@
 
 The counters, Markov and most-popular models are deterministic: they run once and say so. The
 backbone trains once per seed (``run.seeds``), selects its checkpoint on val MRR and is tested on the
-full test split. Writes ``results.md``, ``results.json``, per-model top-K JSONL under
-``predictions/`` and TensorBoard logs under ``tb/``.
+full test split. Writes ``results.md``, ``results.json``, ``test_metrics.png`` (recpie.reporting.baselines),
+per-model top-K JSONL under ``predictions/`` and TensorBoard logs under ``tb/``.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import time
@@ -16,8 +15,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
@@ -25,16 +22,16 @@ from torch.utils.tensorboard import SummaryWriter
 from data_modules import CheckinDataModule
 from recpie.components.baselines import DecayedCounter, Markov, MostPopular
 from recpie.config import data_config, run_seeds
-from recpie.data.stats import fraction_line
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.breakdowns import breakdown, split_targets, standard_groups
 from recpie.evaluation.export import write_topk_jsonl
 from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
-from recpie.evaluation.tables import ci_table, mean_std_table, metrics_table
 from recpie.models.recommender_module import RecommenderModule
-from recpie.utils.checkpoints import checkpoint_callbacks, resume_from
+from recpie.recipes.trainer import make_trainer
+from recpie.reporting.baselines import write_results
+from recpie.utils.checkpoints import resume_from
 
 log = logging.getLogger(__name__)
 CI_METRICS = ("acc@1", "acc@10", "mrr")
@@ -44,29 +41,16 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def make_trainer(cfg: DictConfig, out_dir: Path, seed: int, max_epochs: int | None = None) -> L.Trainer:
-    """Lightning Trainer for one backbone run: val-MRR checkpoints and early stopping, TensorBoard."""
-    tc, fast = cfg.train, cfg.run.fast
-    return L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision, num_nodes=cfg.trainer.num_nodes,
-        max_epochs=max_epochs or (tc.fast_max_epochs if fast else tc.max_epochs),
-        limit_train_batches=tc.fast_limit_batches if fast else 1.0,
-        gradient_clip_val=tc.grad_clip or None, num_sanity_val_steps=0,
-        callbacks=[*checkpoint_callbacks(out_dir / "checkpoints", "val/mrr"),
-                   EarlyStopping(monitor="val/mrr", mode="max", patience=tc.patience)],
-        logger=TensorBoardLogger(out_dir.parent, name="", version=out_dir.name),
-        log_every_n_steps=cfg.trainer.log_every_n_steps,
-        enable_model_summary=False)
-
-
 def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Path) -> dict:
     """Train (or resume) one seed, test its best checkpoint; returns ranks, costs and the module (best weights)."""
     L.seed_everything(seed, workers=True, verbose=False)
     module = RecommenderModule(cfg.backbone, cfg.train, cfg.eval, dm.checkins, cfg.data.max_len, seed,
                                export_path=out_dir / "test_topk.jsonl",
                                session_gap_hours=dm.cfg.session_gap_hours)
-    trainer = make_trainer(cfg, out_dir, seed)
+    tc = cfg.train
+    max_epochs, batches = (tc.fast_max_epochs, tc.fast_limit_batches) if cfg.run.fast else (tc.max_epochs, 1.0)
+    trainer = make_trainer(cfg, out_dir, out_dir / "checkpoints", max_epochs, early_stopping_patience=tc.patience,
+                           limit_train_batches=batches, gradient_clip_val=tc.grad_clip or None)
     last = out_dir / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from(last, cfg.run.resume), weights_only=True)
@@ -137,9 +121,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     backbone = {seed: fit_backbone(cfg, dm, seed, run_dir / "tb" / f"backbone_seed{seed}") for seed in seeds}
     bb_ranks = {s: r["ranks"] for s, r in backbone.items()}
 
-    per_seed = {f"backbone seed {s}": metrics_from_ranks(r) for s, r in bb_ranks.items()}
     summary = {name: [metrics_from_ranks(r["test"])] for name, r in counters.items()}
-    summary["backbone"] = list(per_seed.values())
+    summary["backbone"] = [metrics_from_ranks(r) for r in bb_ranks.values()]
     cis = {s: [paired_bootstrap_ci(r, counters[best_counter]["test"], m, cfg.eval.bootstrap_samples,
                                    cfg.eval.bootstrap_level, cfg.eval.bootstrap_seed) for m in CI_METRICS]
            for s, r in bb_ranks.items()}
@@ -150,30 +133,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     breakdowns = {name: breakdown(r["test"], groups) for name, r in counters.items()}
     breakdowns.update({f"backbone seed {s}": breakdown(r, groups) for s, r in bb_ranks.items()})
 
-    md = [f"# {cfg.name}: baselines and backbone\n", cfg.description, "",
-          f"Data: {data.source}, {data.num_users} users, {data.num_pois} POIs (all ranked), "
-          f"{len(data.poi)} check-ins; {len(data.splits['train'])} train targets, train fraction "
-          f"{fraction_line(data)} (the backbone and Markov learn from the kept targets; the counters and most "
-          "popular are training-free and read every check-in), "
-          f"{len(data.splits['val'])} val and {len(data.splits['test'])} test samples. Full ranking, "
-          "fractional ranks under random tie-breaking. Counters, Markov and most popular are "
-          "deterministic (one run; std 0).", "",
-          "## Test, mean +- std over seeds", mean_std_table(summary), "",
-          "## Backbone per seed (test)", metrics_table(per_seed, first="run"), "",
-          "| seed | epochs | best val MRR | fit seconds |", "|---|---|---|---|",
-          *[f"| {s} | {r['epochs']} | {r['best_val_mrr']:.4f} | {r['fit_seconds']:.0f} |"
-            for s, r in backbone.items()], "",
-          f"## Paired bootstrap: backbone minus the best counter on val MRR ({best_counter})"]
-    for s, c in cis.items():
-        md += [f"\nseed {s}\n" if s != "mean" else "\nmean over the seeds (per-sample metrics averaged)\n",
-               ci_table(c)]
-    md += ["", "## Test breakdowns"]
-    for name, b in breakdowns.items():
-        md += [f"\n### {name}\n", metrics_table(b, first="group")]
-    md += ["", "## Val tuning grids (val MRR)"]
-    for name, r in counters.items():
-        if "grid" in r:
-            md += [f"\n{name}\n", *[f"- {k}: {v:.4f}" for k, v in r["grid"].items()]]
     results = {
         "test": summary,
         "best_counter": best_counter,
@@ -185,9 +144,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     }
     if not is_main:
         return results
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.md").write_text("\n".join(md) + "\n")
-
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_results(cfg, data, results, {name: r["grid"] for name, r in counters.items() if "grid" in r}, run_dir)
     log.info("wrote %s", run_dir / "results.md")
     return results

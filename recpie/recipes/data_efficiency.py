@@ -28,15 +28,14 @@ from recpie.config import data_config, run_seeds
 from recpie.data.fraction import kept_summary, with_train_fraction
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
-from recpie.evaluation.plots import data_efficiency_plot
 from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.explainer.information import facts_bound
 from recpie.models.recpie_module import subset_ids
 from recpie.recipes.baselines import fit_backbone, tune_counter
+from recpie.reporting.data_efficiency import METRICS, write_results
 
 log = logging.getLogger(__name__)
-METRICS = ("acc@1", "acc@10", "mrr")
 
 
 def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed: int, run_dir: Path) -> dict:
@@ -77,10 +76,6 @@ def training_free_lines(cfg: DictConfig, data: CheckinData, run_dir: Path) -> di
         np.savez(npz, **{f"line{i}": r for i, r in enumerate(lines.values())})
         done.write_text(json.dumps(list(lines)))
     return lines
-
-
-def _ci(ci) -> str:
-    return f"{ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}]"
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -128,47 +123,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
                "samples": {k: len(v) for k, v in full.checkins.splits.items()}}
     if rank_zero_only.rank != 0:
         return results
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data_efficiency_plot(results, run_dir / "data_efficiency.png")
-    (run_dir / "results.md").write_text(report(cfg, results, timed) + "\n")
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=dataclasses.asdict))
+    write_results(cfg, results, run_dir)
     log.info("wrote %s", run_dir / "results.md")
     return results
-
-
-def report(cfg: DictConfig, results: dict, timed: str) -> str:
-    """results.md: the curve's table, the bound per fraction, the lines and the cost."""
-    n = results["samples"]
-    md = [f"# {cfg.name}: data efficiency\n", cfg.description, "",
-          f"Protocol: {cfg.data.source}, full ranking over all POIs, {n['val']} val and {n['test']} test "
-          f"samples (untouched at every fraction). A fraction f keeps a seeded share of the supervised train "
-          f"targets (unit: {results['unit']}, draw seed {results['draw_seed']}; nested across fractions); the "
-          "backbone and Markov learn from the kept targets only, every check-in stays in the histories and "
-          "prompts. The counters are training-free: the same at every fraction. Backbone: mean +- std over "
-          "the seeds; CIs: 95% bootstrap over test samples of the seed-mean per-sample metric.", "",
-          "| fraction | train steps kept | seeds | backbone Acc@1 | backbone Acc@10 | backbone MRR | Markov MRR | "
-          f"backbone minus {timed}, MRR |", "|---|---|---|---|---|---|---|---|"]
-    for r in results["fractions"]:
-        b, k = r["backbone"], r["kept"]
-        md.append(f"| {r['fraction']:g} | {k['train_steps_kept']:,} of {k['train_steps']:,} | {len(r['seeds'])} | "
-                  + " | ".join(f"{b[m][0]:.4f} +- {b[m][1]:.4f}" for m in METRICS)
-                  + f" | {r['markov']['mrr']:.4f} | {_ci(r['minus_timed'])} |")
-    md += ["", "Training-free lines (every check-in, any fraction): " + "; ".join(
-        f"{name}: Acc@1 {v['acc@1']:.4f}, Acc@10 {v['acc@10']:.4f}, MRR {v['mrr']:.4f}"
-        for name, v in results["lines"].items()), "",
-        "## The prompt-information bound per fraction",
-        "The facts reader (rank, logit and the prompt's facts of the top "
-        f"{cfg.explainer.num_candidates}, fitted on val) minus the backbone's own order, test MRR, paired CI "
-        "over the seed-mean per-sample difference:", "",
-        "| fraction | test samples | backbone MRR | reader MRR (seed mean) | reader minus backbone | relative |",
-        "|---|---|---|---|---|---|"]
-    for r in results["fractions"]:
-        ci = r["bound"]
-        base_mrr = r["reader_mrr"] - ci.diff
-        md.append(f"| {r['fraction']:g} | {r['bound_test_samples']} | {base_mrr:.4f} | {r['reader_mrr']:.4f} | "
-                  f"{_ci(ci)} | {100 * ci.diff / base_mrr:+.1f}% |")
-    md += ["", "## Cost", "| fraction | epochs per seed | fit seconds per seed |", "|---|---|---|",
-           *[f"| {r['fraction']:g} | {r['epochs']} | {[round(s) for s in r['fit_seconds']]} |"
-             for r in results["fractions"]], "", "![data efficiency](data_efficiency.png)"]
-    return "\n".join(md)
-
