@@ -59,4 +59,4 @@ def joint_parts(tmp_path, data, llm_dir, **overrides) -> tuple[ExplanationWriter
     host = Host()
     writer = ExplanationWriter(cfg, data, recommender, explainer, "test-run", host)
     sft_ids, explainable = warmup_and_fusion_ids(data, "template", 0.5, 0)
-    return writer, ExplainerTrainer(cfg, data, explainer, None, writer, host, sft_ids, explainable), host
+    return writer, ExplainerTrainer(cfg, data, explainer, None, writer, host, sft_ids, explainable, seed=0), host

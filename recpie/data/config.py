@@ -97,7 +97,8 @@ class DataConfig:
     eval_batch_size: int = 256
     # DataLoader worker processes (0 = load in the main process)
     num_workers: int = 0
-    # seed of the train-window shuffling
+    # seed of the DataModule's train-window shuffling when it is used on its own; the recipes draw each
+    # epoch's order (and every other random choice) from the run's seed, one of run.seeds
     seed: int = 0
     # share of the supervised train targets a trained model may learn from (recpie/data/fraction.py);
     # histories, prompts, training-free baselines, val and test always keep every check-in

@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from recpie.components.explained_recommender import ExplainedRecommender
-from recpie.config_checks import check_choice, check_explanation_modes
 from recpie.data.types import CheckinData
 from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, RankAccumulator, metrics_from_ranks, ranks_from_scores
@@ -39,7 +38,6 @@ from recpie.explainer.explainer import Explainer
 from recpie.explainer.writer import ExplanationWriter, progress
 from recpie.models.cycle_sampler import warmup_and_fusion_ids
 from recpie.models.recommender_module import sample_ends_trajectory, target_loss_weight
-from recpie.rl.config import KLReference
 from recpie.rl.explainer_trainer import ExplainerTrainer, optimizer_step
 from recpie.rl.value_head import value_head_for
 from recpie.utils.run_folder import config_fingerprint
@@ -55,17 +53,17 @@ class RecPIEModule(L.LightningModule):
     store) and ``explainer_trainer`` (warm-up and PPO), built in ``configure_model``."""
 
     def __init__(self, cfg: DictConfig, data: CheckinData, backbone: torch.nn.Module,
-                 eval_ids: dict[str, torch.Tensor]):
-        """eval_ids: the fixed val/test sample ids scored (a subset or all; chosen by the recipe)."""
+                 eval_ids: dict[str, torch.Tensor], seed: int):
+        """eval_ids: the fixed val/test sample ids scored (a subset or all; chosen by the recipe); seed: the
+        run's seed (one of run.seeds), from which every random choice of the joint training derives."""
         super().__init__()
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints leave out the frozen base LLM
         self.cfg, self.rc, self.data = cfg, cfg.recpie, data
-        self.eval_ids = eval_ids
+        self.eval_ids, self.seed = eval_ids, seed
         # train samples the warm-up reads / those refreshed, rolled out and fused (disjoint with hindsight)
-        self.sft_ids, self.explainable = explanation_samples(cfg, data)
+        self.sft_ids, self.explainable = explanation_samples(cfg, data, seed)
         self.verdicts = cfg.explainer.encoder == "verdict"  # evaluation also counts what the verdicts know
-        check_choice("rl.kl_reference", cfg.rl.kl_reference, KLReference)
         self.register_buffer("train_ends", sample_ends_trajectory(data, "train"), persistent=False)
         # the backbone waits outside the module tree until the recommender takes it in configure_model
         # (a registered copy would give its weights a second name)
@@ -85,7 +83,7 @@ class RecPIEModule(L.LightningModule):
         """Load the LLM once (Lightning may call this again on resume) and size what depends on it."""
         if self.recommender is not None:
             return
-        torch.manual_seed(phase_seed(self.cfg.data.seed, "init"))  # LoRA, soft prompt and fusion init
+        torch.manual_seed(phase_seed(self.seed, "init"))  # LoRA, soft prompt and fusion init
         backbone = self._backbone_to_fuse.pop()
         dim = 2 * self.cfg.explainer.num_candidates if self.verdicts else CONTROL_EXPLANATION_DIM
         if self.rc.use_explanations:
@@ -96,10 +94,10 @@ class RecPIEModule(L.LightningModule):
         ec = self.cfg.explainer
         self.recommender = ExplainedRecommender.build(backbone, ec.granularity, self.verdicts, dim, ec.num_candidates,
                                                       self.rc.gate_bias)
-        cache_tag = f"{self.cfg.name}-seed{self.cfg.data.seed}-{self.config_fingerprint()}"
+        cache_tag = f"{self.cfg.name}-seed{self.seed}-{self.config_fingerprint()}"
         self.writer = ExplanationWriter(self.cfg, self.data, self.recommender, self.explainer, cache_tag, self)
         self.explainer_trainer = ExplainerTrainer(self.cfg, self.data, self.explainer, self.value_head, self.writer,
-                                                  self, self.sft_ids, self.explainable)
+                                                  self, self.sft_ids, self.explainable, self.seed)
 
     def configure_optimizers(self):
         rec = torch.optim.AdamW([{"params": self.backbone.parameters(), "lr": self.rc.rec_lr},
@@ -145,7 +143,7 @@ class RecPIEModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         """The explainer's turn: warm-up (first cycle), PPO iterations, then fresh train explanations."""
         # dropout and sampling draw from the global generator: reseed it per cycle so resuming is exact
-        torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, self.global_rank, "cycle"))
+        torch.manual_seed(phase_seed(self.seed, self.current_epoch, self.global_rank, "cycle"))
         if self.explainer is None:  # the control: no explainer's turn
             return
         opt, explainer_trainer = self._optimizers()[1], self.explainer_trainer
@@ -163,11 +161,11 @@ class RecPIEModule(L.LightningModule):
         """The recommender's turn: one supervised step, each sample's explanation fused (or the null one)."""
         opt, rec = self._optimizers()[0], self.recommender
         ids = batch["sample_id"]
-        torch.manual_seed(phase_seed(self.cfg.data.seed, self.current_epoch, batch_idx, self.global_rank, "rec"))
+        torch.manual_seed(phase_seed(self.seed, self.current_epoch, batch_idx, self.global_rank, "rec"))
         h = rec.user_state(batch)
         z, present = self.store.get("train", ids, self.device)
         g = torch.Generator(device="cpu").manual_seed(
-            phase_seed(self.cfg.data.seed, self.current_epoch, batch_idx, self.global_rank, "null"))
+            phase_seed(self.seed, self.current_epoch, batch_idx, self.global_rank, "null"))
         keep = torch.rand(present.shape, generator=g) >= self.rc.null_dropout
         present = present & keep.to(present.device)
         # re-ranking heads re-score what each stored explanation is about, not the moved top-K
@@ -275,11 +273,9 @@ class RecPIEModule(L.LightningModule):
         return config_fingerprint(self.cfg, ("data", "backbone", "explainer", "rl", "recpie"))
 
 
-def explanation_samples(cfg: DictConfig, data: CheckinData) -> tuple[torch.Tensor, torch.Tensor]:
-    """(warm-up train ids, refreshed/rolled-out/fused train ids) after checking the explanation settings;
-    the recipe calls it before any training, so a bad combination fails at once, not after the warm-up."""
-    check_explanation_modes(cfg)
-    return warmup_and_fusion_ids(data, cfg.recpie.sft_target, cfg.recpie.sft_share, cfg.data.seed)
+def explanation_samples(cfg: DictConfig, data: CheckinData, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(warm-up train ids, refreshed/rolled-out/fused train ids) of the run with this seed."""
+    return warmup_and_fusion_ids(data, cfg.recpie.sft_target, cfg.recpie.sft_share, seed)
 
 
 def subset_ids(n: int, k: int, seed: int) -> torch.Tensor:

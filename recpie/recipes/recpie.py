@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from data_modules.batches import SampleDataset, to_tensors
 from data_modules.checkin import CheckinDataModule
 from recpie.components.backbone import Backbone
-from recpie.config import data_config, run_seeds
+from recpie.config import data_config, run_seeds, validate
 from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
@@ -37,7 +37,7 @@ from recpie.evaluation.export import write_topk_jsonl
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
-from recpie.models.recpie_module import RecPIEModule, explanation_samples, subset_ids
+from recpie.models.recpie_module import RecPIEModule, subset_ids
 from recpie.recipes.baselines import fit_backbone
 from recpie.recipes.trainer import make_trainer
 from recpie.reporting.recpie import SeedReport, seed_plots, write_results
@@ -92,7 +92,7 @@ def _loader(dataset, ids: torch.Tensor | None, batch_size: int, sampler=None, tr
 
 def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed: int) -> dict:
     """Train one variant from a copy of the warm backbone; return its test ranks and bookkeeping."""
-    module = RecPIEModule(cfg, data, copy.deepcopy(backbone), eval_ids)
+    module = RecPIEModule(cfg, data, copy.deepcopy(backbone), eval_ids, seed)
     events = run_dir / "tensorboard" / variant / f"seed{seed}"
     trainer = make_trainer(cfg, events, run_dir / "checkpoints" / f"{variant}-seed{seed}", cfg.recpie.cycles,
                            unused_parameters=True, distributed_sampler=False)
@@ -124,30 +124,28 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
 
 
 def run(cfg: DictConfig, run_dir: Path) -> None:
+    validate(cfg)  # again: a config changed after loading fails here, before any training
     dm = CheckinDataModule(data_config(cfg))
     dm.setup()
     data = dm.checkins
-    explanation_samples(cfg, data)  # bad explanation settings fail here, before the warm-up
     eval_ids = {"val": subset_ids(len(data.splits["val"]), cfg.recpie.val_samples, cfg.recpie.subset_seed),
                 "test": subset_ids(len(data.splits["test"]), cfg.recpie.test_samples, cfg.recpie.subset_seed)}
     per_seed: dict[str, list[dict]] = {"backbone (warm-up only)": [], "control (null explanations)": [],
                                        "RecPIE": []}
     reports: list[SeedReport] = []
     for seed in run_seeds(cfg):
-        seed_cfg = copy.deepcopy(cfg)
-        seed_cfg.data.seed = seed
         L.seed_everything(seed, workers=True)
-        backbone, warm_ranks = warm_backbone(seed_cfg, dm, seed, run_dir / "tensorboard" / f"warmup_seed{seed}",
+        backbone, warm_ranks = warm_backbone(cfg, dm, seed, run_dir / "tensorboard" / f"warmup_seed{seed}",
                                              eval_ids["test"])
-        control_cfg = copy.deepcopy(seed_cfg)
+        control_cfg = copy.deepcopy(cfg)
         control_cfg.recpie.use_explanations = False
         control = fit_variant(control_cfg, data, backbone, eval_ids, run_dir, "control", seed)
-        full = fit_variant(seed_cfg, data, backbone, eval_ids, run_dir, "recpie", seed)
+        full = fit_variant(cfg, data, backbone, eval_ids, run_dir, "recpie", seed)
         for name, ranks in (("backbone (warm-up only)", warm_ranks), ("control (null explanations)",
                             control["ranks"]), ("RecPIE", full["ranks"])):
             per_seed[name].append({**metrics_from_ranks(ranks), "n": len(ranks)})
         write_topk_jsonl(run_dir / f"test_topk_recpie_seed{seed}.jsonl", full["ids"], full["topk"])
-        reports.append(_seed_report(seed_cfg, data, seed, control, full, run_dir))
+        reports.append(_seed_report(cfg, data, seed, control, full, run_dir))
     write_results(cfg, data, run_dir, per_seed, reports, n_test=len(eval_ids["test"]), seeds=run_seeds(cfg),
                   peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     if rank_zero_only.rank == 0:  # after results.md, so that a failing plot cannot cost the tables

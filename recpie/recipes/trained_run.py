@@ -31,10 +31,9 @@ def load_trained_run(run_dir: str | Path, seed: int | None = None) -> tuple[Dict
     cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.load(run_dir / "config.yaml"))
     validate(cfg)
     seed = cfg.run.seeds[0] if seed is None else seed
-    cfg.data.seed = seed
     data = load_checkin_data(data_config(cfg))
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
-    module = RecPIEModule(cfg, data, backbone, eval_ids={})
+    module = RecPIEModule(cfg, data, backbone, eval_ids={}, seed=seed)
     module.configure_model()
     path = best_checkpoint(run_dir, seed)
     checkpoint = load_checkpoint(path, f"the best checkpoint of {run_dir}")

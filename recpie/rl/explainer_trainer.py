@@ -57,9 +57,9 @@ class ExplainerTrainer:
 
     def __init__(self, cfg: DictConfig, data: CheckinData, explainer: Explainer | None,
                  value_head: torch.nn.Module | None, writer: ExplanationWriter, host: TrainerHost,
-                 sft_ids: torch.Tensor, explainable: torch.Tensor):
-        """sft_ids: the train samples the warm-up reads; explainable: those rolled out."""
-        self.cfg, self.rc, self.data = cfg, cfg.recpie, data
+                 sft_ids: torch.Tensor, explainable: torch.Tensor, seed: int):
+        """sft_ids: the train samples the warm-up reads; explainable: those rolled out; seed: the run's."""
+        self.cfg, self.rc, self.data, self.seed = cfg, cfg.recpie, data, seed
         self.explainer, self.value_head, self.writer, self.host = explainer, value_head, writer, host
         self.recommender: ExplainedRecommender = writer.recommender
         self.sft_ids, self.explainable = sft_ids, explainable
@@ -88,13 +88,13 @@ class ExplainerTrainer:
 
     def draw_train_ids(self, n: int, phase: str) -> torch.Tensor:
         g = torch.Generator().manual_seed(
-            phase_seed(self.cfg.data.seed, self.host.current_epoch, self.host.global_rank, phase))
+            phase_seed(self.seed, self.host.current_epoch, self.host.global_rank, phase))
         return self.explainable[torch.randperm(len(self.explainable), generator=g)[:n]]
 
     def format_warmup(self, opt) -> None:
         """Supervised warm-up on templated explanations, so the base LLM emits the parseable format; with
         hindsight targets "may like" names the true next POI (rows whose target is among the candidates)."""
-        g = torch.Generator().manual_seed(phase_seed(self.cfg.data.seed, "sft", self.host.global_rank))
+        g = torch.Generator().manual_seed(phase_seed(self.seed, "sft", self.host.global_rank))
         hindsight = self.rc.sft_target == "hindsight"
         writer = self.writer
         for _ in progress(range(self.rc.sft_steps), "format warm-up (SFT steps)", self.host.global_rank):
@@ -157,7 +157,7 @@ class ExplainerTrainer:
         rows = torch.arange(len(ids), device=h.device).repeat_interleave(slots * group)
         slot = torch.arange(slots, device=h.device).repeat_interleave(group).repeat(len(ids))
         prompts = [p for p in prompts for _ in range(group)]
-        torch.manual_seed(phase_seed(self.cfg.data.seed, host.current_epoch, host.global_rank, iteration))
+        torch.manual_seed(phase_seed(self.seed, host.current_epoch, host.global_rank, iteration))
         began = time.perf_counter()
         gen = self.explainer.generate(prompts, h[rows], sample=True)
         rollout_s = time.perf_counter() - began
