@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +13,10 @@ from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamo
 
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.parse import format_explanation, parse
-from recpie.explainer.prompts import build_prompt, context
+from recpie.explainer.prompts import build_prompt, context, usual_time
 
 CFG = ExplainerConfig(history_len=6, num_candidates=3)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def with_pois(data, idx: np.ndarray, pois: np.ndarray):
@@ -81,3 +86,34 @@ def test_parser_accepts_the_format_and_defines_every_failure():
     ]:
         p = parse(text)
         assert not p.ok and p.like == p.dislike == "" and reason in p.reason
+
+
+def test_usual_time_breaks_ties_by_the_most_recent_visit(nyc_data):
+    hours = (nyc_data.local_seconds(np.arange(len(nyc_data.poi))) // 3600) % 24
+    evening, morning = np.flatnonzero((hours >= 17) & (hours < 22))[:2], np.flatnonzero((hours >= 6) & (hours < 11))[:2]
+    assert usual_time(nyc_data, np.array([morning[0], evening[0]])) == "evening"  # oldest first: the latest wins
+    assert usual_time(nyc_data, np.array([evening[0], morning[0]])) == "morning"
+    assert usual_time(nyc_data, np.array([evening[0], morning[0], evening[1]])) == "evening"  # no tie
+
+
+PROMPTS_OF_A_PROCESS = r"""
+import hashlib, sys
+from recpie.data.config import DataConfig
+from recpie.data.load import load_checkin_data
+from recpie.explainer.config import ExplainerConfig
+from recpie.explainer.prompts import build_prompt
+data = load_checkin_data(DataConfig(source="foursquare", data_root=sys.argv[1], cache_dir=sys.argv[2]))
+def places(i):  # candidates the user visited before: their prompt lines say when, usually
+    return list(dict.fromkeys(data.poi[data.history("val", i)][::-1].tolist()))[:5]
+prompts = [build_prompt(data, "val", i, places(i), ExplainerConfig()) for i in range(0, 1200, 4)]
+print(hashlib.sha256("".join(prompts).encode()).hexdigest())
+"""
+
+
+def test_prompts_are_the_same_in_every_process(nyc_data, nyc_datamodule_config):
+    """Python randomises string hashes per process: nothing in a prompt may depend on a set's order."""
+    cfg = nyc_datamodule_config
+    digests = {subprocess.run([sys.executable, "-c", PROMPTS_OF_A_PROCESS, cfg.data_root, cfg.cache_dir],
+                              env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)},
+                              capture_output=True, text=True, check=True).stdout for seed in ("1", "2")}
+    assert len(digests) == 1

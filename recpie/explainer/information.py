@@ -86,8 +86,9 @@ def features(logits: np.ndarray, facts: np.ndarray) -> torch.Tensor:
 
 def fit_reader(x: torch.Tensor, target_slot: torch.Tensor, steps: int = 300) -> torch.nn.Linear:
     """A linear score per candidate, softmax over the K, on the samples whose target is among them."""
-    torch.manual_seed(0)
-    model = torch.nn.Linear(x.shape[-1], 1)
+    with torch.random.fork_rng():  # a fixed init that leaves the caller's random stream alone
+        torch.manual_seed(0)
+        model = torch.nn.Linear(x.shape[-1], 1)
     opt = torch.optim.LBFGS(model.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():

@@ -6,6 +6,7 @@ prefix 'may like:' so even a base model continues in the explanation format.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,9 +74,10 @@ def visits(data: CheckinData, ctx: Context, poi: int) -> np.ndarray:
 
 
 def usual_time(data: CheckinData, checkins: np.ndarray) -> str:
-    """The most common part of the day of these check-ins (local time)."""
+    """The most common part of the day of these check-ins (local time, oldest first); a tie goes to the part
+    of the most recent of them, so the prompt is the same in every process."""
     parts = [part_of_day(int(h)) for h in (data.local_seconds(checkins) // SECONDS_PER_HOUR) % 24]
-    return max(set(parts), key=parts.count)
+    return Counter(reversed(parts)).most_common(1)[0][0]  # most_common keeps first-seen order among ties
 
 
 def _habit(data: CheckinData, ctx: Context, poi: int) -> str:
