@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from test_rec_recipe import tiny_recipe_config
 
@@ -25,6 +26,15 @@ def test_recipe_writes_the_curve_and_resumes_from_its_points(data_root, tmp_path
     assert low["markov"]["mrr"] < high["markov"]["mrr"]  # Markov counts the kept steps only
     assert low["bound_test_samples"] == 100 and saved["samples"]["test"] == 2096
     assert saved["lines"]["counter (decay 0.99)"]["mrr"] == pytest.approx(0.3974, abs=0.002)
+    # a point whose bound was read with older prompt facts gets it recomputed from its backbone's checkpoint
+    point = tmp_path / "points" / "f1_seed0.json"
+    meta = json.loads(point.read_text())
+    point.write_text(json.dumps({k: v for k, v in meta.items() if k != "facts_version"}))
+    with np.load(tmp_path / "points" / "f1_seed0.npz") as z:
+        np.savez(tmp_path / "points" / "f1_seed0.npz", **{**dict(z), "bound_reader": np.ones(100)})
+    again = run(cfg, tmp_path)
+    assert again["fractions"][1]["bound"] == results["fractions"][1]["bound"]
+    assert json.loads(point.read_text()) == meta  # the fit's own record is kept
     # the points hold everything: without the trained models the study reports the same numbers
     for folder in ("f0.03", "f1"):
         shutil.rmtree(tmp_path / folder)

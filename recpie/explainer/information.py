@@ -21,6 +21,9 @@ from recpie.data.types import SECONDS_PER_HOUR, CheckinData
 from recpie.evaluation.ranking import ranks_from_scores
 from recpie.explainer.prompts import context, part_of_day, usual_time, visits
 
+# what the facts of a prompt are; bump it when they change, so saved bounds are recomputed (2: a tie in
+# a place's usual part of the day goes to its most recent visit, no longer to a per-process set order)
+FACTS_VERSION = 2
 FACTS = ["log1p visits", "usual part of day is now's", "log1p km from the last place",
          "log1p same-category visits", "visited at all"]
 

@@ -30,7 +30,7 @@ from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
 from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
-from recpie.explainer.information import facts_bound
+from recpie.explainer.information import FACTS_VERSION, facts_bound
 from recpie.models.recpie_module import subset_ids
 from recpie.recipes.baselines import fit_backbone, tune_counter
 from recpie.reporting.data_efficiency import METRICS, write_results
@@ -39,20 +39,32 @@ log = logging.getLogger(__name__)
 
 
 def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed: int, run_dir: Path) -> dict:
-    """One (fraction, seed): the backbone's test ranks and the facts reader's, from disk when already done."""
+    """One (fraction, seed): the backbone's test ranks and the facts reader's, from disk when already done.
+
+    A point whose bound was read with older prompt facts (``FACTS_VERSION``) keeps its backbone numbers and
+    has its bound recomputed from the backbone's checkpoint (fit_backbone resumes a finished fit without
+    training)."""
     npz, done = (run_dir / "points" / f"f{fraction:g}_seed{seed}.{ext}" for ext in ("npz", "json"))
+    stored = {}
     if done.is_file():
         with np.load(npz, allow_pickle=False) as z:
-            return {**json.loads(done.read_text()), **{k: z[k] for k in z.files}}
+            stored = {**json.loads(done.read_text()), **{k: z[k] for k in z.files}}
+        if stored.get("facts_version") == FACTS_VERSION:
+            return stored
+        log.info("f%g seed %d: the bound was read with older prompt facts; recomputing it", fraction, seed)
     fit = fit_backbone(cfg, dm, seed, run_dir / f"f{fraction:g}" / f"backbone_seed{seed}")
     data, e = dm.checkins, cfg.efficiency
     val_ids = subset_ids(len(data.splits["val"]), e.bound_val_samples, cfg.recpie.subset_seed).numpy()
     test_ids = subset_ids(len(data.splits["test"]), e.bound_test_samples, cfg.recpie.subset_seed).numpy()
     bound = facts_bound(fit["module"].backbone, data, cfg, val_ids, test_ids)
-    arrays = {"ranks": np.asarray(fit["ranks"], dtype=np.float64), "bound_ids": test_ids,
-              "bound_backbone": bound["backbone"], "bound_reader": bound["reader"]}
-    meta = {"fraction": fraction, "seed": seed, "epochs": fit["epochs"], "fit_seconds": fit["fit_seconds"],
-            "best_val_mrr": fit["best_val_mrr"], "reader_val_fitted": bound["val_fitted"]}
+    fitted = {"ranks": np.asarray(fit["ranks"], dtype=np.float64), "epochs": fit["epochs"],
+              "fit_seconds": fit["fit_seconds"], "best_val_mrr": fit["best_val_mrr"]}
+    if stored:  # the fit's own record: a resumed fit reports the seconds of its re-test only
+        fitted = {k: stored[k] for k in fitted}
+    arrays = {"ranks": fitted.pop("ranks"), "bound_ids": test_ids, "bound_backbone": bound["backbone"],
+              "bound_reader": bound["reader"]}
+    meta = {"fraction": fraction, "seed": seed, **fitted, "reader_val_fitted": bound["val_fitted"],
+            "facts_version": FACTS_VERSION}
     if rank_zero_only.rank == 0:
         npz.parent.mkdir(parents=True, exist_ok=True)
         np.savez(npz, **arrays)
