@@ -19,8 +19,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The suite runs one pytest worker per core (pytest-xdist; a file's tests stay on one worker), each worker
+# single-threaded so that workers do not fight over the cores. WORKERS=0 runs it in this process.
+WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
 experiment: $(STAMP)
 	$(PY) -m recpie run $(NAME) $(ARGS)
