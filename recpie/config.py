@@ -36,14 +36,8 @@ from recpie.explainer.config import ExplainerConfig, check_models
 from recpie.models.recpie_config import RecPIEConfig
 from recpie.rl.config import RLConfig
 
-
-class Recipe(StrEnum):
-    """What a run does: one module of recpie/recipes each."""
-
-    data_stats = "data_stats"
-    baselines = "baselines"
-    recpie = "recpie"
-    data_efficiency = "data_efficiency"
+# what a run does: one module of recpie/recipes each
+Recipe = StrEnum("Recipe", ["data_stats", "baselines", "recpie", "data_efficiency"])
 
 
 @dataclass

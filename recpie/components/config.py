@@ -4,12 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-
-class Geo(StrEnum):
-    """How the backbone sees a POI's location."""
-
-    fourier = "fourier"
-    grid = "grid"
+Geo = StrEnum("Geo", ["fourier", "grid"])  # how the backbone sees a POI's location
 
 
 @dataclass

@@ -11,38 +11,14 @@ from enum import StrEnum
 
 from recpie.config_checks import check_section
 
-
-class Source(StrEnum):
-    """The check-in datasets a loader exists for (recpie/data/sources)."""
-
-    foursquare = "foursquare"
-    gowalla = "gowalla"
-    google_local = "google_local"
-
-
-# Text encodings of the raw check-in files (functional form: the names hold a hyphen).
-Encoding = StrEnum("Encoding", {"auto": "auto", "latin-1": "latin-1", "utf-8": "utf-8"})
-
-
-class OnBadLine(StrEnum):
-    """What a malformed raw line does: stop naming it, or skip it with a count."""
-
-    error = "error"
-    skip = "skip"
-
-
-class TrainTargets(StrEnum):
-    """Which train steps are supervised."""
-
-    all_steps = "all_steps"
-    protocol = "protocol"
-
-
-class FractionUnit(StrEnum):
-    """What data.train_fraction draws: a share of the targets or of the users."""
-
-    targets = "targets"
-    users = "users"
+# the check-in datasets a loader exists for (recpie/data/sources)
+Source = StrEnum("Source", ["foursquare", "gowalla", "google_local"])
+Encoding = StrEnum("Encoding", ["auto", "latin-1", "utf-8"])  # text encodings of the raw check-in files
+# what a malformed raw line does: stop naming it, or skip it with a count
+OnBadLine = StrEnum("OnBadLine", ["error", "skip"])
+TrainTargets = StrEnum("TrainTargets", ["all_steps", "protocol"])  # which train steps are supervised
+# what data.train_fraction draws: a share of the targets or of the users
+FractionUnit = StrEnum("FractionUnit", ["targets", "users"])
 
 
 @dataclass

@@ -12,50 +12,13 @@ EMBEDDED_GEMMA = "embedded:gemma3-270m"
 EMBEDDED_MINILM = "embedded:all-minilm-l6-v2"
 
 
-class Quantization(StrEnum):
-    """Weights of the base LLM."""
-
-    none = "none"
-    nf4 = "nf4"
-
-
-class Device(StrEnum):
-    """Where the LLM runs."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Dtype(StrEnum):
-    """The LLM's compute dtype."""
-
-    auto = "auto"
-    bfloat16 = "bfloat16"
-    float32 = "float32"
-    float16 = "float16"
-
-
-class Granularity(StrEnum):
-    """What one explanation is about: the sample, or each of its top-K candidates."""
-
-    user = "user"
-    candidate = "candidate"
-
-
-class Vocabulary(StrEnum):
-    """The output head decoding and every log-prob use."""
-
-    full = "full"
-    data = "data"
-
-
-class LogprobAttention(StrEnum):
-    """Attention kernel of the log-prob forwards."""
-
-    auto = "auto"
-    eager = "eager"
-    sdpa = "sdpa"
+Quantization = StrEnum("Quantization", ["none", "nf4"])  # weights of the base LLM
+Device = StrEnum("Device", ["auto", "cpu", "cuda"])  # where the LLM runs
+Dtype = StrEnum("Dtype", ["auto", "bfloat16", "float32", "float16"])  # the LLM's compute dtype
+# what one explanation is about: the sample, or each of its top-K candidates
+Granularity = StrEnum("Granularity", ["user", "candidate"])
+Vocabulary = StrEnum("Vocabulary", ["full", "data"])  # the output head decoding and every log-prob use
+LogprobAttention = StrEnum("LogprobAttention", ["auto", "eager", "sdpa"])  # attention kernel of the log-prob forwards
 
 
 @dataclass

@@ -4,19 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-
-class SFTTarget(StrEnum):
-    """What the format warm-up's target explanation says."""
-
-    template = "template"
-    hindsight = "hindsight"
-
-
-class TestCheckpoint(StrEnum):
-    """Which checkpoint the final test scores."""
-
-    best = "best"
-    last = "last"
+SFTTarget = StrEnum("SFTTarget", ["template", "hindsight"])  # what the format warm-up's target explanation says
+TestCheckpoint = StrEnum("TestCheckpoint", ["best", "last"])  # which checkpoint the final test scores
 
 
 @dataclass

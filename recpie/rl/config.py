@@ -4,20 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-
-class Estimator(StrEnum):
-    """How PPO's advantages are estimated."""
-
-    gae = "gae"
-    grpo = "grpo"
-    rloo = "rloo"
-
-
-class KLReference(StrEnum):
-    """The policy the KL penalty holds the explainer near."""
-
-    base = "base"
-    warmup = "warmup"
+Estimator = StrEnum("Estimator", ["gae", "grpo", "rloo"])  # how PPO's advantages are estimated
+KLReference = StrEnum("KLReference", ["base", "warmup"])  # the policy the KL penalty holds the explainer near
 
 
 @dataclass
