@@ -30,6 +30,7 @@ def report(cfg: DictConfig, data: CheckinData, results: dict, grids: dict[str, d
           "fractional ranks under random tie-breaking. Counters, Markov and most popular are "
           "deterministic (one run; std 0).", "",
           "## Test, mean +- std over seeds", mean_std_table(results["test"]), "",
+          "![test metrics per model, with the backbone's paired CIs](test_metrics.png)", "",
           "## Backbone per seed (test)", metrics_table(per_seed, first="run"), "",
           "| seed | epochs | best val MRR | fit seconds |", "|---|---|---|---|",
           *[f"| {s} | {r['epochs']} | {r['best_val_mrr']:.4f} | {r['fit_seconds']:.0f} |"

@@ -35,7 +35,10 @@ class SeedReport:
 def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
     lines = [f"## Seed {report.seed}", "",
              "RecPIE minus its own backbone (control), paired bootstrap over the same test samples:", "",
-             ci_table(report.vs_control), "", *attribution_lines(report), *verdict_lines(report.verdicts),
+             ci_table(report.vs_control), "", *attribution_lines(report),
+             f"![own, null and another sample's explanation](attribution_seed{report.seed}.png) "
+             f"![per-cycle reward, KL, parse and EOS rates](cycle_trends_seed{report.seed}.png)", "",
+             *verdict_lines(report.verdicts),
              "Explanation quality (greedy, test samples):", "",
              metrics_table({"RecPIE": report.quality}, names=[k for k in report.quality if k != "n"], first="run"),
              "", f"Cost: RecPIE {report.seconds['RecPIE']:.0f} s, control {report.seconds['control']:.0f} s, "
