@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from recpie.evaluation import metrics_from_ranks, ranks_from_scores, ranks_from_topk
-from recpie.evaluation.accumulator import RankAccumulator
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.export import read_topk_jsonl, topk_from_scores, write_topk_jsonl
 from recpie.evaluation.rank_metric import RankMetric
@@ -67,34 +66,22 @@ def test_bad_inputs_raise_clearly():
         ranks_from_topk([[1, 1]], [1], 5)
 
 
-def test_accumulator_dedupes_padded_repeats_and_checks_coverage():
-    acc = RankAccumulator()
-    acc.update(torch.tensor([2, 0]), torch.tensor([3.0, 1.0]), torch.tensor([[1, 2], [0, 1]]))
-    acc.update(torch.tensor([1, 2]), torch.tensor([2.0, 3.0]), torch.tensor([[4, 0], [1, 2]]))
-    ids, ranks, topk = acc.result(expected=3)
+def test_rank_metric_dedupes_padded_repeats_and_checks_coverage():
+    metric = RankMetric(expected=3)
+    metric.update(torch.tensor([2, 0]), torch.tensor([3.0, 1.0]), torch.tensor([[1, 2], [0, 1]]))
+    metric.update(torch.tensor([1, 2]), torch.tensor([2.0, 3.0]), torch.tensor([[4, 0], [1, 2]]))
+    ids, ranks, topk = metric.compute()
     assert ids.tolist() == [0, 1, 2] and ranks.tolist() == [1.0, 2.0, 3.0]
     assert topk.tolist() == [[0, 1], [4, 0], [1, 2]]
+    short = RankMetric(expected=4)
+    short.update(torch.tensor([2, 0, 1]), torch.tensor([3.0, 1.0, 2.0]))
     with pytest.raises(RuntimeError, match="missing \\[3\\]"):
-        acc.result(expected=4)
-
-
-def test_rank_metric_equals_the_accumulator():
-    """The torchmetrics version returns what RankAccumulator returns, top-K or not, and checks the same."""
-    batches = [(torch.tensor([4, 0, 2]), torch.tensor([3.0, 1.5, 7.0]), torch.tensor([[1, 2], [0, 1], [3, 4]])),
-               (torch.tensor([1, 3, 4]), torch.tensor([2.0, 9.5, 3.0]), torch.tensor([[4, 0], [1, 2], [1, 2]]))]
-    for with_topk in (True, False):
-        acc, metric = RankAccumulator(), RankMetric(expected=5)
-        for ids, ranks, topk in batches:
-            acc.update(ids, ranks, topk if with_topk else None)
-            metric.update(ids, ranks, topk if with_topk else None)
-        want, got = acc.result(expected=5), metric.compute()
-        assert got[0].tolist() == [0, 1, 2, 3, 4] and got[1].tolist() == [1.5, 2.0, 7.0, 9.5, 3.0]
-        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-        assert np.array_equal(got[2], want[2]) if with_topk else got[2] is None and want[2] is None
+        short.compute()
     metric.reset()
-    metric.update(torch.tensor([0]), torch.tensor([1.0]))
-    with pytest.raises(RuntimeError, match="missing \\[1, 2, 3, 4\\]"):
-        metric.compute()
+    metric.update(torch.tensor([4, 0]), torch.tensor([3.0, 1.5]))  # without top-K lists
+    metric.expected = None
+    ids, ranks, topk = metric.compute()
+    assert ids.tolist() == [0, 4] and ranks.tolist() == [1.5, 3.0] and topk is None
     with pytest.raises(ValueError, match="every update or in none"):
         metric.update(torch.tensor([1]), torch.tensor([1.0]), torch.tensor([[0, 1]]))
 

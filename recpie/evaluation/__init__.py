@@ -1,5 +1,5 @@
 """The one evaluator: full ranking over all POIs with the design's tie rule (see shared/DESIGN.md)."""
-from recpie.evaluation.accumulator import RankAccumulator
+from recpie.evaluation.rank_metric import RankMetric
 from recpie.evaluation.ranking import (
     METRIC_NAMES,
     metrics_from_ranks,
@@ -10,7 +10,7 @@ from recpie.evaluation.ranking import (
 
 __all__ = [
     "METRIC_NAMES",
-    "RankAccumulator",
+    "RankMetric",
     "metrics_from_ranks",
     "per_sample_metric",
     "ranks_from_scores",

@@ -1,10 +1,11 @@
-"""``RankAccumulator`` as a torchmetrics Metric: per-sample ranks kept by sample id, synchronised over DDP.
+"""Per-sample ranks (and top-K lists) collected across batches and DDP processes, keyed by sample id.
 
-Its states are lists concatenated across processes (``dist_reduce_fx="cat"``), so torchmetrics does the
-gathering that RankAccumulator does with ``all_gather_object``; the sampler's repeated samples are then
-dropped the same way (``one_row_per_id``). As a module attribute of a LightningModule it follows the module's
-device, and ``reset()`` after each epoch's ``compute()`` starts the next epoch empty. ``compute()`` returns
-what ``RankAccumulator.result`` returns: (sample ids sorted, ranks, top-K or None) as numpy arrays.
+The DistributedSampler pads the last batch by repeating samples, so under DDP some samples are scored
+twice; ``RankMetric`` (a torchmetrics Metric) concatenates its states across processes
+(``dist_reduce_fx="cat"``) and keeps one row per sample id, so each sample counts exactly once. As a
+module attribute of a LightningModule it follows the module's device; ``reset()`` after each epoch's
+``compute()`` starts the next epoch empty. ``compute()`` returns (sample ids sorted, ranks, top-K or
+None) as numpy arrays.
 
 Under DDP every process must update at least once before ``compute()`` (the DistributedSampler gives each
 one a sample even of a tiny split): torchmetrics stands in a float32 empty tensor for a process without
@@ -17,7 +18,36 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from recpie.evaluation.accumulator import checked_batch, one_row_per_id
+
+def checked_batch(sample_id, ranks, topk, topk_so_far: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """``sample_id`` and ``ranks`` as int64/float64 arrays, after checking a batch of (id, rank, topk).
+
+    ``topk_so_far``: whether earlier batches came with top-K lists (None: this is the first batch)."""
+    ids = np.asarray(torch.as_tensor(sample_id).cpu(), dtype=np.int64)
+    r = np.asarray(torch.as_tensor(ranks).cpu(), dtype=np.float64)
+    if ids.shape != r.shape or ids.ndim != 1:
+        raise ValueError(f"sample_id and ranks must both be [B]; got {ids.shape} and {r.shape}")
+    if (ids < 0).any():
+        raise ValueError("sample_id -1 marks a train window, which has no evaluation sample")
+    if topk_so_far is not None and (topk is not None) != topk_so_far:
+        raise ValueError("pass topk in every update or in none")
+    return ids, r
+
+
+def one_row_per_id(ids: np.ndarray, ranks: np.ndarray, topk: np.ndarray | None, expected: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(sample ids sorted, ranks, topk or None) keeping each id's first row (the sampler's repeats go).
+
+    ``expected``: the split's sample count; raises if ids are missing or out of range, so a sampler that
+    drops samples cannot go unnoticed."""
+    uniq, first = np.unique(ids, return_index=True)
+    ranks, topk = ranks[first], (topk[first] if topk is not None else None)
+    if expected is not None and not np.array_equal(uniq, np.arange(expected)):
+        missing = np.setdiff1d(np.arange(expected), uniq)
+        raise RuntimeError(f"evaluated {len(uniq)} distinct samples, expected ids 0..{expected - 1}; "
+                           f"missing {missing[:10].tolist()}, out of range "
+                           f"{np.setdiff1d(uniq, np.arange(expected))[:10].tolist()}")
+    return uniq, ranks, topk
 
 
 class RankMetric(Metric):

@@ -6,7 +6,7 @@ otherwise blur the ordering of the user's own places, which decides Acc@10 on NY
 
 Every epoch reseeds torch's RNG (dropout) and the train sampler's generator from (seed, epoch), so a
 run resumed from an epoch-boundary checkpoint replays exactly what the uninterrupted run would have
-done (Lightning checkpoints hold no RNG state). Under DDP the evaluator's accumulator gathers the
+done (Lightning checkpoints hold no RNG state). Under DDP the evaluator's RankMetric gathers the
 ranks of all processes and counts each sample once.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from recpie.components.backbone import Backbone
 from recpie.components.config import BackboneConfig, TrainConfig
 from recpie.data.types import CheckinData
-from recpie.evaluation import RankAccumulator, metrics_from_ranks, ranks_from_scores
+from recpie.evaluation import RankMetric, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.breakdowns import split_targets
 from recpie.evaluation.config import EvalConfig
 from recpie.evaluation.export import topk_from_scores, write_topk_jsonl
@@ -68,7 +68,7 @@ class RecommenderModule(L.LightningModule):
         self.train_cfg, self.eval_cfg, self.data, self.seed = train_cfg, eval_cfg, data, seed
         self.export_path = Path(export_path) if export_path else None
         self.backbone = Backbone(backbone_cfg, data, max_len)
-        self.acc = RankAccumulator()
+        self.acc = RankMetric()  # a child module: it follows the module's device and syncs over DDP
         self.results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
 
     def configure_optimizers(self):
@@ -101,7 +101,8 @@ class RecommenderModule(L.LightningModule):
     def _eval_end(self, split: str) -> dict[str, float]:
         limit = self._limit(split)
         full = not self.trainer.sanity_checking and isinstance(limit, float) and limit == 1.0
-        ids, ranks, topk = self.acc.result(expected=len(self.data.splits[split]) if full else None)
+        self.acc.expected = len(self.data.splits[split]) if full else None
+        ids, ranks, topk = self.acc.compute()
         self.acc.reset()
         metrics = metrics_from_ranks(ranks)
         for name, value in metrics.items():

@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.types import CheckinData
 from recpie.errors import CheckpointError
-from recpie.evaluation import METRIC_NAMES, RankAccumulator, metrics_from_ranks, ranks_from_scores
+from recpie.evaluation import METRIC_NAMES, RankMetric, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.verdicts import verdict_counts, verdict_summary
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.writer import ExplanationWriter, progress
@@ -75,7 +75,7 @@ class RecPIEModule(L.LightningModule):
         self.explainer_trainer: ExplainerTrainer | None = None
         self.register_state_dict_post_hook(_checkpoint_names)
         self.register_load_state_dict_pre_hook(_module_names)
-        self._acc: dict[str, RankAccumulator] = {}
+        self._ranks: dict[str, RankMetric] = {}  # per split/feed, made on the module's device at first use
         self._verdict_counts: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ building
@@ -194,8 +194,10 @@ class RecPIEModule(L.LightningModule):
             null = rec.logits(batch, h, *rec.null_explanations(h), candidates)
             other = rec.logits(batch, h, z.roll(1, 0), present.roll(1, 0), candidates)
         for name, logits in (("recpie", fused), ("null", null), ("other", other)):
-            self._acc.setdefault(f"{split}/{name}", RankAccumulator()).update(
-                ids, ranks_from_scores(logits, target), logits.topk(self.cfg.eval.topk, -1).indices)
+            if f"{split}/{name}" not in self._ranks:
+                self._ranks[f"{split}/{name}"] = RankMetric().to(self.device)
+            self._ranks[f"{split}/{name}"].update(ids, ranks_from_scores(logits, target),
+                                                  logits.topk(self.cfg.eval.topk, -1).indices)
         if self.verdicts:
             self._count_verdicts(split, z[present], candidates[present[:, 0]], target[present[:, 0]])
 
@@ -213,10 +215,10 @@ class RecPIEModule(L.LightningModule):
 
     def _finish(self, split: str) -> None:
         for name in ("recpie", "null", "other"):
-            acc = self._acc.pop(f"{split}/{name}", None)
-            if acc is None:
+            metric = self._ranks.pop(f"{split}/{name}", None)
+            if metric is None:
                 continue
-            ids, ranks, topk = acc.result()
+            ids, ranks, topk = metric.compute()
             metrics = metrics_from_ranks(ranks)
             prefix = f"{split}/" if name == "recpie" else f"{split}_{name}/"
             self.log_dict({prefix + m: float(metrics[m]) for m in METRIC_NAMES}, rank_zero_only=True)
