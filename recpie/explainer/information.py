@@ -106,12 +106,13 @@ def fit_reader(x: torch.Tensor, target_slot: torch.Tensor, steps: int = 300) -> 
 
 
 def reranked_ranks(model, x: torch.Tensor, slot: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """Full-ranking ranks after re-ordering the top-K by the model (targets outside the K keep theirs)."""
+    """Full-ranking ranks after re-ordering the top-K by the model's scores (the evaluator's rank and tie
+    rule among the K; targets outside the K keep theirs)."""
     with torch.no_grad():
-        order = model(x).squeeze(-1).argsort(-1, descending=True).numpy()
+        scores = model(x).squeeze(-1)
     out = np.asarray(ranks, dtype=np.float64).copy()
     inside = slot >= 0
-    out[inside] = 1 + np.argmax(order[inside] == slot[inside, None], axis=1)
+    out[inside] = ranks_from_scores(scores[torch.from_numpy(inside)], torch.from_numpy(slot[inside])).numpy()
     return out
 
 
