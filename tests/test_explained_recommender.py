@@ -1,5 +1,6 @@
-"""The explanation-aware recommender on real NYC samples: each fusion head starts as the backbone, an
-explanation moves exactly the logits its head is about, and the null explanation's reward is 0."""
+"""The explanation-aware recommender on the synthetic check-ins (no shared data needed): each fusion head
+starts as the backbone, an explanation moves exactly the logits its head is about, and the null
+explanation's reward is 0."""
 from __future__ import annotations
 
 import pytest
@@ -16,15 +17,15 @@ HEADS = {"user": ("user", False, DIM), "candidate": ("candidate", False, DIM), "
 
 
 @pytest.fixture(scope="module")
-def batch(nyc_data):
-    rows = SampleDataset(nyc_data, "val", 12, True).__getitems__(list(range(0, 60, 10)))
+def batch(synthetic_data):
+    rows = SampleDataset(synthetic_data, "val", 12, True).__getitems__(list(range(0, 12, 2)))
     return to_tensors(rows)
 
 
-def recommender(nyc_data, head: str) -> ExplainedRecommender:
+def recommender(synthetic_data, head: str) -> ExplainedRecommender:
     torch.manual_seed(0)
     cfg = load_experiment("nyc_recpie", ["backbone.hidden_size=16", "backbone.num_heads=1", "backbone.num_layers=1"])
-    backbone = Backbone(cfg.backbone, nyc_data, 12)
+    backbone = Backbone(cfg.backbone, synthetic_data, 12)
     granularity, verdicts, dim = HEADS[head]
     return ExplainedRecommender.build(backbone, granularity, verdicts, dim, K, gate_bias=-2.0).eval()
 
@@ -37,8 +38,8 @@ def randomise(module: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("head", list(HEADS))
-def test_a_new_head_with_the_null_explanation_scores_as_the_backbone(nyc_data, batch, head):
-    rec = recommender(nyc_data, head)
+def test_a_new_head_with_the_null_explanation_scores_as_the_backbone(synthetic_data, batch, head):
+    rec = recommender(synthetic_data, head)
     assert type(rec.fusion) is {"user": UserFusion, "candidate": CandidateFusion, "verdict": VerdictFusion}[head]
     assert rec.slots == (K if head == "candidate" else 1) and rec.reranks == (head != "user")
     with rec.predicting():
@@ -55,8 +56,8 @@ def test_a_new_head_with_the_null_explanation_scores_as_the_backbone(nyc_data, b
 
 
 @pytest.mark.parametrize("head", list(HEADS))
-def test_an_explanation_moves_the_logits_its_head_is_about(nyc_data, batch, head):
-    rec = recommender(nyc_data, head)
+def test_an_explanation_moves_the_logits_its_head_is_about(synthetic_data, batch, head):
+    rec = recommender(synthetic_data, head)
     randomise(rec.fusion)
     with rec.predicting():
         h = rec.user_state(batch)
@@ -74,8 +75,8 @@ def test_an_explanation_moves_the_logits_its_head_is_about(nyc_data, batch, head
 
 
 @pytest.mark.parametrize("head", list(HEADS))
-def test_the_null_explanation_gains_nothing_and_another_gains_its_log_likelihood(nyc_data, batch, head):
-    rec = recommender(nyc_data, head)
+def test_the_null_explanation_gains_nothing_and_another_gains_its_log_likelihood(synthetic_data, batch, head):
+    rec = recommender(synthetic_data, head)
     randomise(rec.fusion)
     rec.train()
     with rec.predicting():
@@ -93,8 +94,8 @@ def test_the_null_explanation_gains_nothing_and_another_gains_its_log_likelihood
     assert gain.abs().max() > 1e-4 and not gain.requires_grad
 
 
-def test_the_verdict_head_reports_its_trust_in_may_like(nyc_data, batch):
-    rec = recommender(nyc_data, "verdict")
+def test_the_verdict_head_reports_its_trust_in_may_like(synthetic_data, batch):
+    rec = recommender(synthetic_data, "verdict")
     randomise(rec.fusion)
     with rec.predicting():
         h = rec.user_state(batch)
