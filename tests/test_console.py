@@ -24,3 +24,13 @@ def test_lightning_messages_reach_the_root_handler_once_and_tips_are_dropped():
     finally:
         root.removeHandler(handler)
     assert seen == ["GPU available: False, used: False"]
+
+
+def test_intended_library_warnings_are_not_shown():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        setup_console()
+        warnings.warn("Found 313 module(s) in eval mode at the start of training.", UserWarning)
+        warnings.warn("something the user should see", UserWarning)
+    assert [str(w.message) for w in seen] == ["something the user should see"]

@@ -32,5 +32,9 @@ def setup_console(level: int = logging.INFO) -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
-    # lightning's pytree helper calls a torch API that torch deprecated after that Lightning release
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for message in (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree helper on a newer torch
+        r"Found \d+ module\(s\) in eval mode",  # the frozen base LLM is in eval mode on purpose
+        r"`is_gradient_checkpointing` is deprecated",  # peft asks transformers the old way
+    ):
+        warnings.filterwarnings("ignore", message=message)
