@@ -31,6 +31,6 @@ def test_intended_library_warnings_are_not_shown():
 
     with warnings.catch_warnings(record=True) as seen:
         setup_console()
-        warnings.warn("Found 313 module(s) in eval mode at the start of training.", UserWarning)
-        warnings.warn("something the user should see", UserWarning)
+        warnings.warn("Found 313 module(s) in eval mode at the start of training.", UserWarning, stacklevel=1)
+        warnings.warn("something the user should see", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something the user should see"]
