@@ -113,7 +113,8 @@ def test_explanation_cache_generates_nothing_twice_and_persists(tiny_llm_dir, tm
     ex.explain(THREE[:1], ["s0"], h[:1], version=1)  # a new policy version is a new explanation
     assert calls == [3, 1, 1]
     reread = ExplanationCache(tmp_path / "cache")
-    assert len(reread) == 5 and reread.get("s2", 0) == first[2]
+    assert len(reread) == 5 and reread.get(ex.cache_keys(["s2"], h[2:3])[0], 0) == first[2]
+    assert ex.explain(THREE[:1], ["s0"], h[1:2], version=0) and calls == [3, 1, 1, 1]  # another user state
 
 
 def test_chunked_head_logprobs_and_gradients_equal_a_plain_log_softmax(tiny_llm_dir):  # noqa: F811

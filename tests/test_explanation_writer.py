@@ -36,9 +36,16 @@ def test_cached_explanations_are_not_generated_again(tmp_path, nyc_data, tiny_ll
     assert generated == [3] and restarted.store.texts["test"] == texts
     restarted.explain("test", ids, batch, version=2)  # a new policy writes anew
     assert generated == [3, 3]
+    weights = writer.explainer.trainable_state_dict()  # other weights at the same version: another code's run
+    writer.explainer.load_trainable_state_dict({k: v + 0.01 for k, v in weights.items()})
+    ExplanationWriter(writer.cfg, nyc_data, writer.recommender, writer.explainer, "test-run", host).explain(
+        "test", ids, batch, version=2)
+    assert generated == [3, 3, 3]
     keys = [json.loads(line)["key"] for line in open(tmp_path / "expl" / "explanations.jsonl")]
     prompt = build_prompt(nyc_data, "test", 7, candidates[1].tolist(), writer.cfg.explainer)
-    assert f"test-run/test/7/0/{hashlib.sha1(prompt.encode()).hexdigest()[:12]}" in keys
+    # the key: run tag, split, sample, slot, prompt digest, then the policy's and the user state's digests
+    assert sum(k.startswith(f"test-run/test/7/0/{hashlib.sha1(prompt.encode()).hexdigest()[:12]}@")
+               for k in keys) == 3
 
 
 def test_a_refresh_stores_encoded_explanations_of_every_refreshed_sample(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811

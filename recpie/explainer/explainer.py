@@ -1,6 +1,8 @@
 """The facade the joint LightningModule and the PPO code use: one object owning LLM, soft prompt, encoder."""
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -87,7 +89,12 @@ class Explainer(nn.Module):
 
     def explain(self, prompts: list[str], keys: list[str], user_states: torch.Tensor | None,
                 version: int) -> list[str]:
-        """Greedy explanations through the disk cache: only (key, version) pairs not cached are generated."""
+        """Greedy explanations through the disk cache: only (key, version) pairs not cached are generated.
+
+        Each key is extended by what the text depends on beyond its prompt: a digest of the policy's weights
+        (LoRA and soft prompt) and of the sample's user state, so a cached text is reused only where the very
+        same policy would write it again (a resumed run; not another code version's run of this config)."""
+        keys = self.cache_keys(keys, user_states)
         cached = [self.cache.get(k, version) if self.cache is not None else None for k in keys]
         todo = [i for i, c in enumerate(cached) if c is None]
         if todo:
@@ -98,6 +105,19 @@ class Explainer(nn.Module):
             for i, t in zip(todo, texts, strict=True):
                 cached[i] = t
         return cached
+
+    def cache_keys(self, keys: list[str], user_states: torch.Tensor | None) -> list[str]:
+        """``key@<policy digest>[:<user state digest>]``: the cache key of each prompt's greedy text."""
+        if self.cache is None:
+            return keys
+        policy = hashlib.sha1()
+        for name, tensor in sorted(self.trainable_state_dict().items()):
+            policy.update(name.encode())
+            policy.update(_bytes(tensor))
+        tag = policy.hexdigest()[:12]
+        if user_states is None:
+            return [f"{k}@{tag}" for k in keys]
+        return [f"{k}@{tag}:{hashlib.sha1(_bytes(h)).hexdigest()[:12]}" for k, h in zip(keys, user_states, strict=True)]
 
     def encode(self, texts: list[str], candidate_labels: list[list[str]] | None = None) -> torch.Tensor:
         """Frozen embedding [B, encoding_dim] of the explanation texts (float32, no grad). Only the verdict
@@ -127,3 +147,8 @@ class Explainer(nn.Module):
         with torch.no_grad():
             for k, v in state.items():
                 params[k].copy_(v)
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    """The raw bytes of a tensor of any dtype (bfloat16 included), for digests."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
