@@ -117,7 +117,8 @@ class Explainer(nn.Module):
         tag = policy.hexdigest()[:12]
         if user_states is None:
             return [f"{k}@{tag}" for k in keys]
-        return [f"{k}@{tag}:{hashlib.sha1(_bytes(h)).hexdigest()[:12]}" for k, h in zip(keys, user_states, strict=True)]
+        states = user_states.detach().cpu()  # one device copy, not one per row
+        return [f"{k}@{tag}:{hashlib.sha1(_bytes(h)).hexdigest()[:12]}" for k, h in zip(keys, states, strict=True)]
 
     def encode(self, texts: list[str], candidate_labels: list[list[str]] | None = None) -> torch.Tensor:
         """Frozen embedding [B, encoding_dim] of the explanation texts (float32, no grad). Only the verdict

@@ -62,7 +62,7 @@ class RecPIEModule(L.LightningModule):
         self.cfg, self.rc, self.data = cfg, cfg.recpie, data
         self.eval_ids, self.seed = eval_ids, seed
         # train samples the warm-up reads / those refreshed, rolled out and fused (disjoint with hindsight)
-        self.sft_ids, self.explainable = explanation_samples(cfg, data, seed)
+        self.sft_ids, self.explainable = warmup_and_fusion_ids(data, cfg.recpie.sft_target, cfg.recpie.sft_share, seed)
         self.verdicts = cfg.explainer.encoder == "verdict"  # evaluation also counts what the verdicts know
         self.register_buffer("train_ends", sample_ends_trajectory(data, "train"), persistent=False)
         # the backbone waits outside the module tree until the recommender takes it in configure_model
@@ -273,11 +273,6 @@ class RecPIEModule(L.LightningModule):
         """What must match for a checkpoint to be resumable: data, model shapes and the schedule, less the
         keys that may change on resume (recpie.utils.run_folder.MAY_CHANGE)."""
         return config_fingerprint(self.cfg, ("data", "backbone", "explainer", "rl", "recpie"))
-
-
-def explanation_samples(cfg: DictConfig, data: CheckinData, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(warm-up train ids, refreshed/rolled-out/fused train ids) of the run with this seed."""
-    return warmup_and_fusion_ids(data, cfg.recpie.sft_target, cfg.recpie.sft_share, seed)
 
 
 def subset_ids(n: int, k: int, seed: int) -> torch.Tensor:
