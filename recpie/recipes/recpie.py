@@ -94,8 +94,8 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
     """Train one variant from a copy of the warm backbone; return its test ranks and bookkeeping."""
     module = RecPIEModule(cfg, data, copy.deepcopy(backbone), eval_ids, seed)
     events = run_dir / "tensorboard" / variant / f"seed{seed}"
-    trainer = make_trainer(cfg, events, run_dir / "checkpoints" / f"{variant}-seed{seed}", cfg.recpie.cycles,
-                           unused_parameters=True, distributed_sampler=False)
+    ckpt_dir = run_dir / "checkpoints" / f"{variant}-seed{seed}"
+    trainer = make_trainer(cfg, events, ckpt_dir, cfg.recpie.cycles, unused_parameters=True, distributed_sampler=False)
     train = SampleDataset(data, "train", cfg.data.max_len, cfg.data.history_summary)
     rc = cfg.recpie
     sampler = CycleSampler(len(train), rc.rec_steps_per_cycle * rc.batch_size, seed, module.explainable,
@@ -105,7 +105,6 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
     for split in ("val", "test"):
         loaders[split] = _loader(SampleDataset(data, split, cfg.data.max_len, cfg.data.history_summary),
                                  eval_ids[split], rc.generation_batch, trainer=trainer)
-    ckpt_dir = run_dir / "checkpoints" / f"{variant}-seed{seed}"
     last = ckpt_dir / "last.ckpt"
     start = time.perf_counter()
     trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=resume_from(last, cfg.run.resume),
