@@ -136,7 +136,12 @@ def check_section(cfg: Any, prefix: str) -> None:
 
 
 def check_decoding(explainer: Any) -> None:
-    """The static cache decodes through transformers' generate, whose head is the whole vocabulary."""
+    """The static cache decodes through transformers' generate, whose head is the whole vocabulary; the
+    explainer's forwards take at least one token each."""
+    for key, default in (("prefill_tokens", 4096), ("microbatch_tokens", 2048)):
+        if getattr(explainer, key) < 1:
+            raise ConfigError(f"explainer.{key}={getattr(explainer, key)}: padded tokens per forward must be >= 1 "
+                              f"(default {default})")
     if explainer.vocabulary == "data" and explainer.static_cache:
         raise ConfigError("explainer.static_cache=true decodes through transformers' generate, whose head is the "
                           "whole vocabulary: set explainer.vocabulary=full (or static_cache=false)")

@@ -10,6 +10,7 @@ from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.generate import eos_ids
 from recpie.rl.logprobs import OutputHead, head_logprobs, response_mask
+from recpie.utils.batching import length_groups
 
 THREE = [*PROMPTS, "Candidates (distance from the last place):\n1. Bar, 1.1 km\nExplanation: may like:"]
 
@@ -42,6 +43,24 @@ def test_batched_generation_and_logprobs_do_not_depend_on_padding(tiny_llm_dir):
         assert alone.texts[0] == batch.texts[i]
         lp_alone = ex.response_logprobs(*alone.rows(), h[i:i + 1]).logprobs
         torch.testing.assert_close(lp_alone[0], lp_batch[i], atol=1e-4, rtol=1e-4)
+
+
+def test_a_row_scores_the_same_with_responses_of_other_lengths_beside_it(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir, microbatch_tokens=10**6)  # one forward for the whole batch
+    tok = ex.tokenizer
+    enc = tok(THREE, return_tensors="pt", padding=True)
+    ids = tok(" the Bar, 1 km away, never visited")["input_ids"]
+    lengths = [len(ids), 3, 6]  # right padding after the shorter responses
+    resp = torch.tensor([ids[:n] + [tok.pad_token_id] * (len(ids) - n) for n in lengths])
+    rmask = (torch.arange(len(ids))[None] < torch.tensor(lengths)[:, None]).long()
+    h = torch.randn(3, 8)
+    batch = ex.response_logprobs(torch.cat([enc.input_ids, resp], 1), torch.cat([enc.attention_mask, rmask], 1),
+                                 rmask, h).logprobs
+    for r, n in enumerate(lengths):
+        real = int(enc.attention_mask[r].sum())
+        row = torch.cat([enc.input_ids[r, -real:], resp[r, :n]])[None]
+        alone = ex.response_logprobs(row, torch.ones_like(row), rmask[r:r + 1, :n], h[r:r + 1]).logprobs
+        torch.testing.assert_close(batch[r, :n], alone[0], atol=1e-4, rtol=1e-4)
 
 
 def test_logprobs_at_the_one_temperature_match_a_plain_forward_and_greedy_picks_the_argmax(tiny_llm_dir):  # noqa: F811
@@ -141,6 +160,35 @@ def test_own_decoding_loop_gives_generate_s_greedy_tokens(tiny_llm_dir):  # noqa
     assert torch.equal(gen.sequences, hf.sequences[:, :gen.sequences.shape[1]]) and gen.texts == hf.texts
     with pytest.raises(ValueError, match="static_cache"):
         Explainer(tiny_cfg(tiny_llm_dir, static_cache=True, vocabulary="data"), user_dim=8)
+
+
+def test_prefill_in_length_groups_gives_the_tokens_of_one_batch_past_the_sliding_window(tiny_llm_dir):  # noqa: F811
+    ex = make(tiny_llm_dir, max_new_tokens=12)
+    window = ex.model.config.get_text_config().sliding_window
+    history = "".join(f"- Mon 0{k}:10 Coffee Shop\n" for k in range(8))  # past the tiny model's window
+    prompts = [history + p for p in THREE] + THREE
+    lengths = [len(ex.tokenizer(p).input_ids) for p in prompts]
+    assert max(lengths) > window > min(lengths)
+    h = torch.randn(len(prompts), 8)
+    whole = ex.generate(prompts, h, sample=False)
+    ex.cfg.prefill_tokens = 2 * max(lengths)  # several groups, one of them a single row
+    grouped = ex.generate(prompts, h, sample=False)
+    ex.cfg.static_cache = True  # transformers' generate with its own sliding-window cache
+    hf = ex.generate(prompts, h, sample=False)
+    assert torch.equal(grouped.sequences, whole.sequences) and grouped.texts == whole.texts
+    assert torch.equal(whole.sequences, hf.sequences[:, :whole.sequences.shape[1]])
+    for i in (0, 4):
+        alone = ex.generate(prompts[i:i + 1], h[i:i + 1], sample=False)
+        assert alone.texts[0] == whole.texts[i]
+
+
+def test_length_groups_cover_every_row_once_longest_first_within_the_budget():
+    lengths = torch.tensor([5, 30, 12, 30, 7, 100])
+    groups = length_groups(lengths, budget=60)
+    assert sorted(torch.cat(groups).tolist()) == list(range(6))
+    assert [g.tolist() for g in groups] == [[5], [1, 3], [2, 4, 0]]
+    for g in groups[1:]:
+        assert len(g) * lengths[g].max() <= 60
 
 
 def test_a_restricted_head_samples_and_scores_over_its_tokens_only(tiny_llm_dir):  # noqa: F811

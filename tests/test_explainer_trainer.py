@@ -11,15 +11,17 @@ from recpie.rl.explainer_trainer import optimizer_step
 from recpie.rl.ppo import Rollout
 
 
-def test_one_optimizer_step_zeroes_stale_gradients_clips_and_steps():
+def test_one_optimizer_step_zeroes_stale_gradients_sums_the_parts_clips_and_steps():
     host, w = Host(), torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.SGD([w], lr=1.0)
     w.grad = torch.tensor([100.0, 100.0])  # left by another loss: must not count
-    optimizer_step(host, opt, (w * torch.tensor([3.0, 4.0])).sum(), grad_clip=1.0)  # gradient norm 5, clipped to 1
-    assert host.clipped_to == [1.0]
+    loss = optimizer_step(host, opt, [(w * torch.tensor([3.0, 4.0])).sum()], grad_clip=1.0)  # gradient norm 5 -> 1
+    assert host.clipped_to == [1.0] and loss.item() == 0.0
     torch.testing.assert_close(w.detach(), torch.tensor([-0.6, -0.8]))
-    optimizer_step(host, opt, (w * torch.tensor([3.0, 4.0])).sum(), grad_clip=0.0)  # 0: no clipping
+    parts = iter([w[0] * 3.0, w[1] * 4.0])  # one loss in two parts, each backpropagated in turn
+    loss = optimizer_step(host, opt, parts, grad_clip=0.0)  # 0: no clipping
     assert host.clipped_to == [1.0]
+    torch.testing.assert_close(loss, torch.tensor(-5.0))
     torch.testing.assert_close(w.detach(), torch.tensor([-3.6, -4.8]))
 
 

@@ -16,7 +16,7 @@ from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt, context
 from recpie.explainer.quality import QualityScorer
-from recpie.explainer.warmup import sft_loss, templated_explanation
+from recpie.explainer.warmup import sft_losses, templated_explanation
 
 
 def counter_top(data, split: str, rows: np.ndarray, k: int) -> np.ndarray:
@@ -74,7 +74,7 @@ def test_sft_loss_trains_lora_and_soft_prompt_on_real_prompts(nyc_data, tiny_llm
     soft_before = [p.detach().clone() for p in ex.soft_prompt.parameters()]
     opt, losses = torch.optim.AdamW(ex.trainable_parameters(), lr=1e-2), []
     for _ in range(30):  # the steps ExplainerTrainer.format_warmup takes (the one warm-up loop), on fixed rows
-        loss = sft_loss(ex, prompts, targets, h)
+        loss = sum(sft_losses(ex, prompts, targets, h))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -83,9 +83,31 @@ def test_sft_loss_trains_lora_and_soft_prompt_on_real_prompts(nyc_data, tiny_llm
     assert all(not torch.equal(a, b) for a, b in zip(soft_before, ex.soft_prompt.parameters(), strict=True))
     # the loss is the response NLL given the prompt: a wrong prompt makes the targets less likely
     with torch.no_grad():
-        right = sft_loss(ex, prompts, targets, h)
-        swapped = sft_loss(ex, prompts[::-1], targets, h)
+        right = sum(sft_losses(ex, prompts, targets, h))
+        swapped = sum(sft_losses(ex, prompts[::-1], targets, h))
     assert right < swapped
+
+
+def test_warmup_micro_batches_sum_to_the_whole_batch_loss_and_gradient(nyc_data, tiny_llm_dir):  # noqa: F811
+    d = nyc_data
+    cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=2)
+    torch.manual_seed(0)
+    ex = Explainer(cfg, user_dim=8)
+    rows = np.arange(5)
+    tops = counter_top(d, "train", rows, 2)
+    prompts = [build_prompt(d, "train", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
+    targets = [templated_explanation(d, "train", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
+    h = torch.randn(5, 8)
+    results = []
+    for tokens in (10**6, 1):  # one part; one row per part
+        ex.cfg.microbatch_tokens = tokens
+        parts = list(sft_losses(ex, prompts, targets, h))
+        grads = torch.autograd.grad(sum(parts), ex.trainable_parameters())
+        results.append((len(parts), sum(parts).detach(), grads))
+    assert [r[0] for r in results] == [1, 5]
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-4, rtol=1e-4)  # padding: float rounding
+    for a, b in zip(results[1][2], results[0][2], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-3)
 
 
 def test_the_data_vocabulary_covers_templates_of_unseen_samples_and_needs_the_data(nyc_data, tiny_llm_dir):  # noqa: F811

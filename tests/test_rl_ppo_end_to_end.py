@@ -127,9 +127,10 @@ def train(estimator: str, iterations: int, seed: int = 0) -> list[float]:
         out = forward(model, mb.sequences, mb.attention_mask, mb.responses, TEMPERATURE)
         return out.logprobs, value_head(out.hidden) if estimator == "gae" else None, out.entropy
 
-    def optimize(loss):
+    def optimize(losses):
         opt.zero_grad()
-        loss.backward()
+        for loss in losses:
+            loss.backward()
         opt.step()
 
     for _ in range(iterations):

@@ -23,7 +23,8 @@ def table_rollout(scores: torch.Tensor, values: torch.Tensor | None) -> tuple[Ro
     return rollout, logits
 
 
-def run(rollout: Rollout, logits: torch.nn.Parameter, cfg: RLConfig, value_param: torch.nn.Parameter | None):
+def run(rollout: Rollout, logits: torch.nn.Parameter, cfg: RLConfig, value_param: torch.nn.Parameter | None,
+        microbatch_tokens: int | None = None):
     opt = torch.optim.SGD([logits] + ([value_param] if value_param is not None else []), lr=0.5)
     steps = []
 
@@ -32,14 +33,15 @@ def run(rollout: Rollout, logits: torch.nn.Parameter, cfg: RLConfig, value_param
         logp = torch.log_softmax(logits[rows], -1).gather(-1, mb.responses[..., None])[..., 0]
         return logp, None if value_param is None else value_param[rows], None
 
-    def optimize(loss):
+    def optimize(losses):
         steps.append(1)
         opt.zero_grad()
-        loss.backward()
+        for loss in losses:
+            loss.backward()
         opt.step()
 
     stats = ppo_update(rollout, policy_forward, optimize, cfg, kl_coef=0.0,
-                       generator=torch.Generator().manual_seed(0))
+                       generator=torch.Generator().manual_seed(0), microbatch_tokens=microbatch_tokens)
     return stats, len(steps)
 
 
@@ -57,6 +59,22 @@ def test_steps_per_epoch_and_the_direction_of_the_update(estimator):
     assert (moved[scores > 0] > 0).all() and (moved[scores < 0] < 0).all()
     assert ("ppo/value_loss" in stats) == (estimator == "gae")
     assert stats["ppo/kl_k1_per_seq"] == 0.0 and stats["ppo/ratio_max"] > 1.0
+
+
+def test_micro_batches_take_the_same_steps_as_whole_minibatches():
+    scores = torch.tensor([2.0, -1.0, 0.5, -2.0, 1.0, -0.5])
+    results = []
+    for tokens in (None, 5, 10):  # whole minibatches; one row (5 tokens) per part; two rows per part
+        rollout, logits = table_rollout(scores, torch.zeros(N, R))
+        rollout.attention_mask[1:3, 0] = 0  # rows of other lengths: parts are length groups
+        value_param = torch.nn.Parameter(torch.zeros(N, R))
+        cfg = RLConfig(estimator="gae", ppo_epochs=2, minibatch_size=4)
+        stats, steps = run(rollout, logits, cfg, value_param, microbatch_tokens=tokens)
+        results.append((logits.detach(), value_param.detach(), stats, steps))
+    for logits, values, stats, steps in results[1:]:
+        torch.testing.assert_close(logits, results[0][0])
+        torch.testing.assert_close(values, results[0][1])
+        assert stats == pytest.approx(results[0][2]) and steps == results[0][3]
 
 
 def test_clear_errors():

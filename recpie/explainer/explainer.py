@@ -15,7 +15,8 @@ from recpie.explainer.llm import load_llm
 from recpie.explainer.parse import PREFIX
 from recpie.explainer.soft_prompt import SoftPrompt, build_inputs, input_embedding_rms
 from recpie.explainer.vocabulary import data_vocabulary
-from recpie.rl.logprobs import OutputHead, ResponseOutput, response_logprobs
+from recpie.rl.logprobs import OutputHead, ResponseOutput, response_logprobs, scatter_rows, trim_padding
+from recpie.utils.batching import length_groups
 
 
 class Explainer(nn.Module):
@@ -65,7 +66,7 @@ class Explainer(nn.Module):
         return generate(
             self.model, self.tokenizer, prompts, soft, head=self.head, sample=sample,
             temperature=self.cfg.temperature, max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
-            static_cache=self.cfg.static_cache, text_prefix=PREFIX,
+            static_cache=self.cfg.static_cache, prefill_tokens=self.cfg.prefill_tokens, text_prefix=PREFIX,
         )
 
     def response_logprobs(self, sequences: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
@@ -73,19 +74,27 @@ class Explainer(nn.Module):
         """The one log-prob forward (PPO's old, new and reference passes, the warm-up, tests): rows are
         [left-padded prompt | R response tokens] with their mask, the response's mask [B, R]; log-probs (0
         where masked) at cfg.temperature through the same head as sampling, under the policy (with grad) or,
-        with reference=True, under the adapter-disabled base with the same soft prompt (no grad)."""
-        def forward() -> ResponseOutput:
-            embeds, mask, pos = build_inputs(self.model, sequences, attention_mask, self.soft(user_states))
-            out = response_logprobs(self.model, sequences[:, -response_mask.shape[1]:], self.cfg.temperature,
+        with reference=True, under the adapter-disabled base with the same soft prompt (no grad).
+
+        Rows run in groups of similar length, cfg.microbatch_tokens padded tokens at a time, each without
+        the padding all its rows share; a training pass bounds its memory by passing one group at a time."""
+        def forward(rows: torch.Tensor) -> ResponseOutput:
+            seq, mask, scored = trim_padding(sequences[rows], attention_mask[rows], response_mask[rows])
+            embeds, mask, pos = build_inputs(self.model, seq, mask,
+                                             self.soft(user_states[rows] if user_states is not None else None))
+            out = response_logprobs(self.model, seq[:, -scored.shape[1]:], self.cfg.temperature,
                                     attn=self.attention, head=self.head, inputs_embeds=embeds,
                                     attention_mask=mask, position_ids=pos)
-            out.logprobs = out.logprobs * response_mask
+            out.logprobs = out.logprobs * scored
             return out
 
-        if not reference:
-            return forward()
-        with torch.no_grad(), self.model.disable_adapter():
-            return forward()
+        groups = length_groups(attention_mask.sum(1), self.cfg.microbatch_tokens)
+        if reference:
+            with torch.no_grad(), self.model.disable_adapter():
+                parts = [(rows, forward(rows)) for rows in groups]
+        else:
+            parts = [(rows, forward(rows)) for rows in groups]
+        return scatter_rows(parts, len(sequences), response_mask.shape[1])
 
     def explain(self, prompts: list[str], keys: list[str], user_states: torch.Tensor | None,
                 version: int) -> list[str]:

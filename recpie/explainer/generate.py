@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, GenerationConfig, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
+from recpie.explainer.kv_cache import grouped_prefill
 from recpie.explainer.soft_prompt import build_inputs
 from recpie.rl.logprobs import OutputHead, decoder_of, response_mask
 
@@ -45,15 +46,17 @@ def eos_ids(model, tok: PreTrainedTokenizerBase) -> list[int]:
 
 @torch.no_grad()
 def decode(model, head: OutputHead, embeds: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, *,
-           eos: list[int], pad: int, sample: bool, temperature: float, max_new_tokens: int) -> torch.Tensor:
+           eos: list[int], pad: int, sample: bool, temperature: float, max_new_tokens: int,
+           prefill_tokens: int) -> torch.Tensor:
     """Response ids [B, <= max_new_tokens] after left-padded inputs: greedy (argmax) or sampled from
-    softmax(logits / temperature) (no top-k/top-p: what PPO's log-probs assume); pad after a row's EOS."""
+    softmax(logits / temperature) (no top-k/top-p: what PPO's log-probs assume); pad after a row's EOS.
+    The prompts are prefilled ``prefill_tokens`` at a time in groups of similar length (kv_cache.py)."""
     body = decoder_of(model)
-    cache = DynamicCache(config=body.config)
+    cache, hidden = grouped_prefill(body, embeds, mask, position_ids, embeds.shape[1] + max_new_tokens,
+                                    prefill_tokens)
     weight = head.weight()
     eos_t = torch.tensor(eos, device=embeds.device)
-    out = body(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True)
-    hidden, pos = out.last_hidden_state[:, -1], position_ids[:, -1:]
+    pos = position_ids[:, -1:]
     done = torch.zeros(len(embeds), dtype=torch.bool, device=embeds.device)
     steps = []
     for _ in range(max_new_tokens):
@@ -86,7 +89,8 @@ def static_generate(model, embeds: torch.Tensor, mask: torch.Tensor, *, eos: lis
 @torch.no_grad()
 def generate(
     model, tok: PreTrainedTokenizerBase, prompts: list[str], soft: torch.Tensor | None, *, head: OutputHead,
-    sample: bool, temperature: float, max_new_tokens: int, static_cache: bool = False, text_prefix: str = "",
+    sample: bool, temperature: float, max_new_tokens: int, static_cache: bool = False, prefill_tokens: int = 4096,
+    text_prefix: str = "",
 ) -> Generation:
     """Explanations of `prompts` (dropout off while decoding; the module's mode is restored afterwards).
     `text_prefix` (the forced start the prompts end with) is prepended to the decoded texts."""
@@ -102,7 +106,7 @@ def generate(
         if static_cache:
             seq = static_generate(model, embeds, mask, **kwargs)
         else:
-            seq = decode(model, head, embeds, mask, pos, **kwargs)
+            seq = decode(model, head, embeds, mask, pos, prefill_tokens=prefill_tokens, **kwargs)
     finally:
         model.train(was_training)
     resp_mask, ended = response_mask(seq, eos)

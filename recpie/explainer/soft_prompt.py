@@ -55,8 +55,9 @@ def build_inputs(
         length = input_ids.shape[1]
         embeds = torch.cat([soft.to(tok_emb.dtype), tok_emb], 1)
         mask = torch.cat([attention_mask.new_ones(b, m), attention_mask], 1)
-        # move each row's soft tokens from the front to just after its left padding
-        pad = (attention_mask == 0).sum(1)
+        # move each row's soft tokens from the front to just after its left padding (the leading zeros of
+        # its mask: a response's right padding is not left padding)
+        pad = attention_mask.long().argmax(1)
         ar = torch.arange(m + length, device=input_ids.device).expand(b, -1)
         inner = torch.where(ar < pad[:, None] + m, ar - pad[:, None], ar)
         src = torch.where(ar < pad[:, None], ar + m, inner)

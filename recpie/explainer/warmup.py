@@ -6,12 +6,15 @@ the sample's true next POI) do teach the answer, on train samples held out of ev
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
 from recpie.data.types import SECONDS_PER_HOUR, CheckinData
 from recpie.explainer.parse import PREFIX, format_explanation
 from recpie.explainer.prompts import Context, context, part_of_day, usual_time, visits
+from recpie.utils.batching import length_groups
 
 
 def _for(data: CheckinData, ctx: Context, j: int) -> list[str]:
@@ -72,10 +75,12 @@ def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg
     return format_explanation(like_text, dislike)
 
 
-def sft_loss(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None
-             ) -> torch.Tensor:
-    """Mean token negative log-likelihood of target responses (the text after the forced 'may like:',
-    then EOS) given prompt + soft prompt: PPO's log-prob forward (same head, same temperature)."""
+def sft_losses(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None
+               ) -> Iterator[torch.Tensor]:
+    """The mean token negative log-likelihood of target responses (the text after the forced 'may like:',
+    then EOS) given prompt + soft prompt, through PPO's log-prob forward (same head, same temperature), in
+    parts: micro-batches of similar-length rows (explainer.microbatch_tokens each), each part its rows'
+    summed NLL over all rows' target tokens, computed only when the previous part has been consumed."""
     tok = explainer.tokenizer
     device = explainer.device
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
@@ -89,6 +94,10 @@ def sft_loss(explainer, prompts: list[str], targets: list[str], user_states: tor
         mask[r, :len(row)] = 1
     seq, mask = seq.to(device), mask.to(device)
     scored = mask * explainer.head.contains(seq)  # a token the head cannot produce is read, not a target
-    logp = explainer.response_logprobs(torch.cat([enc.input_ids, seq], 1), torch.cat([enc.attention_mask, mask], 1),
-                                       scored, user_states).logprobs
-    return -logp.sum() / scored.sum()
+    rows, row_mask = torch.cat([enc.input_ids, seq], 1), torch.cat([enc.attention_mask, mask], 1)
+    tokens = scored.sum()
+    for part in length_groups(row_mask.sum(1), explainer.cfg.microbatch_tokens):
+        states = user_states[part] if user_states is not None else None
+        logp = explainer.response_logprobs(rows[part], row_mask[part], scored[part], states).logprobs
+        yield -logp.sum() / tokens
+

@@ -175,7 +175,7 @@ class RecPIEModule(L.LightningModule):
         weight = target_loss_weight(self.train_ends[ids], self.backbone.target_visited(batch)[:, -1], tc)
         per = F.cross_entropy(fused.logits, rec.target(batch), label_smoothing=tc.label_smoothing, reduction="none")
         loss = (per * weight).sum() / weight.sum()
-        optimizer_step(self, opt, loss, self.rc.grad_clip)
+        optimizer_step(self, opt, [loss], self.rc.grad_clip)
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/explained_share", present.float().mean(), on_step=False, on_epoch=True)
         for name, value in fused.diagnostics.items():

@@ -20,7 +20,7 @@ One PPO iteration, as the module runs it (manual optimization)::
                       values=value_head(out.hidden) * mask, extras={...})
     # 3. update: policy_forward(mb: Rollout) -> (logprobs, values or None, entropy or None)
     stats = ppo_update(rollout, policy_forward, optimize=optimize, cfg=cfg, kl_coef=kl_ctl.value)
-    # optimize(loss): opt.zero_grad(), manual_backward(loss), clip_gradients, opt.step()
+    # optimize(losses): opt.zero_grad(), manual_backward(part) for each part as it comes, clip_gradients, opt.step()
     kl_ctl.update(stats["ppo/kl_k1_per_seq"], n_samples=len(rollout.scores))
 
 Choices: gae puts -kl_coef*k1 on every token and the score on the last response token; grpo/rloo subtract

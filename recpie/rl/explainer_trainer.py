@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -18,7 +19,7 @@ from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.types import CheckinData
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
-from recpie.explainer.warmup import sft_loss, templated_explanation
+from recpie.explainer.warmup import sft_losses, templated_explanation
 from recpie.explainer.writer import ExplanationWriter, WriterHost, progress
 from recpie.rl.ppo import Rollout, ppo_update
 from recpie.rl.reward import KLController, RunningMoments, parse_flags, shape_scores
@@ -41,14 +42,20 @@ class TrainerHost(WriterHost, Protocol):
     def log_text(self, tag: str, text: str) -> None: ...
 
 
-def optimizer_step(host: TrainerHost, opt, loss: torch.Tensor, grad_clip: float) -> None:
-    """The one optimizer step of the joint training (warm-up, PPO minibatches, recommender): on ``loss``
-    alone from zeroed gradients, its gradient norm clipped to grad_clip (0: no clipping) through the host."""
+def optimizer_step(host: TrainerHost, opt, losses: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor:
+    """The one optimizer step of the joint training (warm-up, PPO minibatches, recommender): on one loss
+    alone from zeroed gradients, its gradient norm clipped to grad_clip (0: no clipping) through the host.
+    ``losses`` are the loss's parts (micro-batches), each backpropagated before the next is computed, so
+    only one part's activations live at a time. Returns the loss (their sum, detached)."""
     opt.zero_grad()
-    host.manual_backward(loss)
+    total = torch.zeros(())
+    for loss in losses:
+        host.manual_backward(loss)
+        total = total + loss.detach().cpu()
     if grad_clip > 0:
         host.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
     opt.step()
+    return total
 
 
 class ExplainerTrainer:
@@ -114,9 +121,9 @@ class ExplainerTrainer:
                                              like=like[r] if like else None)
                        for r, (i, c) in enumerate(zip(ids.tolist(), candidates.tolist(), strict=True))
                        for f in writer.focus(c)]
-            loss = sft_loss(self.explainer, prompts, targets, h.repeat_interleave(writer.slots, 0))
-            optimizer_step(self.host, opt, loss, self.rc.grad_clip)
-            self.host.log("sft/loss", loss.detach(), on_step=False, on_epoch=True)
+            loss = optimizer_step(self.host, opt, sft_losses(self.explainer, prompts, targets,
+                                                             h.repeat_interleave(writer.slots, 0)), self.rc.grad_clip)
+            self.host.log("sft/loss", loss, on_step=False, on_epoch=True)
         self.policy_version += 1
 
     def policy_forward(self, mb: Rollout, reference: bool = False):
@@ -175,8 +182,9 @@ class ExplainerTrainer:
             rollout.old_logprobs, rollout.ref_logprobs, rollout.values = old_lp, ref, values
 
         stats = ppo_update(rollout, self.policy_forward, cfg=rl, kl_coef=self.kl_ctl.value,
-                           optimize=lambda loss: optimizer_step(host, opt, loss, self.rc.grad_clip),
-                           generator=torch.Generator().manual_seed(phase_seed(host.current_epoch, iteration)))
+                           optimize=lambda losses: optimizer_step(host, opt, losses, self.rc.grad_clip),
+                           generator=torch.Generator().manual_seed(phase_seed(host.current_epoch, iteration)),
+                           microbatch_tokens=self.cfg.explainer.microbatch_tokens)
         kl = host.reduced(torch.tensor(stats["ppo/kl_k1_per_seq"], device=host.device), "mean")  # one coefficient
         self.kl_ctl.update(float(kl), n_samples=len(rows) * host.world_size)
         self.policy_version += 1

@@ -98,6 +98,30 @@ class ResponseOutput:
     hidden: Tensor  # [N, R, H] last hidden state at the positions that predict the response tokens
 
 
+def trim_padding(sequences: Tensor, attention_mask: Tensor, response_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The rows without the columns that are padding in every row: left of the longest prompt and right of
+    the longest response (what a row scores does not depend on its batch's padding)."""
+    first = int(attention_mask.any(0).nonzero()[0])
+    kept = int(response_mask.any(0).nonzero().max()) + 1 if response_mask.any() else 1
+    end = sequences.shape[1] - response_mask.shape[1] + kept
+    return sequences[:, first:end], attention_mask[:, first:end], response_mask[:, :kept]
+
+
+def scatter_rows(parts: list[tuple[Tensor, ResponseOutput]], rows: int, width: int) -> ResponseOutput:
+    """One ResponseOutput of ``rows`` rows and ``width`` response positions from parts computed on row
+    groups (row indices, output over a prefix of the positions); positions a part lacks are 0."""
+    def gather(name: str) -> Tensor:
+        first = getattr(parts[0][1], name)
+        out = first.new_zeros(rows, width, *first.shape[2:])
+        for index, part in parts:
+            value = getattr(part, name)
+            pad = [0, 0] * (value.dim() - 2) + [0, width - value.shape[1]]
+            out = out.index_copy(0, index, torch.nn.functional.pad(value, pad))
+        return out
+
+    return ResponseOutput(gather("logprobs"), gather("entropy"), gather("hidden"))
+
+
 def head_logprobs(head: OutputHead, hidden: Tensor, tokens: Tensor, temperature: float,
                   chunk: int = 16) -> tuple[Tensor, Tensor]:
     """(log p(tokens) [N, R], entropy [N, R]) under `head` at `temperature`, `chunk` positions at a time:

@@ -5,7 +5,7 @@ Lightning's manual optimization (manual_backward, clip_gradients, DDP, precision
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -15,6 +15,7 @@ from recpie.rl.advantages import advantage_estimator
 from recpie.rl.config import RLConfig
 from recpie.rl.losses import kl_k1, kl_k3, policy_loss, value_loss
 from recpie.rl.masked import masked_mean, masked_whiten
+from recpie.utils.batching import length_groups
 
 
 @dataclass
@@ -79,12 +80,31 @@ def _check_detached(rollout: Rollout) -> None:
         raise ValueError(f"Rollout.{', '.join(attached)} require grad: collect rollouts in torch.no_grad()")
 
 
-def ppo_update(rollout: Rollout, policy_forward: PolicyForward, optimize: Callable[[Tensor], None],
-               cfg: RLConfig, kl_coef: float, generator: torch.Generator | None = None) -> dict[str, float]:
-    """cfg.ppo_epochs passes over shuffled minibatches of cfg.minibatch_size rows; one optimize(loss) each.
+def minibatch_loss(mb: Rollout, logprobs: Tensor, values: Tensor | None, advantages: Tensor,
+                   returns: Tensor | None, cfg: RLConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """The clipped policy loss (+ vf_coef x the clipped value loss, gae) of rows ``mb``, and its stats."""
+    mask = mb.response_mask
+    loss, stats = policy_loss(logprobs, mb.old_logprobs, advantages, mask, cfg.cliprange)
+    stats["policy_loss"] = loss.detach()
+    if returns is not None:
+        if values is None or mb.values is None:
+            raise ValueError("rl.estimator='gae' needs values from policy_forward and in the rollout")
+        vf, vf_stats = value_loss(values, mb.values, returns, mask, cfg.cliprange_value)
+        loss = loss + cfg.vf_coef * vf
+        stats.update(vf_stats, value_loss=vf.detach())
+    return loss, stats
 
-    optimize(loss) must take one optimizer step on that loss alone (zero the gradients, backward, clip,
-    step). Returns the mean of each stat over all minibatches, plus rollout stats; feed
+
+def ppo_update(rollout: Rollout, policy_forward: PolicyForward, optimize: Callable[[Iterator[Tensor]], None],
+               cfg: RLConfig, kl_coef: float, generator: torch.Generator | None = None,
+               microbatch_tokens: int | None = None) -> dict[str, float]:
+    """cfg.ppo_epochs passes over shuffled minibatches of cfg.minibatch_size rows; one optimize(...) each.
+
+    optimize(losses) must take one optimizer step on the minibatch's loss alone (zero the gradients,
+    backward every part as it comes, clip, step). The parts are micro-batches of similar-length rows,
+    ``microbatch_tokens`` padded tokens each (None: the whole minibatch at once), each weighted by its share of
+    the minibatch's response tokens, so they sum to the minibatch's loss and only one part's activations
+    live at a time. Returns the mean of each stat over all minibatches, plus rollout stats; feed
     "ppo/kl_k1_per_seq" to KLController.update.
     """
     if cfg.minibatch_size < 1 or cfg.ppo_epochs < 1:
@@ -99,20 +119,29 @@ def ppo_update(rollout: Rollout, policy_forward: PolicyForward, optimize: Callab
         order = torch.randperm(n, generator=generator).to(rollout.sequences.device)
         for start in range(0, n, cfg.minibatch_size):
             idx = order[start:start + cfg.minibatch_size]
-            mb = rollout.select(idx)
-            logprobs, values, entropy = policy_forward(mb)
-            mask = mb.response_mask
-            loss, stats = policy_loss(logprobs, mb.old_logprobs, advantages[idx], mask, cfg.cliprange)
-            stats["policy_loss"] = loss.detach()
-            if returns is not None:
-                if values is None or mb.values is None:
-                    raise ValueError("rl.estimator='gae' needs values from policy_forward and in the rollout")
-                vf, vf_stats = value_loss(values, mb.values, returns[idx], mask, cfg.cliprange_value)
-                loss = loss + cfg.vf_coef * vf
-                stats.update(vf_stats, value_loss=vf.detach())
+            mb, adv, ret = rollout.select(idx), advantages[idx], None if returns is None else returns[idx]
+            parts = ([torch.arange(len(idx), device=idx.device)] if microbatch_tokens is None
+                     else length_groups(mb.attention_mask.sum(1), microbatch_tokens))
+            outputs: list[tuple[Tensor, Tensor | None, Tensor | None]] = []
+
+            def losses(mb=mb, adv=adv, ret=ret, parts=parts, outputs=outputs) -> Iterator[Tensor]:
+                tokens = mb.response_mask.sum()
+                for part in parts:
+                    micro = mb.select(part)
+                    logprobs, values, entropy = policy_forward(micro)
+                    outputs.append(tuple(None if t is None else t.detach() for t in (logprobs, values, entropy)))
+                    loss, _ = minibatch_loss(micro, logprobs, values, adv[part], None if ret is None else ret[part],
+                                             cfg)
+                    yield loss * micro.response_mask.sum() / tokens
+
+            optimize(losses())
+            back = torch.argsort(torch.cat(parts))  # micro-batch order -> minibatch order
+            logprobs, values, entropy = (None if group[0] is None else torch.cat(group)[back]
+                                         for group in zip(*outputs, strict=True))
+            with torch.no_grad():
+                _, stats = minibatch_loss(mb, logprobs, values, adv, ret, cfg)
             if entropy is not None:
-                stats["entropy"] = masked_mean(entropy.detach(), mask)
-            optimize(loss)
+                stats["entropy"] = masked_mean(entropy, mb.response_mask)
             for key, value in stats.items():
                 sums[f"ppo/{key}"] = sums.get(f"ppo/{key}", 0.0) + float(value)
             count += 1
