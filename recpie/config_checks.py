@@ -58,7 +58,7 @@ RANGES: dict[str, Rule] = {
     "explainer.lora.rank": _ge(1), "explainer.lora.alpha": _gt(0), "explainer.lora.dropout": _within(0, 1, False, True),
     "explainer.soft_tokens": _ge(0), "explainer.soft_hidden": _ge(1), "explainer.history_len": _ge(1),
     "explainer.num_candidates": _ge(1), "explainer.max_new_tokens": _ge(1), "explainer.temperature": _gt(0),
-    "explainer.encoder_max_tokens": _ge(1),
+    "explainer.encoder_max_tokens": _ge(1), "explainer.forward_tokens": _ge(1),
     "rl.group_size": _ge(1), "rl.ppo_epochs": _ge(1), "rl.minibatch_size": _ge(1), "rl.cliprange": _gt(0),
     "rl.cliprange_value": _gt(0), "rl.vf_coef": _ge(0), "rl.gamma": SHARE, "rl.lam": SHARE,
     "rl.kl.init_coef": _ge(0), "rl.kl.target": _gt(0), "rl.kl.horizon": _ge(1),
@@ -136,12 +136,7 @@ def check_section(cfg: Any, prefix: str) -> None:
 
 
 def check_decoding(explainer: Any) -> None:
-    """The static cache decodes through transformers' generate, whose head is the whole vocabulary; the
-    explainer's forwards take at least one token each."""
-    for key, default in (("prefill_tokens", 4096), ("microbatch_tokens", 2048)):
-        if getattr(explainer, key) < 1:
-            raise ConfigError(f"explainer.{key}={getattr(explainer, key)}: padded tokens per forward must be >= 1 "
-                              f"(default {default})")
+    """The static cache decodes through transformers' generate, whose head is the whole vocabulary."""
     if explainer.vocabulary == "data" and explainer.static_cache:
         raise ConfigError("explainer.static_cache=true decodes through transformers' generate, whose head is the "
                           "whole vocabulary: set explainer.vocabulary=full (or static_cache=false)")

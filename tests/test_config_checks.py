@@ -83,6 +83,7 @@ BAD_VALUES = [
     ("explainer.soft_tokens=-1", "explainer.soft_tokens"),
     ("explainer.max_new_tokens=0", "explainer.max_new_tokens"),
     ("rl.ppo_epochs=0", "rl.ppo_epochs"),
+    ("explainer.forward_tokens=0", "explainer.forward_tokens"),
     ("rl.cliprange=0", "rl.cliprange"),
     ("rl.kl.init_coef=-1", "rl.kl.init_coef"),
     ("recpie.rec_steps_per_cycle=0", "recpie.rec_steps_per_cycle"),

@@ -46,7 +46,7 @@ def test_batched_generation_and_logprobs_do_not_depend_on_padding(tiny_llm_dir):
 
 
 def test_a_row_scores_the_same_with_responses_of_other_lengths_beside_it(tiny_llm_dir):  # noqa: F811
-    ex = make(tiny_llm_dir, microbatch_tokens=10**6)  # one forward for the whole batch
+    ex = make(tiny_llm_dir, forward_tokens=10**6)  # one forward for the whole batch
     tok = ex.tokenizer
     enc = tok(THREE, return_tensors="pt", padding=True)
     ids = tok(" the Bar, 1 km away, never visited")["input_ids"]
@@ -163,7 +163,7 @@ def test_own_decoding_loop_gives_generate_s_greedy_tokens(tiny_llm_dir):  # noqa
 
 
 def test_prefill_in_length_groups_gives_the_tokens_of_one_batch_past_the_sliding_window(tiny_llm_dir):  # noqa: F811
-    ex = make(tiny_llm_dir, max_new_tokens=12)
+    ex = make(tiny_llm_dir, max_new_tokens=12, forward_tokens=10**6)  # first: one prefill forward
     window = ex.model.config.get_text_config().sliding_window
     history = "".join(f"- Mon 0{k}:10 Coffee Shop\n" for k in range(8))  # past the tiny model's window
     prompts = [history + p for p in THREE] + THREE
@@ -171,7 +171,7 @@ def test_prefill_in_length_groups_gives_the_tokens_of_one_batch_past_the_sliding
     assert max(lengths) > window > min(lengths)
     h = torch.randn(len(prompts), 8)
     whole = ex.generate(prompts, h, sample=False)
-    ex.cfg.prefill_tokens = 2 * max(lengths)  # several groups, one of them a single row
+    ex.cfg.forward_tokens = 2 * max(lengths)  # several groups, one of them a single row
     grouped = ex.generate(prompts, h, sample=False)
     ex.cfg.static_cache = True  # transformers' generate with its own sliding-window cache
     hf = ex.generate(prompts, h, sample=False)

@@ -100,7 +100,7 @@ def test_warmup_micro_batches_sum_to_the_whole_batch_loss_and_gradient(nyc_data,
     h = torch.randn(5, 8)
     results = []
     for tokens in (10**6, 1):  # one part; one row per part
-        ex.cfg.microbatch_tokens = tokens
+        ex.cfg.forward_tokens = tokens
         parts = list(sft_losses(ex, prompts, targets, h))
         grads = torch.autograd.grad(sum(parts), ex.trainable_parameters())
         results.append((len(parts), sum(parts).detach(), grads))

@@ -58,12 +58,10 @@ class ExplainerConfig:
     # transformers' generate with a static KV cache, which compiles the decode step (vocabulary=full only;
     # each new shape may compile again; GPU speed: docs/decisions.md)
     static_cache: bool = False
-    # padded prompt tokens per prefill forward of the explainer's own decoding: prompts are prefilled in
-    # groups of similar length, then decoded as one batch (less padding computed, bounded memory)
-    prefill_tokens: int = 4096
-    # padded tokens per forward of the log-prob passes and per forward/backward micro-batch of the warm-up and
-    # PPO (rows of similar length together; the gradient is the sum over micro-batches): bounds training memory
-    microbatch_tokens: int = 2048
+    # padded tokens per forward of the explainer: its decoding's prefill, the log-prob passes, and each
+    # forward/backward micro-batch of the warm-up and PPO (rows of similar length together; a step's gradient
+    # is the sum over its micro-batches). Bounds memory; on CPU 1024 was fastest (docs/decisions.md)
+    forward_tokens: int = 1024
     # attention kernel of the log-prob forwards: "auto" (eager on CUDA, where SDPA's backward gave NaN LoRA
     # gradients with left padding; sdpa on CPU, faster and without [B, heads, T, T] tensors), "eager", "sdpa"
     logprob_attention: LogprobAttention = LogprobAttention.auto

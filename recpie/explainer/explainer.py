@@ -66,7 +66,7 @@ class Explainer(nn.Module):
         return generate(
             self.model, self.tokenizer, prompts, soft, head=self.head, sample=sample,
             temperature=self.cfg.temperature, max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
-            static_cache=self.cfg.static_cache, prefill_tokens=self.cfg.prefill_tokens, text_prefix=PREFIX,
+            static_cache=self.cfg.static_cache, prefill_tokens=self.cfg.forward_tokens, text_prefix=PREFIX,
         )
 
     def response_logprobs(self, sequences: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
@@ -76,7 +76,7 @@ class Explainer(nn.Module):
         where masked) at cfg.temperature through the same head as sampling, under the policy (with grad) or,
         with reference=True, under the adapter-disabled base with the same soft prompt (no grad).
 
-        Rows run in groups of similar length, cfg.microbatch_tokens padded tokens at a time, each without
+        Rows run in groups of similar length, cfg.forward_tokens padded tokens at a time, each without
         the padding all its rows share; a training pass bounds its memory by passing one group at a time."""
         def forward(rows: torch.Tensor) -> ResponseOutput:
             seq, mask, scored = trim_padding(sequences[rows], attention_mask[rows], response_mask[rows])
@@ -88,7 +88,7 @@ class Explainer(nn.Module):
             out.logprobs = out.logprobs * scored
             return out
 
-        groups = length_groups(attention_mask.sum(1), self.cfg.microbatch_tokens)
+        groups = length_groups(attention_mask.sum(1), self.cfg.forward_tokens)
         if reference:
             with torch.no_grad(), self.model.disable_adapter():
                 parts = [(rows, forward(rows)) for rows in groups]

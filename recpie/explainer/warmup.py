@@ -79,7 +79,7 @@ def sft_losses(explainer, prompts: list[str], targets: list[str], user_states: t
                ) -> Iterator[torch.Tensor]:
     """The mean token negative log-likelihood of target responses (the text after the forced 'may like:',
     then EOS) given prompt + soft prompt, through PPO's log-prob forward (same head, same temperature), in
-    parts: micro-batches of similar-length rows (explainer.microbatch_tokens each), each part its rows'
+    parts: micro-batches of similar-length rows (explainer.forward_tokens each), each part its rows'
     summed NLL over all rows' target tokens, computed only when the previous part has been consumed."""
     tok = explainer.tokenizer
     device = explainer.device
@@ -96,7 +96,7 @@ def sft_losses(explainer, prompts: list[str], targets: list[str], user_states: t
     scored = mask * explainer.head.contains(seq)  # a token the head cannot produce is read, not a target
     rows, row_mask = torch.cat([enc.input_ids, seq], 1), torch.cat([enc.attention_mask, mask], 1)
     tokens = scored.sum()
-    for part in length_groups(row_mask.sum(1), explainer.cfg.microbatch_tokens):
+    for part in length_groups(row_mask.sum(1), explainer.cfg.forward_tokens):
         states = user_states[part] if user_states is not None else None
         logp = explainer.response_logprobs(rows[part], row_mask[part], scored[part], states).logprobs
         yield -logp.sum() / tokens

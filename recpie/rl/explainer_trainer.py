@@ -184,7 +184,7 @@ class ExplainerTrainer:
         stats = ppo_update(rollout, self.policy_forward, cfg=rl, kl_coef=self.kl_ctl.value,
                            optimize=lambda losses: optimizer_step(host, opt, losses, self.rc.grad_clip),
                            generator=torch.Generator().manual_seed(phase_seed(host.current_epoch, iteration)),
-                           microbatch_tokens=self.cfg.explainer.microbatch_tokens)
+                           microbatch_tokens=self.cfg.explainer.forward_tokens)
         kl = host.reduced(torch.tensor(stats["ppo/kl_k1_per_seq"], device=host.device), "mean")  # one coefficient
         self.kl_ctl.update(float(kl), n_samples=len(rows) * host.world_size)
         self.policy_version += 1
