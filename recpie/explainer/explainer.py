@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -89,10 +90,8 @@ class Explainer(nn.Module):
             return out
 
         groups = length_groups(attention_mask.sum(1), self.cfg.forward_tokens)
-        if reference:
-            with torch.no_grad(), self.model.disable_adapter():
-                parts = [(rows, forward(rows)) for rows in groups]
-        else:
+        with (torch.no_grad() if reference else nullcontext()), \
+                (self.model.disable_adapter() if reference else nullcontext()):
             parts = [(rows, forward(rows)) for rows in groups]
         return scatter_rows(parts, len(sequences), response_mask.shape[1])
 

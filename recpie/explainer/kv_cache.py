@@ -1,7 +1,7 @@
 """A KV cache allocated once for the whole decoding, and prefill in groups of rows of similar length.
 
-transformers' DynamicCache concatenates every layer's whole cache with each new token: on a CPU those
-copies were a fifth of a decoding's time and most of its memory churn. Here every layer owns one buffer of
+transformers' DynamicCache concatenates every layer's whole cache with each new token: copies that cost
+time and, on a CPU, left gigabytes of freed blocks resident (docs/results.md). Here every layer owns one buffer of
 [batch, kv heads, prompt + max new tokens, head dim], each step writes its token in place and attention
 reads a view. Sliding-window layers return what transformers' sliding layer returns (the last
 window - 1 + new positions), so the attention masks it builds from ``get_mask_sizes`` still apply.
