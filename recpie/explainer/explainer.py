@@ -93,7 +93,7 @@ class Explainer(nn.Module):
         with (torch.no_grad() if reference else nullcontext()), \
                 (self.model.disable_adapter() if reference else nullcontext()):
             parts = [(rows, forward(rows)) for rows in groups]
-        return scatter_rows(parts, len(sequences), response_mask.shape[1])
+        return scatter_rows(parts, response_mask.shape[1])
 
     def explain(self, prompts: list[str], keys: list[str], user_states: torch.Tensor | None,
                 version: int) -> list[str]:

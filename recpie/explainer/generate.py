@@ -89,7 +89,7 @@ def static_generate(model, embeds: torch.Tensor, mask: torch.Tensor, *, eos: lis
 @torch.no_grad()
 def generate(
     model, tok: PreTrainedTokenizerBase, prompts: list[str], soft: torch.Tensor | None, *, head: OutputHead,
-    sample: bool, temperature: float, max_new_tokens: int, static_cache: bool = False, prefill_tokens: int = 1024,
+    sample: bool, temperature: float, max_new_tokens: int, prefill_tokens: int, static_cache: bool = False,
     text_prefix: str = "",
 ) -> Generation:
     """Explanations of `prompts` (dropout off while decoding; the module's mode is restored afterwards).

@@ -100,4 +100,3 @@ def sft_losses(explainer, prompts: list[str], targets: list[str], user_states: t
         states = user_states[part] if user_states is not None else None
         logp = explainer.response_logprobs(rows[part], row_mask[part], scored[part], states).logprobs
         yield -logp.sum() / tokens
-

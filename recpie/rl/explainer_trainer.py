@@ -48,14 +48,14 @@ def optimizer_step(host: TrainerHost, opt, losses: Iterable[torch.Tensor], grad_
     ``losses`` are the loss's parts (micro-batches), each backpropagated before the next is computed, so
     only one part's activations live at a time. Returns the loss (their sum, detached)."""
     opt.zero_grad()
-    total = torch.zeros(())
+    parts = []
     for loss in losses:
         host.manual_backward(loss)
-        total = total + loss.detach().cpu()
+        parts.append(loss.detach())  # on its device: no sync per part
     if grad_clip > 0:
         host.clip_gradients(opt, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
     opt.step()
-    return total
+    return torch.stack(parts).sum()
 
 
 class ExplainerTrainer:

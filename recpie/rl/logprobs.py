@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from recpie.utils.batching import in_row_order
+
 
 def left_pad_position_ids(attention_mask: Tensor) -> Tensor:
     """Position ids that start at 0 on the first real token of each left-padded row (as generate uses)."""
@@ -107,19 +109,16 @@ def trim_padding(sequences: Tensor, attention_mask: Tensor, response_mask: Tenso
     return sequences[:, first:end], attention_mask[:, first:end], response_mask[:, :kept]
 
 
-def scatter_rows(parts: list[tuple[Tensor, ResponseOutput]], rows: int, width: int) -> ResponseOutput:
-    """One ResponseOutput of ``rows`` rows and ``width`` response positions from parts computed on row
-    groups (row indices, output over a prefix of the positions); positions a part lacks are 0."""
-    def gather(name: str) -> Tensor:
-        first = getattr(parts[0][1], name)
-        out = first.new_zeros(rows, width, *first.shape[2:])
-        for index, part in parts:
-            value = getattr(part, name)
-            pad = [0, 0] * (value.dim() - 2) + [0, width - value.shape[1]]
-            out = out.index_copy(0, index, torch.nn.functional.pad(value, pad))
-        return out
+def scatter_rows(parts: list[tuple[Tensor, ResponseOutput]], width: int) -> ResponseOutput:
+    """One ResponseOutput of ``width`` response positions, rows in their original order, from parts computed
+    on row groups (row indices, output over a prefix of the positions); positions a part lacks are 0."""
+    groups = [index for index, _ in parts]
 
-    return ResponseOutput(gather("logprobs"), gather("entropy"), gather("hidden"))
+    def widened(value: Tensor) -> Tensor:
+        return torch.nn.functional.pad(value, [0, 0] * (value.dim() - 2) + [0, width - value.shape[1]])
+
+    return ResponseOutput(*(in_row_order(groups, [widened(getattr(part, name)) for _, part in parts])
+                            for name in ("logprobs", "entropy", "hidden")))
 
 
 def head_logprobs(head: OutputHead, hidden: Tensor, tokens: Tensor, temperature: float,

@@ -15,7 +15,7 @@ from recpie.rl.advantages import advantage_estimator
 from recpie.rl.config import RLConfig
 from recpie.rl.losses import kl_k1, kl_k3, policy_loss, value_loss
 from recpie.rl.masked import masked_mean, masked_whiten
-from recpie.utils.batching import length_groups
+from recpie.utils.batching import in_row_order, length_groups
 
 
 @dataclass
@@ -95,6 +95,21 @@ def minibatch_loss(mb: Rollout, logprobs: Tensor, values: Tensor | None, advanta
     return loss, stats
 
 
+def _micro_losses(mb: Rollout, parts: list[Tensor], advantages: Tensor, returns: Tensor | None,
+                  policy_forward: PolicyForward, cfg: RLConfig, outputs: list) -> Iterator[Tensor]:
+    """The minibatch's loss in parts, one per row group, each weighted by its share of the minibatch's
+    response tokens and computed only when the previous one is consumed; appends each part's detached
+    (logprobs, values, entropy) to ``outputs``."""
+    tokens = mb.response_mask.sum()
+    for part in parts:
+        micro = mb.select(part)
+        logprobs, values, entropy = policy_forward(micro)
+        outputs.append(tuple(None if t is None else t.detach() for t in (logprobs, values, entropy)))
+        loss, _ = minibatch_loss(micro, logprobs, values, advantages[part],
+                                 None if returns is None else returns[part], cfg)
+        yield loss * micro.response_mask.sum() / tokens
+
+
 def ppo_update(rollout: Rollout, policy_forward: PolicyForward, optimize: Callable[[Iterator[Tensor]], None],
                cfg: RLConfig, kl_coef: float, generator: torch.Generator | None = None,
                microbatch_tokens: int | None = None) -> dict[str, float]:
@@ -123,21 +138,9 @@ def ppo_update(rollout: Rollout, policy_forward: PolicyForward, optimize: Callab
             parts = ([torch.arange(len(idx), device=idx.device)] if microbatch_tokens is None
                      else length_groups(mb.attention_mask.sum(1), microbatch_tokens))
             outputs: list[tuple[Tensor, Tensor | None, Tensor | None]] = []
-
-            def losses(mb=mb, adv=adv, ret=ret, parts=parts, outputs=outputs) -> Iterator[Tensor]:
-                tokens = mb.response_mask.sum()
-                for part in parts:
-                    micro = mb.select(part)
-                    logprobs, values, entropy = policy_forward(micro)
-                    outputs.append(tuple(None if t is None else t.detach() for t in (logprobs, values, entropy)))
-                    loss, _ = minibatch_loss(micro, logprobs, values, adv[part], None if ret is None else ret[part],
-                                             cfg)
-                    yield loss * micro.response_mask.sum() / tokens
-
-            optimize(losses())
-            back = torch.argsort(torch.cat(parts))  # micro-batch order -> minibatch order
-            logprobs, values, entropy = (None if group[0] is None else torch.cat(group)[back]
-                                         for group in zip(*outputs, strict=True))
+            optimize(_micro_losses(mb, parts, adv, ret, policy_forward, cfg, outputs))
+            logprobs, values, entropy = (None if column[0] is None else in_row_order(parts, list(column))
+                                         for column in zip(*outputs, strict=True))
             with torch.no_grad():
                 _, stats = minibatch_loss(mb, logprobs, values, adv, ret, cfg)
             if entropy is not None:

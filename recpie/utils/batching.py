@@ -16,3 +16,9 @@ def length_groups(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
         groups.append(order[start:start + size])
         start += size
     return groups
+
+
+def in_row_order(groups: list[torch.Tensor], values: list[torch.Tensor]) -> torch.Tensor:
+    """Per-group ``values`` (first dim: the rows of the matching group) back in the original row order
+    (differentiable)."""
+    return torch.cat(values)[torch.argsort(torch.cat(groups))]
