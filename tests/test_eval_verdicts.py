@@ -22,3 +22,16 @@ def test_verdict_counts_and_rates():
     table = verdict_table(v)
     assert table[1] == "|---|---|---|---|"
     assert table[2] == "| explanations naming it (shared labels split) | 1 | 1.5 | 0.5 |"
+
+
+def test_liked_target_share_per_sample():
+    """The per-sample hit behind like_is_target: its sum over samples is the summary's numerator."""
+    from recpie.evaluation.verdicts import liked_target_share
+
+    liked = torch.tensor([[1, 0, 0], [0, 0.5, 0.5], [0, 0, 0], [0, 1, 0]])
+    candidates = torch.tensor([[10, 11, 12], [20, 21, 22], [30, 31, 32], [40, 41, 42]])
+    target = torch.tensor([10, 22, 30, 99])
+    share = liked_target_share(liked, candidates, target)
+    assert share.tolist() == [1, 0.5, 0, 0]
+    v = verdict_summary(verdict_counts(liked, candidates, target))
+    assert share.sum().item() == pytest.approx(v["like_is_target"] * v["target_among_candidates"])

@@ -22,9 +22,10 @@ from recpie.__main__ import main
 from recpie.components.backbone import Backbone
 from recpie.config import load_experiment
 from recpie.errors import ConfigError
+from recpie.evaluation import metrics_from_ranks
 from recpie.explainer.prompts import build_prompt
 from recpie.models.recpie_module import RecPIEModule, subset_ids
-from recpie.recipes.recpie import fit_variant
+from recpie.recipes.recpie import fit_variant, liked_target
 from recpie.utils.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -217,6 +218,10 @@ def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, caps
     assert set(results) == {"backbone (warm-up only)", "control (null explanations)", "RecPIE"}
     assert all(r[0]["n"] == 8 for r in results.values())
     assert (tmp_path / "run" / "test_explanations_seed0.jsonl").read_text().count("\n") == 8
+    with np.load(tmp_path / "run" / "test_ranks_seed0.npz", allow_pickle=False) as saved:
+        assert set(saved.files) == {"ids", "backbone", "control", "recpie", "null", "other"}  # llm encoder: no verdict
+        for key, name in (("recpie", "RecPIE"), ("backbone", "backbone (warm-up only)")):
+            assert metrics_from_ranks(saved[key])["mrr"] == pytest.approx(results[name][0]["mrr"])
     for plot in ("attribution_seed0.png", "cycle_trends_seed0.png"):
         assert (tmp_path / "run" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
 
@@ -268,6 +273,9 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     verdicts = out["verdicts"]
     assert {"parsed", "like_is_top1", "like_is_target", "top1_is_target", "target_there_when_named"} <= set(verdicts)
     assert len(verdicts["named"]) == cfg.explainer.num_candidates
+    liked = liked_target(cfg, nyc_data, out)  # per sample, what the summary counts over the parsed ones
+    assert liked.shape == (8,) and liked.sum() == pytest.approx(verdicts["like_is_target"]
+                                                                * verdicts["target_among_candidates"])
     control = copy.deepcopy(cfg)  # the same re-ranking fusion, fed the null verdict only
     control.recpie.use_explanations = False
     out = fit_variant(control, nyc_data, backbone, eval_ids, tmp_path, "control", seed=0)

@@ -31,10 +31,18 @@ def paired_bootstrap_ci(ranks_a: np.ndarray, ranks_b: np.ndarray, metric: str, n
     a = per_sample_metric(ranks_a, metric)
     b = per_sample_metric(ranks_b, metric)
     a, b = (x.mean(0) if x.ndim == 2 else x for x in (a, b))
+    return paired_values_ci(a, b, metric, n_boot, level, seed)
+
+
+def paired_values_ci(a: np.ndarray, b: np.ndarray, name: str, n_boot: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> PairedCI:
+    """Percentile CI of mean(a) - mean(b) for per-sample values (rows paired): the same resampling as
+    ``paired_bootstrap_ci`` for quantities that are not a rank metric (e.g. a hit share per sample)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.size == 0:
-        raise ValueError(f"paired bootstrap needs two equal, non-empty rank arrays; got {a.shape}, {b.shape}")
+        raise ValueError(f"paired bootstrap needs two equal, non-empty arrays; got {a.shape}, {b.shape}")
     low, high = _mean_ci(a - b, n_boot, level, seed)
-    return PairedCI(metric, float((a - b).mean()), low, high, level)
+    return PairedCI(name, float((a - b).mean()), low, high, level)
 
 
 def bootstrap_ci(ranks: np.ndarray, metric: str, n_boot: int = 2000, level: float = 0.95, seed: int = 0

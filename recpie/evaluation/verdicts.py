@@ -17,6 +17,12 @@ def verdict_counts(liked: torch.Tensor, candidates: torch.Tensor, target: torch.
     return torch.cat([parsed.sum().view(1).float(), liked.sum(0), (liked * there).sum(0), there.sum(0)]).cpu()
 
 
+def liked_target_share(liked: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[n]: each sample's "may like" share on its target (0: unparsed, naming another candidate, or the
+    target is not among the candidates). Its mean is the explanation's hit rate, comparable to a top-1's."""
+    return (liked.float() * (candidates == target[:, None])).sum(1)
+
+
 def verdict_summary(counts: torch.Tensor) -> dict:
     """Headline rates and the per-rank table's columns from summed counts."""
     k = (len(counts) - 1) // 3

@@ -73,3 +73,7 @@ class RecPIEConfig:
     test_samples: int = 0
     # seed of the val/test subset choice (independent of the training seed)
     subset_seed: int = 1234
+    # a finished data_efficiency run folder (e.g. results/nyc_data_efficiency) holding this run's fraction,
+    # 1.0 and seeds: results.md then compares RecPIE with its backbones at this fraction and at 100%, the
+    # time-aware counter and the facts reader on the same test samples ("" = no comparison; needs all test samples)
+    reference_study: str = ""

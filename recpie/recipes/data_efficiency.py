@@ -14,7 +14,6 @@ stopped. Writes ``results.md``, ``results.json`` and ``data_efficiency.png``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from recpie.explainer.information import FACTS_VERSION, facts_bound
 from recpie.models.recpie_module import subset_ids
 from recpie.recipes.baselines import fit_backbone, tune_counter
 from recpie.reporting.data_efficiency import METRICS, write_results
+from recpie.reporting.study_points import COUNTERS, point_name, read_point, write_point
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,10 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
     A point whose bound was read with older prompt facts (``FACTS_VERSION``) keeps its backbone numbers and
     has its bound recomputed from the backbone's checkpoint (fit_backbone resumes a finished fit without
     training)."""
-    npz, done = (run_dir / "points" / f"f{fraction:g}_seed{seed}.{ext}" for ext in ("npz", "json"))
-    stored = {}
-    if done.is_file():
-        with np.load(npz, allow_pickle=False) as z:
-            stored = {**json.loads(done.read_text()), **{k: z[k] for k in z.files}}
+    name = point_name(fraction, seed)
+    point = read_point(run_dir, name)
+    stored = {**point[0], **point[1]} if point else {}
+    if stored:
         if stored.get("facts_version") == FACTS_VERSION:
             return stored
         log.info("f%g seed %d: the bound was read with older prompt facts; recomputing it", fraction, seed)
@@ -66,27 +65,23 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
     meta = {"fraction": fraction, "seed": seed, **fitted, "reader_val_fitted": bound["val_fitted"],
             "facts_version": FACTS_VERSION}
     if rank_zero_only.rank == 0:
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(npz, **arrays)
-        done.write_text(json.dumps(meta, indent=2))  # written last: marks the point done
+        write_point(run_dir, name, meta, arrays)
     return {**meta, **arrays}
 
 
 def training_free_lines(cfg: DictConfig, data: CheckinData, run_dir: Path) -> dict[str, np.ndarray]:
     """Test ranks of the design note's counter and the val-tuned time-aware one (saved with the points)."""
-    npz, done = (run_dir / "points" / f"counters.{ext}" for ext in ("npz", "json"))
-    if done.is_file():
-        with np.load(npz, allow_pickle=False) as z:
-            return {name: z[f"line{i}"] for i, name in enumerate(json.loads(done.read_text()))}
+    stored = read_point(run_dir, COUNTERS)
+    if stored:
+        names, arrays = stored
+        return {name: arrays[f"line{i}"] for i, name in enumerate(names)}
     bc, chunk = cfg.baselines, cfg.eval.chunk_size
     timed, _ = tune_counter(data, list(bc.decay_grid), list(bc.bandwidth_grid_h), chunk_size=chunk)
     timed.name = f"{timed.name}, val-tuned"
     lines = {m.name: rank_split(m.score, data, "test", chunk, 1)[0]
              for m in (DecayedCounter(bc.counter_decay).fit(data), timed)}
     if rank_zero_only.rank == 0:
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(npz, **{f"line{i}": r for i, r in enumerate(lines.values())})
-        done.write_text(json.dumps(list(lines)))
+        write_point(run_dir, COUNTERS, list(lines), {f"line{i}": r for i, r in enumerate(lines.values())})
     return lines
 
 

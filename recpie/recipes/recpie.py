@@ -34,6 +34,7 @@ from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.export import write_topk_jsonl
+from recpie.evaluation.verdicts import liked_target_share
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
@@ -41,6 +42,7 @@ from recpie.models.recpie_module import RecPIEModule, subset_ids
 from recpie.recipes.baselines import fit_backbone
 from recpie.recipes.trainer import make_trainer
 from recpie.reporting.recpie import SeedReport, seed_plots, write_results
+from recpie.reporting.reference_study import check_reference_study, reference_lines
 from recpie.utils.checkpoints import load_weights, resume_from
 
 
@@ -124,6 +126,8 @@ def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed
 
 def run(cfg: DictConfig, run_dir: Path) -> None:
     validate(cfg)  # again: a config changed after loading fails here, before any training
+    check_reference_study(cfg.recpie.reference_study, cfg.recpie.test_samples, cfg.data.train_fraction,
+                          run_seeds(cfg))
     dm = CheckinDataModule(data_config(cfg))
     dm.setup()
     data = dm.checkins
@@ -144,12 +148,30 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
                             control["ranks"]), ("RecPIE", full["ranks"])):
             per_seed[name].append({**metrics_from_ranks(ranks), "n": len(ranks)})
         write_topk_jsonl(run_dir / f"test_topk_recpie_seed{seed}.jsonl", full["ids"], full["topk"])
+        full["liked_target"] = liked_target(cfg, data, full)
+        if rank_zero_only.rank == 0:  # every test rank, for comparisons outside the run (npz, never pickled)
+            np.savez(run_dir / f"test_ranks_seed{seed}.npz", ids=np.asarray(full["ids"]), backbone=warm_ranks,
+                     control=control["ranks"], recpie=full["ranks"], null=full["null_ranks"],
+                     other=full["other_ranks"], **({} if full["liked_target"] is None
+                                                   else {"liked_target": full["liked_target"]}))
         reports.append(_seed_report(cfg, data, seed, control, full, run_dir))
     write_results(cfg, data, run_dir, per_seed, reports, n_test=len(eval_ids["test"]), seeds=run_seeds(cfg),
                   peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     if rank_zero_only.rank == 0:  # after results.md, so that a failing plot cannot cost the tables
         for report in reports:
             seed_plots(report, run_dir)
+
+
+def liked_target(cfg: DictConfig, data, full: dict) -> np.ndarray | None:
+    """[n] per test sample (in ``full["ids"]`` order): the "may like" share on the target, with the verdict
+    encoder (whose embedding is that share per candidate); None with other encoders."""
+    if cfg.explainer.encoder != "verdict":
+        return None
+    store, k, ids = full["module"].store, cfg.explainer.num_candidates, np.asarray(full["ids"])
+    z, _ = store.get("test", torch.as_tensor(ids), torch.device("cpu"))
+    candidates = torch.tensor([store.candidates["test"].get(int(i), [-1] * k) for i in ids]).view(len(ids), k)
+    target = torch.as_tensor(data.poi[data.splits["test"].target[ids]])
+    return liked_target_share(z[:, 0].view(len(ids), k, 2)[..., 0], candidates, target).numpy()
 
 
 def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path) -> SeedReport:
@@ -171,4 +193,7 @@ def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path)
         verdicts=full.get("verdicts"),
         quality=QualityScorer(data).report(texts, contexts, run_dir / f"test_explanations_seed{seed}.jsonl"),
         seconds={"RecPIE": full["seconds"], "control": control["seconds"]}, explained=full["explained"],
-        examples={i: full["texts"][i] for i in list(full["texts"])[:3]}, events=full["events"])
+        examples={i: full["texts"][i] for i in list(full["texts"])[:3]}, events=full["events"],
+        reference=reference_lines(Path(study), cfg.data.train_fraction, seed, np.asarray(full["ids"]),
+                                  full["ranks"], full["liked_target"], boot) if (study := cfg.recpie.reference_study)
+        else [])

@@ -30,6 +30,7 @@ class SeedReport:
     explained: int  # samples with a stored explanation
     examples: dict[int, list[str]]  # a few test sample ids and their explanations
     events: Path  # the RecPIE variant's TensorBoard events, for the per-cycle trends
+    reference: list[str]  # recpie.reference_study: results.md lines against the study's models (or none)
 
 
 def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
@@ -38,7 +39,7 @@ def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
              ci_table(report.vs_control), "", *attribution_lines(report),
              f"![own, null and another sample's explanation](attribution_seed{report.seed}.png) "
              f"![per-cycle reward, KL, parse and EOS rates](cycle_trends_seed{report.seed}.png)", "",
-             *verdict_lines(report.verdicts),
+             *verdict_lines(report.verdicts), *report.reference,
              "Explanation quality (greedy, test samples):", "",
              metrics_table({"RecPIE": report.quality}, names=[k for k in report.quality if k != "n"], first="run"),
              "", f"Cost: RecPIE {report.seconds['RecPIE']:.0f} s, control {report.seconds['control']:.0f} s, "

@@ -27,6 +27,7 @@ MAY_CHANGE = {
     "train.max_epochs": "a larger bound extends the training from last.ckpt, keeping its best score",
     "recpie.cycles": "more cycles extend the joint training from last.ckpt",
     "recpie.test_checkpoint": "which checkpoint the final test scores: a finished run may be re-tested",
+    "recpie.reference_study": "what results.md is compared with after the test, never what is trained",
     "eval": "the evaluator's export, chunking, breakdowns and bootstrap never change the training",
     "trainer.log_every_n_steps": "logging only",
     "data.data_root": "where the inputs live (their hashes are in provenance.json)",
