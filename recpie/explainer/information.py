@@ -125,6 +125,21 @@ def reader_ranks(val: TopK, val_facts: np.ndarray, test: TopK, test_facts: np.nd
     return reranked_ranks(model, features(test.logits, test_facts), test.slot, test.ranks)
 
 
+def crossfit_ranks(x: torch.Tensor, slot: np.ndarray, ranks: np.ndarray, folds: int = 2, seed: int = 0
+                   ) -> np.ndarray:
+    """Full-ranking ranks of a linear re-ranker of the top-K scored on samples it was not fitted on: the
+    samples split into seeded ``folds``, each re-ranked by the reader fitted on the others (for features
+    that exist on one split only, e.g. the explanations of the test samples)."""
+    fold = np.random.default_rng(seed).permutation(len(slot)) % folds
+    out = np.asarray(ranks, dtype=np.float64).copy()
+    for f in range(folds):
+        fit = (fold != f) & (slot >= 0)
+        model = fit_reader(x[torch.from_numpy(fit)], torch.from_numpy(slot[fit]))
+        rows = torch.from_numpy(fold == f)
+        out[fold == f] = reranked_ranks(model, x[rows], slot[fold == f], ranks[fold == f])
+    return out
+
+
 def facts_bound(backbone: Backbone, data: CheckinData, cfg, val_ids: np.ndarray, test_ids: np.ndarray
                 ) -> dict[str, np.ndarray]:
     """Test ranks of the backbone's order and of the facts reader (fitted on val) over the top

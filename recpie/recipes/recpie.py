@@ -148,12 +148,11 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
                             control["ranks"]), ("RecPIE", full["ranks"])):
             per_seed[name].append({**metrics_from_ranks(ranks), "n": len(ranks)})
         write_topk_jsonl(run_dir / f"test_topk_recpie_seed{seed}.jsonl", full["ids"], full["topk"])
-        full["liked_target"] = liked_target(cfg, data, full)
-        if rank_zero_only.rank == 0:  # every test rank, for comparisons outside the run (npz, never pickled)
+        full["per_sample_verdicts"] = test_verdicts(cfg, data, full)
+        if rank_zero_only.rank == 0:  # every test rank (and verdict), for analyses outside the run; never pickled
             np.savez(run_dir / f"test_ranks_seed{seed}.npz", ids=np.asarray(full["ids"]), backbone=warm_ranks,
                      control=control["ranks"], recpie=full["ranks"], null=full["null_ranks"],
-                     other=full["other_ranks"], **({} if full["liked_target"] is None
-                                                   else {"liked_target": full["liked_target"]}))
+                     other=full["other_ranks"], **(full["per_sample_verdicts"] or {}))
         reports.append(_seed_report(cfg, data, seed, control, full, run_dir))
     write_results(cfg, data, run_dir, per_seed, reports, n_test=len(eval_ids["test"]), seeds=run_seeds(cfg),
                   peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
@@ -162,16 +161,19 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
             seed_plots(report, run_dir)
 
 
-def liked_target(cfg: DictConfig, data, full: dict) -> np.ndarray | None:
-    """[n] per test sample (in ``full["ids"]`` order): the "may like" share on the target, with the verdict
-    encoder (whose embedding is that share per candidate); None with other encoders."""
+def test_verdicts(cfg: DictConfig, data, full: dict) -> dict[str, np.ndarray] | None:
+    """With the verdict encoder (whose embedding is each candidate's ("may like", "may not like") share), per
+    test sample in ``full["ids"]`` order: ``verdicts`` [n, K, 2], the ``candidates`` [n, K] they are about
+    (-1: none stored) and ``liked_target`` [n], the "may like" share on the target. None with other encoders."""
     if cfg.explainer.encoder != "verdict":
         return None
     store, k, ids = full["module"].store, cfg.explainer.num_candidates, np.asarray(full["ids"])
     z, _ = store.get("test", torch.as_tensor(ids), torch.device("cpu"))
+    verdicts = z[:, 0].view(len(ids), k, 2)
     candidates = torch.tensor([store.candidates["test"].get(int(i), [-1] * k) for i in ids]).view(len(ids), k)
     target = torch.as_tensor(data.poi[data.splits["test"].target[ids]])
-    return liked_target_share(z[:, 0].view(len(ids), k, 2)[..., 0], candidates, target).numpy()
+    return {"verdicts": verdicts.numpy(), "candidates": candidates.numpy(),
+            "liked_target": liked_target_share(verdicts[..., 0], candidates, target).numpy()}
 
 
 def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path) -> SeedReport:
@@ -195,5 +197,6 @@ def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path)
         seconds={"RecPIE": full["seconds"], "control": control["seconds"]}, explained=full["explained"],
         examples={i: full["texts"][i] for i in list(full["texts"])[:3]}, events=full["events"],
         reference=reference_lines(Path(study), cfg.data.train_fraction, seed, np.asarray(full["ids"]),
-                                  full["ranks"], full["liked_target"], boot) if (study := cfg.recpie.reference_study)
+                                  full["ranks"], (full["per_sample_verdicts"] or {}).get("liked_target"), boot)
+        if (study := cfg.recpie.reference_study)
         else [])
