@@ -25,7 +25,7 @@ from recpie.errors import ConfigError
 from recpie.evaluation import metrics_from_ranks
 from recpie.explainer.prompts import build_prompt
 from recpie.models.recpie_module import RecPIEModule, subset_ids
-from recpie.recipes.recpie import fit_variant, test_verdicts
+from recpie.recipes.recpie import fit_variant, per_sample_verdicts
 from recpie.utils.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -273,7 +273,7 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     verdicts = out["verdicts"]
     assert {"parsed", "like_is_top1", "like_is_target", "top1_is_target", "target_there_when_named"} <= set(verdicts)
     assert len(verdicts["named"]) == cfg.explainer.num_candidates
-    saved = test_verdicts(cfg, nyc_data, out)  # per sample, what the summary counts over the parsed ones
+    saved = per_sample_verdicts(cfg, nyc_data, out)  # per sample, what the summary counts over the parsed ones
     liked = saved["liked_target"]
     assert liked.shape == (8,) and liked.sum() == pytest.approx(verdicts["like_is_target"]
                                                                 * verdicts["target_among_candidates"])

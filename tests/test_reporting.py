@@ -1,7 +1,7 @@
 """The report builders print given numbers as expected, and every plot writes a readable PNG of its size."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -93,9 +93,13 @@ def test_recpie_seed_section_lines():
     assert null_row.startswith("| null explanation | 0.0000 | 1.0000 |") and null_row.endswith("| 0.5000 |")
     assert "Own minus null: MRR +0.0200 [+0.0100, +0.0300]; own minus another sample's: MRR +0.0100 " \
            "[-0.0020, +0.0200]." in lines
-    assert "Cost: RecPIE 61 s, control 20 s, 12 samples explained." in lines
+    assert any(line.startswith("Cost: RecPIE 61 s, control 20 s in this invocation (")
+               and line.endswith("; 12 samples explained.") for line in lines)
     assert "- test sample 1 (user 501): I like the bar." in lines  # sample 1's target is check-in 2, user 1
     assert not any(line.startswith("Verdicts") for line in lines)
+    with_study = seed_section(replace(seed_report(), reference=["Against the data-efficiency study (s):"]), data)
+    assert with_study[with_study.index("Against the data-efficiency study (s):") - 1] == ""  # after the attribution
+    assert len(with_study) == len(lines) + 1
 
 
 def test_plots_write_pngs_of_their_size(tmp_path):

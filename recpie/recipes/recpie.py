@@ -148,7 +148,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
                             control["ranks"]), ("RecPIE", full["ranks"])):
             per_seed[name].append({**metrics_from_ranks(ranks), "n": len(ranks)})
         write_topk_jsonl(run_dir / f"test_topk_recpie_seed{seed}.jsonl", full["ids"], full["topk"])
-        full["per_sample_verdicts"] = test_verdicts(cfg, data, full)
+        full["per_sample_verdicts"] = per_sample_verdicts(cfg, data, full)
         if rank_zero_only.rank == 0:  # every test rank (and verdict), for analyses outside the run; never pickled
             np.savez(run_dir / f"test_ranks_seed{seed}.npz", ids=np.asarray(full["ids"]), backbone=warm_ranks,
                      control=control["ranks"], recpie=full["ranks"], null=full["null_ranks"],
@@ -161,7 +161,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
             seed_plots(report, run_dir)
 
 
-def test_verdicts(cfg: DictConfig, data, full: dict) -> dict[str, np.ndarray] | None:
+def per_sample_verdicts(cfg: DictConfig, data, full: dict) -> dict[str, np.ndarray] | None:
     """With the verdict encoder (whose embedding is each candidate's ("may like", "may not like") share), per
     test sample in ``full["ids"]`` order: ``verdicts`` [n, K, 2], the ``candidates`` [n, K] they are about
     (-1: none stored) and ``liked_target`` [n], the "may like" share on the target. None with other encoders."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +30,7 @@ class SeedReport:
     explained: int  # samples with a stored explanation
     examples: dict[int, list[str]]  # a few test sample ids and their explanations
     events: Path  # the RecPIE variant's TensorBoard events, for the per-cycle trends
-    reference: list[str]  # recpie.reference_study: results.md lines against the study's models (or none)
+    reference: list[str] = field(default_factory=list)  # recpie.reference_study: lines against the study's models
 
 
 def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
@@ -42,8 +42,9 @@ def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
              *verdict_lines(report.verdicts), *report.reference,
              "Explanation quality (greedy, test samples):", "",
              metrics_table({"RecPIE": report.quality}, names=[k for k in report.quality if k != "n"], first="run"),
-             "", f"Cost: RecPIE {report.seconds['RecPIE']:.0f} s, control {report.seconds['control']:.0f} s, "
-             f"{report.explained} samples explained.", "", "Sample explanations:", ""]
+             "", f"Cost: RecPIE {report.seconds['RecPIE']:.0f} s, control {report.seconds['control']:.0f} s in this "
+             "invocation (a resumed or re-tested run counts only what it ran; provenance.json lists every "
+             f"invocation); {report.explained} samples explained.", "", "Sample explanations:", ""]
     for i, texts in report.examples.items():
         lines.append(f"- test sample {int(i)} (user {data.user_ids[data.user[data.splits['test'].target[i]]]}): "
                      + " | ".join(texts))
