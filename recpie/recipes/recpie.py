@@ -11,6 +11,9 @@ Both are scored on the same fixed test samples (``recpie.test_samples``, seeded 
 explanations and the cost (wall time, explanations generated, peak memory). Per seed, attribution_seed{S}.png
 shows the test MRR with the own / null / another sample's explanation and cycle_trends_seed{S}.png the
 per-cycle reward, KL, parse and EOS rates and fusion gate from the TensorBoard events (recpie.reporting.recpie).
+test_ranks_seed{S}.npz keeps every test rank (and a verdict run's per-sample verdicts); with
+``recpie.reference_study`` results.md also compares RecPIE with a data-efficiency study's models
+(recpie.reporting.reference_study).
 """
 from __future__ import annotations
 
