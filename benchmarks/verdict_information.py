@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="which of its seeds")
     args = ap.parse_args(argv)
     cfg = load_experiment(str(args.run / "config.yaml"))
-    saved = np.load(args.run / f"test_ranks_seed{args.seed}.npz", allow_pickle=False)
-    if "verdicts" not in saved.files:
+    with np.load(args.run / f"test_ranks_seed{args.seed}.npz", allow_pickle=False) as z:
+        saved = dict(z)
+    if "verdicts" not in saved:
         raise SystemExit(f"{args.run}: no per-sample verdicts saved (explainer.encoder=verdict runs only)")
     data = load_checkin_data(data_config(cfg))
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)  # the run's recommender, whose top-K was explained

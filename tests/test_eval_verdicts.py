@@ -35,3 +35,13 @@ def test_liked_target_share_per_sample():
     assert share.tolist() == [1, 0.5, 0, 0]
     v = verdict_summary(verdict_counts(liked, candidates, target))
     assert share.sum().item() == pytest.approx(v["like_is_target"] * v["target_among_candidates"])
+
+
+def test_verdict_pairs_read_the_encoders_flat_layout():
+    """What the verdict encoder flattens, every reader (fusion, counts, saved verdicts) reads back the same."""
+    from recpie.explainer.encoder import VerdictEncoder
+    from recpie.evaluation.verdicts import verdict_pairs
+
+    z = VerdictEncoder(3)(["may like: Bar / may not like: Gym"], [["Gym", "Bar", "Park"]])
+    assert verdict_pairs(z, 3).tolist() == [[[0, 1], [1, 0], [0, 0]]]
+    assert verdict_pairs(z[:, None], 3).tolist() == verdict_pairs(z, 3).tolist()  # the store's [n, 1, 2K]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recpie.components.fusion import CandidateReranker, GatedFusion
+from recpie.evaluation.verdicts import verdict_pairs
 
 Batch = dict[str, torch.Tensor]
 
@@ -66,7 +67,7 @@ class VerdictFusion(CandidateFusion):
 
     def rerank(self, logits, h, candidates, z, present) -> Fused:
         k = candidates.shape[1]
-        z, present = z.view(len(h), k, 2), present.expand(-1, k)
+        z, present = verdict_pairs(z, k), present.expand(-1, k)
         logits, bonus = self(logits, h, candidates, z, present)
         liked, unnamed = z[..., 0] > 0, (z.sum(-1) == 0) & present
         diagnostics = {}

@@ -9,6 +9,11 @@ from __future__ import annotations
 import torch
 
 
+def verdict_pairs(z: torch.Tensor, k: int) -> torch.Tensor:
+    """[n, K, 2] ("may like", "may not like" share per candidate) from the verdict encoder's flat [n, ..., 2K]."""
+    return z.reshape(len(z), k, 2)
+
+
 def verdict_counts(liked: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """liked [n,K]: each sample's "may like" share per candidate (all 0: unparseable or naming none);
     candidates [n,K] POIs; target [n]. Returns the flat counts over the parsed samples."""

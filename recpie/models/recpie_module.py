@@ -33,7 +33,7 @@ from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.types import CheckinData
 from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, RankMetric, metrics_from_ranks, ranks_from_scores
-from recpie.evaluation.verdicts import verdict_counts, verdict_summary
+from recpie.evaluation.verdicts import verdict_counts, verdict_pairs, verdict_summary
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.writer import ExplanationWriter, progress
 from recpie.models.cycle_sampler import warmup_and_fusion_ids
@@ -204,7 +204,7 @@ class RecPIEModule(L.LightningModule):
     def _count_verdicts(self, split: str, z: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor) -> None:
         """Whether the explanations know more than the recommender (evaluation/verdicts.py; the evaluation
         reads the target, the explanations never do)."""
-        counts = verdict_counts(z.view(len(z), candidates.shape[1], 2)[..., 0], candidates, target)
+        counts = verdict_counts(verdict_pairs(z, candidates.shape[1])[..., 0], candidates, target)
         self._verdict_counts[split] = counts + self._verdict_counts.get(split, 0)
 
     def validation_step(self, batch, batch_idx):

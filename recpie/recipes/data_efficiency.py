@@ -47,9 +47,9 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
     name = point_name(fraction, seed)
     point = read_point(run_dir, name)
     stored = {**point[0], **point[1]} if point else {}
+    if stored.get("facts_version") == FACTS_VERSION:
+        return stored
     if stored:
-        if stored.get("facts_version") == FACTS_VERSION:
-            return stored
         log.info("f%g seed %d: the bound was read with older prompt facts; recomputing it", fraction, seed)
     fit = fit_backbone(cfg, dm, seed, run_dir / f"f{fraction:g}" / f"backbone_seed{seed}")
     data, e = dm.checkins, cfg.efficiency

@@ -37,7 +37,7 @@ from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.export import write_topk_jsonl
-from recpie.evaluation.verdicts import liked_target_share
+from recpie.evaluation.verdicts import liked_target_share, verdict_pairs
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
@@ -172,7 +172,7 @@ def per_sample_verdicts(cfg: DictConfig, data, full: dict) -> dict[str, np.ndarr
         return None
     store, k, ids = full["module"].store, cfg.explainer.num_candidates, np.asarray(full["ids"])
     z, _ = store.get("test", torch.as_tensor(ids), torch.device("cpu"))
-    verdicts = z[:, 0].view(len(ids), k, 2)
+    verdicts = verdict_pairs(z, k)
     candidates = torch.tensor([store.candidates["test"].get(int(i), [-1] * k) for i in ids]).view(len(ids), k)
     target = torch.as_tensor(data.poi[data.splits["test"].target[ids]])
     return {"verdicts": verdicts.numpy(), "candidates": candidates.numpy(),
