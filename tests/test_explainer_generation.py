@@ -8,8 +8,8 @@ from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.explainer import Explainer
+from recpie.explainer.forward import OutputHead, head_logprobs, response_mask
 from recpie.explainer.generate import eos_ids
-from recpie.rl.logprobs import OutputHead, head_logprobs, response_mask
 from recpie.utils.batching import length_groups
 
 THREE = [*PROMPTS, "Candidates (distance from the last place):\n1. Bar, 1.1 km\nExplanation: may like:"]

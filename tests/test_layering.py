@@ -14,7 +14,8 @@ LAYERS = [
     ("recpie.data",),
     ("data_modules", "recpie.evaluation"),
     ("recpie.components",),
-    ("recpie.explainer", "recpie.rl"),
+    ("recpie.explainer",),  # the LLM: loading, prompts, generation, its forward helpers (explainer.forward)
+    ("recpie.rl",),  # trains the explainer: imports it, never the other way
     ("recpie.models",),
     ("recpie.config", "recpie.config_loading", "recpie.reporting"),
     ("recpie.recipes",),

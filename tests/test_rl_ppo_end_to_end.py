@@ -10,17 +10,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
+from recpie.explainer.forward import attention_implementation, left_pad_position_ids, response_logprobs, response_mask
 from recpie.rl import (
     KLController,
     RewardConfig,
     RLConfig,
     Rollout,
     RunningMoments,
-    attention_implementation,
-    left_pad_position_ids,
     ppo_update,
-    response_logprobs,
-    response_mask,
     shape_scores,
     value_head_for,
 )

@@ -9,8 +9,8 @@ from torch import nn
 
 from recpie.errors import ConfigError
 from recpie.explainer.config import EMBEDDED_MINILM
+from recpie.explainer.forward import decoder_of, left_pad_position_ids
 from recpie.explainer.parse import parse
-from recpie.rl.logprobs import decoder_of, left_pad_position_ids
 
 
 class LLMEncoder:

@@ -11,12 +11,12 @@ from recpie.config_checks import check_decoding, check_section
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
+from recpie.explainer.forward import OutputHead, ResponseOutput, response_logprobs, scatter_rows, trim_padding
 from recpie.explainer.generate import Generation, generate
 from recpie.explainer.llm import load_llm
 from recpie.explainer.parse import PREFIX
 from recpie.explainer.soft_prompt import SoftPrompt, build_inputs, input_embedding_rms
 from recpie.explainer.vocabulary import data_vocabulary
-from recpie.rl.logprobs import OutputHead, ResponseOutput, response_logprobs, scatter_rows, trim_padding
 from recpie.utils.batching import length_groups
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
+from recpie.explainer.forward import OutputHead, decoder_of, response_mask
 from recpie.explainer.kv_cache import grouped_prefill
 from recpie.explainer.soft_prompt import build_inputs
-from recpie.rl.logprobs import OutputHead, decoder_of, response_mask
 
 
 @dataclass

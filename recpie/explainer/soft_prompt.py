@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recpie.rl.logprobs import left_pad_position_ids
+from recpie.explainer.forward import left_pad_position_ids
 
 
 @torch.no_grad()

@@ -35,21 +35,14 @@ API
 - losses: policy_loss(logprobs, old, adv, mask, cliprange) -> (loss, stats),
   value_loss(values, old_values, returns, mask, cliprange_value) -> (loss, stats), kl_k1, kl_k3.
 - reward: RunningMoments, parse_flags(texts, parse_ok), shape_scores(...), KLController(cfg.kl).
-- logprobs: left_pad_position_ids(attention_mask), response_mask(responses, eos_id) -> (mask, has_eos),
-  response_logprobs(model, responses, temperature, attn=None, **model_inputs) -> ResponseOutput,
-  attention_implementation(model, name) (context manager).
+- the LLM's forward helpers live one layer down, in recpie.explainer.forward (the explainer generates and
+  encodes with them too): left_pad_position_ids, response_mask -> (mask, has_eos), response_logprobs(model,
+  responses, temperature, attn=None, **model_inputs) -> ResponseOutput, attention_implementation(model, name).
 - ppo: Rollout, compute_advantages(rollout, cfg, kl_coef), ppo_update(...) -> dict of stats.
 - value_head: ValueHead(hidden_size), value_head_for(model).
 """
 from recpie.rl.advantages import advantage_estimator, gae, grpo_advantages, rloo_advantages, token_rewards
 from recpie.rl.config import KLConfig, RewardConfig, RLConfig
-from recpie.rl.logprobs import (
-    ResponseOutput,
-    attention_implementation,
-    left_pad_position_ids,
-    response_logprobs,
-    response_mask,
-)
 from recpie.rl.losses import kl_k1, kl_k3, policy_loss, value_loss
 from recpie.rl.masked import masked_mean, masked_whiten
 from recpie.rl.ppo import Rollout, compute_advantages, ppo_update
@@ -57,9 +50,8 @@ from recpie.rl.reward import KLController, RunningMoments, parse_flags, shape_sc
 from recpie.rl.value_head import ValueHead, value_head_for
 
 __all__ = [
-    "KLConfig", "KLController", "RLConfig", "ResponseOutput", "RewardConfig", "Rollout", "RunningMoments",
-    "ValueHead", "advantage_estimator", "attention_implementation", "compute_advantages", "gae",
-    "grpo_advantages", "kl_k1", "kl_k3", "left_pad_position_ids", "masked_mean", "masked_whiten",
-    "parse_flags", "policy_loss", "ppo_update", "response_logprobs", "response_mask", "rloo_advantages",
-    "shape_scores", "token_rewards", "value_head_for", "value_loss",
+    "KLConfig", "KLController", "RLConfig", "RewardConfig", "Rollout", "RunningMoments", "ValueHead",
+    "advantage_estimator", "compute_advantages", "gae", "grpo_advantages", "kl_k1", "kl_k3", "masked_mean",
+    "masked_whiten", "parse_flags", "policy_loss", "ppo_update", "rloo_advantages", "shape_scores",
+    "token_rewards", "value_head_for", "value_loss",
 ]

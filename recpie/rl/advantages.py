@@ -1,7 +1,7 @@
 """Advantage estimators: GAE with a value head, GRPO and RLOO from groups of samples per prompt.
 
 All tensors are [N, R] over response tokens, with a response mask that is 1 up to and including the
-first EOS and 0 after it (see `recpie.rl.logprobs.response_mask`). The mask is a prefix of each row.
+first EOS and 0 after it (see `recpie.explainer.forward.response_mask`). The mask is a prefix of each row.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Token log-probs of sampled responses, and the masks and position ids of left-padded batches.
+"""The LLM's forward helpers: token log-probs of sampled responses, the output head (whole vocabulary or
+a subset), and the masks and position ids of left-padded batches. Generation, the encoder, the soft prompt
+and PPO (recpie.rl, the layer above) all forward the LLM through these.
 
 A rollout row is [left-padded prompt | response of R tokens]. The forward stops at the last hidden
 states; the output head is applied only on the R positions that predict response tokens, a chunk of
