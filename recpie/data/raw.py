@@ -6,6 +6,7 @@ of the one preprocessing pipeline shared by every source.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -91,9 +92,28 @@ def plausible_time(seconds: int, text: str) -> int:
     return seconds
 
 
+# what a field's parser raises on a value it cannot take: a reader sends each to its bad-line policy (a
+# year of 10^11 overflows datetime, an offset of 10^11 overflowed int32 in finish, outside that policy)
+BAD_VALUE = (ValueError, OverflowError)
+MAX_OFFSET_MIN = 14 * 60  # UTC offsets run from -12:00 to +14:00: anything beyond +-14 h is damage
+
+
+def parse_offset(text: str) -> int:
+    """A UTC offset in whole minutes (TSMC2014's timezoneOffset) within +-MAX_OFFSET_MIN; ValueError otherwise.
+    ASCII digits only: int() would also take "1_0" or another script's digits."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise ValueError(f"time-zone offset {text!r} is not a whole number of minutes")
+    if abs(int(text)) > MAX_OFFSET_MIN:
+        raise ValueError(f"time-zone offset {text!r} minutes is beyond +-{MAX_OFFSET_MIN} (+-14 h)")
+    return int(text)
+
+
 def parse_coordinate(text: str, limit: float, what: str) -> float:
     """A finite float within [-limit, limit]; ValueError naming the field otherwise."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
     if not math.isfinite(value) or abs(value) > limit:
         raise ValueError(f"{what} {text!r} outside [-{limit:g}, {limit:g}]")
     return value

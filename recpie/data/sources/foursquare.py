@@ -14,7 +14,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recpie.data.config import DataConfig
-from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate, plausible_time
+from recpie.data.raw import (
+    BAD_VALUE,
+    RawCheckins,
+    RowBuffer,
+    parse_coordinate,
+    parse_offset,
+    plausible_time,
+)
 from recpie.data.rawio import BadLines, DataError, file_encoding, find_file, read_tsv
 
 log = logging.getLogger(__name__)
@@ -33,8 +40,11 @@ def parse_timestamp(text: str) -> int:
     parts = text.split()
     if len(parts) != 6 or parts[1] not in MONTHS or len(parts[4]) != 5 or parts[4][0] not in "+-":
         raise ValueError(f"timestamp {text!r} is not like 'Tue Apr 03 18:00:09 +0000 2012'")
-    hh, mm, ss = (int(x) for x in parts[3].split(":"))
-    moment = datetime(int(parts[5]), MONTHS[parts[1]], int(parts[2]), hh, mm, ss, tzinfo=timezone.utc)
+    try:
+        hh, mm, ss = (int(x) for x in parts[3].split(":"))
+        moment = datetime(int(parts[5]), MONTHS[parts[1]], int(parts[2]), hh, mm, ss, tzinfo=timezone.utc)
+    except (ValueError, OverflowError) as e:  # a year of 10^11 overflows rather than fails
+        raise ValueError(f"timestamp {text!r} is not a date ({e})") from None
     zone = parts[4]
     sign = 1 if zone[0] == "+" else -1
     return plausible_time(int(moment.timestamp()) - sign * (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60), text)
@@ -44,7 +54,7 @@ def read_names(path: Path) -> dict[str, str]:
     """venue_id -> name from a UTF-8 CSV with those two columns (FSQ OS Places matched by id)."""
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark would hide the venue_id column
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise DataError(f"{path}:{line}: bytes invalid in utf-8 ({raw[e.start:e.end]!r}): save the names file "
@@ -72,15 +82,18 @@ def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
     rows = RowBuffer()
     for lineno, fields in read_tsv(path, file_encoding(path, cfg.encoding, "latin-1"), N_FIELDS, bad):
         user, venue, _cat_id, category, lat, lon, offset, stamp = fields
+        if not user.strip() or not venue.strip():
+            bad(lineno, "empty userId or venueId")
+            continue
         try:
             time = parse_timestamp(stamp)
-        except ValueError as e:
+        except BAD_VALUE as e:
             bad(lineno, f"bad utcTimestamp: {e}")
             continue
         try:
             rows.add(user, venue, category.strip(), parse_coordinate(lat, 90, "latitude"),
-                     parse_coordinate(lon, 180, "longitude"), time, int(offset))
-        except ValueError as e:
+                     parse_coordinate(lon, 180, "longitude"), time, parse_offset(offset))
+        except BAD_VALUE as e:
             bad(lineno, f"bad latitude/longitude/timezoneOffset: {e}")
     bad.report()
     names = read_names(files[1]) if len(files) > 1 else {}

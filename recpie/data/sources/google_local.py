@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from recpie.data.config import DataConfig
-from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate, plausible_time
+from recpie.data.raw import BAD_VALUE, RawCheckins, RowBuffer, parse_coordinate, plausible_time
 from recpie.data.rawio import BadLines, file_encoding, find_file, read_lines
 
 HOW_TO_GET = (
@@ -34,6 +34,9 @@ SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+RATINGS = (1, 5)  # Google's stars: a review's rating, when given, is one of 1..5
+
+
 def _schema_problem(record: dict) -> str | None:
     for key, (types, text) in SCHEMA.items():
         value = record.get(key)
@@ -41,6 +44,13 @@ def _schema_problem(record: dict) -> str | None:
             return f"{key} is {json.dumps(value)[:40]}, expected {text}"
     if not all(isinstance(c, str) for c in record.get("category") or []):
         return f"category is {json.dumps(record['category'])[:40]}, expected a list of strings or null"
+    for key in ("gmap_id", "user_id"):
+        if key in record and not str(record[key]).strip():
+            return f"{key} is empty"
+    rating = record.get("rating")
+    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, (int, float))
+                               or not RATINGS[0] <= rating <= RATINGS[1]):
+        return f"rating is {json.dumps(rating)[:40]}, expected a number of stars in {list(RATINGS)} or null"
     return None
 
 
@@ -52,6 +62,9 @@ def _json_lines(path: Path, bad: BadLines, keys: tuple[str, ...], encoding: str)
             record = json.loads(line)
         except json.JSONDecodeError as e:
             bad(lineno, f"not valid JSON ({e.msg} at column {e.colno})")
+            continue
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number; arrays nested 10^5 deep
+            bad(lineno, f"not usable JSON ({type(e).__name__}: {str(e)[:80]})")
             continue
         missing = [k for k in keys if not isinstance(record, dict) or k not in record]
         if missing:
@@ -71,7 +84,7 @@ def read_meta(path: Path, bad: BadLines, encoding: str) -> dict[str, tuple[str, 
         try:
             lat = parse_coordinate(str(rec["latitude"]), 90, "latitude")
             lon = parse_coordinate(str(rec["longitude"]), 180, "longitude")
-        except ValueError as e:
+        except BAD_VALUE as e:
             bad(lineno, f"bad coordinate: {e}")
             continue
         categories = rec["category"] or []
@@ -97,7 +110,7 @@ def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
             continue
         try:
             plausible_time(rec["time"] // 1000, str(rec["time"]))
-        except ValueError as e:
+        except BAD_VALUE as e:
             bad(lineno, f"bad time: {e}")
             continue
         _, category, lat, lon = place

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from recpie.data.config import DataConfig
-from recpie.data.raw import RawCheckins, RowBuffer, parse_coordinate, plausible_time
+from recpie.data.raw import BAD_VALUE, RawCheckins, RowBuffer, parse_coordinate, plausible_time
 from recpie.data.rawio import BadLines, file_encoding, find_file, read_tsv
 
 HOW_TO_GET = "Download loc-gowalla_totalCheckins.txt.gz from https://snap.stanford.edu/data/loc-gowalla.html."
@@ -34,15 +34,18 @@ def read(files: list[Path], cfg: DataConfig) -> RawCheckins:
     rows = RowBuffer()
     for lineno, fields in read_tsv(path, file_encoding(path, cfg.encoding, "utf-8"), N_FIELDS, bad):
         user, stamp, lat, lon, location = fields
+        if not user.strip() or not location.strip():
+            bad(lineno, "empty user or location id")
+            continue
         try:
             time = parse_iso(stamp)
-        except ValueError as e:
+        except BAD_VALUE as e:
             bad(lineno, f"bad check-in time: {e}")
             continue
         try:
             rows.add(user, location, "", parse_coordinate(lat, 90, "latitude"),
                      parse_coordinate(lon, 180, "longitude"), time, None)
-        except ValueError as e:
+        except BAD_VALUE as e:
             bad(lineno, f"bad latitude/longitude: {e}")
     bad.report()
     return rows.finish("gowalla", files, bad.count)
