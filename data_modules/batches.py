@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from recpie.data.types import CheckinData
+from recpie.utils.seeds import phase_seed
 
 IGNORE = -100  # target where nothing is predicted (torch cross-entropy's ignore_index)
 HISTORY_DECAYS = (0.9, 0.99, 0.995)  # hist_stats[..., 1 + j] = sum of HISTORY_DECAYS[j] ** age
@@ -153,6 +154,11 @@ class WindowDataset(Dataset):
         if train_targets == "protocol":
             self.is_target[:] = False
             self.is_target[data.splits["train"].target] = True  # already restricted to the kept ones
+        # a window whose steps predict no kept target trains nothing, yet an AdamW step on it still moves the
+        # weights (momentum, decay): with 3% of the NYC targets kept, 826 of 2,191 windows are such
+        counts = np.concatenate([[0], np.cumsum(self.is_target)])
+        has_target = counts[self.end] - counts[self.start + 1] > 0
+        self.user, self.start, self.end = self.user[has_target], self.start[has_target], self.end[has_target]
 
     def __len__(self) -> int:
         return len(self.user)
@@ -171,3 +177,30 @@ class WindowDataset(Dataset):
         if self.summary:
             rows.update(history_summary(self.data, self.how, self.user[i], self.start[i]))
         return rows
+
+
+class StepStream(Sampler[int]):
+    """``steps * batch_size`` window indices per epoch, read from one endless stream of shuffled passes over
+    the ``n`` windows (pass j shuffled under ``phase_seed(seed, "windows", j)``): an epoch is a fixed number of
+    optimizer steps whatever the data size, and epoch k's indices depend on (seed, k) alone, so a run resumed
+    at an epoch boundary draws what the uninterrupted one drew. ``set_epoch`` (Lightning calls it, and so does
+    the module) says which epoch to draw."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int):
+        if n < 1:
+            raise ValueError("StepStream needs at least one window")
+        self.n, self.per_epoch, self.seed, self.epoch = n, batch_size * steps, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self):
+        start = self.epoch * self.per_epoch
+        first, last = start // self.n, (start + self.per_epoch - 1) // self.n
+        stream = np.concatenate([np.random.default_rng(phase_seed(self.seed, "windows", j)).permutation(self.n)
+                                 for j in range(first, last + 1)])
+        offset = start - first * self.n
+        return iter(stream[offset:offset + self.per_epoch].tolist())

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_modules.batches import SampleDataset, WindowDataset, to_tensors
+from data_modules.batches import SampleDataset, StepStream, WindowDataset, to_tensors
 from recpie.data.config import DataConfig, resolve
 from recpie.data.load import load_checkin_data
 from recpie.data.types import CheckinData
@@ -41,10 +41,16 @@ class CheckinDataModule(L.LightningDataModule):
                           collate_fn=to_tensors, num_workers=self.cfg.num_workers,
                           persistent_workers=self.cfg.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self, steps_per_epoch: int = 0, seed: int = 0) -> DataLoader:
+        """Train windows with at least one kept target. ``steps_per_epoch`` 0: each epoch one shuffled pass;
+        else each epoch ``steps_per_epoch`` batches of a seeded endless stream of passes (StepStream)."""
         dataset = WindowDataset(self.checkins, self.cfg.max_len, self.cfg.train_targets,
                                 self.cfg.history_summary)
-        return self._loader(dataset, self.cfg.batch_size, shuffle=True)
+        if not steps_per_epoch:
+            return self._loader(dataset, self.cfg.batch_size, shuffle=True)
+        sampler = StepStream(len(dataset), self.cfg.batch_size, steps_per_epoch, seed)
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=to_tensors,
+                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
 
     def sample_dataloader(self, split: str) -> DataLoader:
         """Sample batches of "train" (protocol train targets), "val" or "test", in sample order."""

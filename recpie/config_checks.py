@@ -51,7 +51,8 @@ RANGES: dict[str, Rule] = {
     "train.lr": _gt(0), "train.weight_decay": _ge(0), "train.max_epochs": _ge(1), "train.patience": _ge(0),
     "train.grad_clip": _ge(0), "train.label_smoothing": _within(0, 1, open_hi=True),
     "train.trajectory_end_weight": _ge(0), "train.new_poi_weight": _ge(0), "train.fast_max_epochs": _ge(1),
-    "train.fast_limit_batches": _within(0, 1, open_lo=True),
+    "train.fast_limit_batches": _within(0, 1, open_lo=True), "train.steps_per_epoch": _ge(0),
+    "train.warmup_steps": _ge(0), "train.decay_steps": _ge(0), "train.min_lr_ratio": SHARE,
     "baselines.counter_decay": DECAY, "baselines.decay_grid": DECAY, "baselines.bandwidth_grid_h": _gt(0),
     "eval.topk": _ge(1), "eval.chunk_size": _ge(1), "eval.activity_bins": _ge(1),
     "eval.bootstrap_samples": _ge(1), "eval.bootstrap_level": _within(0, 1, True, True),
@@ -69,7 +70,8 @@ RANGES: dict[str, Rule] = {
     "recpie.sft_batch": _ge(1), "recpie.sft_share": _within(0, 1, True, True), "recpie.rec_lr": _gt(0),
     "recpie.fusion_lr": _gt(0), "recpie.llm_lr": _gt(0), "recpie.grad_clip": _ge(0),
     "recpie.batch_size": _ge(1), "recpie.generation_batch": _ge(1), "recpie.val_samples": _ge(0),
-    "recpie.test_samples": _ge(0),
+    "recpie.test_samples": _ge(0), "recpie.sft_choice_weight": _ge(0), "recpie.fusion_ridge": _gt(0),
+    "recpie.fusion_folds": _ge(2),
     "efficiency.fractions": _within(0, 1, open_lo=True), "efficiency.bound_val_samples": _ge(0),
     "efficiency.bound_test_samples": _ge(0),
 }
@@ -146,6 +148,6 @@ def check_explanation_modes(cfg: Any) -> None:
     """Modes that are about one user-level explanation naming one of the K candidates."""
     for key in ("recpie.sft_target", "explainer.encoder"):
         value = value_at(cfg, key)
-        if value in ("hindsight", "verdict") and cfg.explainer.granularity != "user":
+        if value in ("hindsight", "facts", "verdict") and cfg.explainer.granularity != "user":
             raise ConfigError(f"{key}={value} is about one user-level explanation naming one of the K "
                               "candidates: it needs explainer.granularity=user")

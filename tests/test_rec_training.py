@@ -14,13 +14,15 @@ import torch
 from omegaconf import OmegaConf
 
 from data_modules import CheckinDataModule
-from data_modules.batches import SampleDataset, to_tensors
+from data_modules.batches import SampleDataset, StepStream, WindowDataset, to_tensors
 from recpie.components.backbone import Backbone
 from recpie.components.config import TrainConfig
 from recpie.config import ExperimentConfig, data_config
+from recpie.data.fraction import with_train_fraction
 from recpie.evaluation import ranks_from_scores
 from recpie.models.recommender_module import (
     RecommenderModule,
+    lr_factor,
     sample_ends_trajectory,
     target_loss_weight,
     window_ends,
@@ -168,3 +170,60 @@ def test_ddp_two_cpu_processes_evaluate_every_sample_once(small_dm, data_root, t
             ranks.append(ranks_from_scores(scores, batch["target"][:, -1]))
     assert len(result["ranks"]) == len(small_dm.checkins.splits["test"])
     np.testing.assert_allclose(result["ranks"], torch.cat(ranks).numpy())
+
+
+def checkpoint_files(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted((folder / "checkpoints").glob("*.ckpt"))}
+
+
+@pytest.mark.slow
+def test_a_finished_fit_stays_finished(small_dm, data_root, tmp_path):
+    """Issue 23: an early-stopped fit run again trains nothing and reports the same numbers; only a raised
+    patience trains on. lr 1e-12 leaves the weights as they are, so val MRR never rises after epoch 0."""
+    frozen = ["train.lr=1e-12", "train.weight_decay=0", "train.fast_max_epochs=6"]
+    first = fit_backbone(small_cfg(data_root, *frozen, "train.patience=1"), small_dm, 0, tmp_path / "run")
+    assert first["epochs"] == 2  # epoch 0 best, epoch 1 without a gain: patience 1 spent
+    files = checkpoint_files(tmp_path / "run")
+    again = fit_backbone(small_cfg(data_root, *frozen, "train.patience=1"), small_dm, 0, tmp_path / "run")
+    assert checkpoint_files(tmp_path / "run") == files  # no checkpoint written, none rewritten
+    np.testing.assert_array_equal(again["ranks"], first["ranks"])
+    assert {k: again[k] for k in ("epochs", "best_val_mrr", "best_checkpoint", "fit_seconds")} == \
+        {k: first[k] for k in ("epochs", "best_val_mrr", "best_checkpoint", "fit_seconds")}
+    assert first["fit_seconds"] > 0
+    longer = fit_backbone(small_cfg(data_root, *frozen, "train.patience=3"), small_dm, 0, tmp_path / "run")
+    assert longer["epochs"] == 4  # trained on until 3 epochs without a gain
+    assert longer["fit_seconds"] > first["fit_seconds"]
+    assert longer["best_checkpoint"] == first["best_checkpoint"]
+
+
+def test_step_stream_epochs_depend_on_seed_and_epoch_only():
+    stream = StepStream(n=10, batch_size=3, steps=4, seed=7)  # 12 indices an epoch: more than one pass
+    epochs = []
+    for epoch in range(5):
+        stream.set_epoch(epoch)
+        epochs.append(list(stream))
+    assert all(len(e) == 12 for e in epochs)
+    flat = np.concatenate(epochs)  # 60 draws = 6 whole passes, each a permutation of the 10 windows
+    assert all(sorted(flat[i:i + 10]) == list(range(10)) for i in range(0, 60, 10))
+    replay = StepStream(n=10, batch_size=3, steps=4, seed=7)
+    replay.set_epoch(3)  # a resumed run asks for epoch 3 directly
+    assert list(replay) == epochs[3]
+    other = StepStream(n=10, batch_size=3, steps=4, seed=8)
+    assert list(other) != epochs[0]
+
+
+def test_windows_without_a_kept_target_are_not_drawn(nyc_data):
+    full = WindowDataset(nyc_data, 50, "all_steps")
+    kept = WindowDataset(with_train_fraction(nyc_data, 0.03, "targets", 0), 50, "all_steps")
+    assert len(full) == 2191 and len(kept) == 1365  # NYC: 826 windows hold none of the 3% of targets
+    batch = kept.__getitems__(list(range(len(kept))))
+    assert ((batch["target"] >= 0).sum(axis=1) > 0).all()
+
+
+def test_learning_rate_schedule_in_steps():
+    tc = TrainConfig(warmup_steps=4, decay_steps=10, min_lr_ratio=0.1)
+    assert [lr_factor(s, tc) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, tc) == pytest.approx(1.0)
+    assert lr_factor(9, tc) == pytest.approx(0.55)  # halfway down the cosine
+    assert lr_factor(14, tc) == pytest.approx(0.1) and lr_factor(1000, tc) == pytest.approx(0.1)
+    assert lr_factor(0, TrainConfig()) == 1.0 and lr_factor(10**6, TrainConfig()) == 1.0

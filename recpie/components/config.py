@@ -41,8 +41,19 @@ class BackboneConfig:
 class TrainConfig:
     lr: float = 2e-3  # AdamW learning rate
     weight_decay: float = 0.1  # AdamW weight decay
-    max_epochs: int = 12  # upper bound on epochs over the train windows
+    # The budget's unit, an "epoch": one validation (and checkpoint) every ``steps_per_epoch`` optimizer steps,
+    # the train windows drawn from an endless seeded stream of shuffled passes (0: one pass over the windows,
+    # ~69 steps on NYC at every train fraction). A fixed step count makes early stopping and the epoch cap
+    # mean the same number of updates whatever the data size; windows without a kept target are never drawn.
+    steps_per_epoch: int = 0
+    max_epochs: int = 12  # upper bound on epochs (of steps_per_epoch steps, or passes over the windows)
     patience: int = 3  # early stopping: epochs without a val MRR gain before stopping
+    # learning rate: linear warm-up from lr / warmup_steps to lr over the first warmup_steps optimizer steps,
+    # then cosine decay to lr * min_lr_ratio over the next decay_steps (0: constant after the warm-up), then
+    # constant; in steps, not epochs, so a schedule means the same at every train fraction
+    warmup_steps: int = 0
+    decay_steps: int = 0
+    min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # gradient norm clipping (0 = off)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     # loss weight of targets that end their trajectory (val/test samples all do), relative to other steps

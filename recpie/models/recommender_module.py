@@ -11,12 +11,15 @@ ranks of all processes and counts each sample once.
 """
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 
+from data_modules.batches import StepStream
 from recpie.components.backbone import Backbone
 from recpie.components.config import BackboneConfig, TrainConfig
 from recpie.data.types import CheckinData
@@ -57,6 +60,18 @@ def sample_ends_trajectory(data: CheckinData, split: str) -> torch.Tensor:
     return torch.from_numpy(end)
 
 
+def lr_factor(step: int, train_cfg: TrainConfig) -> float:
+    """The learning rate at optimizer step ``step`` as a share of ``train.lr``: linear warm-up, cosine decay to
+    ``min_lr_ratio`` over ``decay_steps``, then constant (TrainConfig documents the keys)."""
+    warm, decay, floor = train_cfg.warmup_steps, train_cfg.decay_steps, train_cfg.min_lr_ratio
+    if step < warm:
+        return (step + 1) / warm
+    if not decay:
+        return 1.0
+    progress = min(1.0, (step - warm) / decay)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class RecommenderModule(L.LightningModule):
     def __init__(self, backbone_cfg: BackboneConfig, train_cfg: TrainConfig, eval_cfg: EvalConfig,
                  data: CheckinData, max_len: int, seed: int = 0, export_path: str | Path | None = None,
@@ -70,18 +85,45 @@ class RecommenderModule(L.LightningModule):
         self.backbone = Backbone(backbone_cfg, data, max_len)
         self.acc = RankMetric()  # a child module: it follows the module's device and syncs over DDP
         self.results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self._fit_seconds_before = 0.0
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.backbone.parameters(), lr=self.train_cfg.lr,
-                                 weight_decay=self.train_cfg.weight_decay)
+        tc = self.train_cfg
+        opt = torch.optim.AdamW(self.backbone.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        if not tc.warmup_steps and not tc.decay_steps:
+            return opt
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, tc))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_epoch_start(self) -> None:
         s = epoch_seed(self.seed, self.current_epoch)
         torch.manual_seed(s)
         sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        inner = getattr(getattr(sampler, "dataset", None), "_sampler", None)  # under Lightning's DDP wrapper
+        for candidate in (sampler, inner):
+            if isinstance(candidate, StepStream):
+                candidate.set_epoch(self.current_epoch)
         if hasattr(sampler, "generator"):  # a RandomSampler: give it its own generator (the DataLoader
             # draws worker seeds from the shared one at times that differ between fresh and resumed runs)
             sampler.generator = torch.Generator().manual_seed(s)
+
+    # ------------------------------------------------------------------ the fit's own record
+    # The seconds spent fitting, summed over every invocation that trained, travel in the checkpoints: a
+    # finished fit run again reports the seconds it took, not the zero of a run that trained nothing.
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["fit_seconds"] = self.fit_seconds
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._fit_seconds_before = float(checkpoint.get("fit_seconds", 0.0))
+        self._fit_started = time.perf_counter()
+
+    @property
+    def fit_seconds(self) -> float:
+        started = getattr(self, "_fit_started", None)
+        return self._fit_seconds_before + (time.perf_counter() - started if started is not None else 0.0)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         weight = target_loss_weight(window_ends(batch, self.session_gap_s), self.backbone.target_visited(batch),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import time
 from pathlib import Path
 
 import lightning as L
@@ -29,9 +28,9 @@ from recpie.evaluation.export import write_topk_jsonl
 from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.models.recommender_module import RecommenderModule
-from recpie.recipes.trainer import make_trainer
+from recpie.recipes.trainer import MONITOR, finished_fit, make_trainer
 from recpie.reporting.baselines import write_results
-from recpie.utils.checkpoints import resume_from
+from recpie.utils.checkpoints import load_checkpoint, recorded_best, resume_from
 
 log = logging.getLogger(__name__)
 CI_METRICS = ("acc@1", "acc@10", "mrr")
@@ -42,7 +41,12 @@ def slug(name: str) -> str:
 
 
 def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Path) -> dict:
-    """Train (or resume) one seed, test its best checkpoint; returns ranks, costs and the module (best weights)."""
+    """Train one seed (an interrupted fit resumes from its last.ckpt), test its best checkpoint; returns
+    ranks, the fit's record and the module (best weights).
+
+    A finished fit is not trained again (``finished_fit``): the same command twice gives the same numbers,
+    and the record (epochs, best val MRR, fit seconds) is read from last.ckpt either way. A raised
+    ``train.max_epochs`` or ``train.patience`` (both in ``MAY_CHANGE``) trains on from last.ckpt, and says so."""
     L.seed_everything(seed, workers=True, verbose=False)
     module = RecommenderModule(cfg.backbone, cfg.train, cfg.eval, dm.checkins, cfg.data.max_len, seed,
                                export_path=out_dir / "test_topk.jsonl",
@@ -52,14 +56,29 @@ def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pat
     trainer = make_trainer(cfg, out_dir, out_dir / "checkpoints", max_epochs, early_stopping_patience=tc.patience,
                            limit_train_batches=batches, gradient_clip_val=tc.grad_clip or None)
     last = out_dir / "checkpoints" / "last.ckpt"
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_from(last, cfg.run.resume), weights_only=True)
-    fit_s = time.perf_counter() - start
-    trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False, weights_only=True)
+    finished = finished_fit(last.parent, max_epochs, tc.patience) if cfg.run.resume else None
+    if finished is None:
+        trainer.fit(module, train_dataloaders=dm.train_dataloader(tc.steps_per_epoch, seed),
+                    val_dataloaders=dm.val_dataloader(), ckpt_path=resume_from(last, cfg.run.resume),
+                    weights_only=True)
+    else:
+        log.info("%s: the fit is finished (%s); testing its best checkpoint", out_dir, finished)
+    record = fit_record(out_dir / "checkpoints")
+    trainer.test(module, dataloaders=dm.test_dataloader(), ckpt_path=record["best_checkpoint"], verbose=False,
+                 weights_only=True)
     ids, ranks, _ = module.results["test"]
-    ckpt = trainer.checkpoint_callback
-    return {"ranks": ranks, "best_val_mrr": float(ckpt.best_model_score), "epochs": trainer.current_epoch,
-            "best_checkpoint": ckpt.best_model_path, "fit_seconds": fit_s, "module": module}
+    return {"ranks": ranks, **record, "module": module}
+
+
+def fit_record(folder: Path) -> dict:
+    """What the last.ckpt of a backbone's checkpoint folder says of its fit: epochs done, best checkpoint
+    (in ``folder``, wherever the run was first written) and its val MRR, seconds spent fitting."""
+    best = recorded_best(folder, MONITOR)
+    checkpoint = load_checkpoint(folder / "last.ckpt", "the run's last checkpoint")
+    score = next(s["best_model_score"] for k, s in checkpoint["callbacks"].items()
+                 if k.startswith("ModelCheckpoint") and s.get("monitor") == MONITOR)
+    return {"best_val_mrr": float(score), "epochs": int(checkpoint["epoch"]) + 1, "best_checkpoint": str(best),
+            "fit_seconds": float(checkpoint.get("fit_seconds", 0.0))}
 
 
 def tune_counter(data: CheckinData, decays: list[float], bandwidths: list[float | None],
