@@ -50,6 +50,9 @@ class RunConfig:
     # train.max_epochs= or run.seeds= override together with fast=true is refused)
     fast: bool = False
     resume: bool = True  # continue from the run directory's last checkpoint when one exists
+    # resume a run although its input files' sha256 differ from those its provenance.json records (else
+    # refused: the trained models would be re-scored on other data); the change is recorded there
+    accept_changed_inputs: bool = False
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """``python -m recpie run``: the experiment runner behind ``make experiment NAME=...``.
 
-It resolves the named config, checks that the run directory ``<run.output_dir>/<name>`` is new or holds a
-run of the same config (recpie/utils/run_folder.py), records what reproduces the run there (config,
-commit, versions, input hashes) and hands over to the recipe.
+It resolves the named config, locks the run directory ``<run.output_dir>/<name>`` for this process, checks
+that it is new or holds a run of the same config on the same input files (recpie/utils/run_folder.py,
+recpie/utils/provenance.py) and that the caches the run will write are writable, records what reproduces
+the run there (config, commit, versions, input hashes) and hands over to the recipe.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from omegaconf import OmegaConf
 from recpie.cli.console import setup_console
 from recpie.config import ExperimentConfig, data_config, load_experiment
 from recpie.config_loading import available_experiments
+from recpie.utils.files import check_writable
 from recpie.utils.provenance import write_provenance
-from recpie.utils.run_folder import accept_run_folder
+from recpie.utils.run_folder import accept_run_folder, run_dir_of, run_folder_lock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,13 +40,18 @@ def run_main(argv: list[str]) -> int:
         print(OmegaConf.to_yaml(cfg, resolve=True))
         return 0
     setup_console()
-    run_dir = Path(cfg.run.output_dir) / cfg.name
+    run_dir = run_dir_of(cfg)
     from recpie.data.load import input_files
 
-    resumed = accept_run_folder(run_dir, cfg, OmegaConf.structured(ExperimentConfig))  # before any write
-    write_provenance(run_dir, cfg, input_files(data_config(cfg)), resumed=resumed)
-    recipe = importlib.import_module(f"recpie.recipes.{cfg.run.recipe}")
-    start = time.perf_counter()
-    recipe.run(cfg, run_dir)
+    with run_folder_lock(run_dir):  # held until the recipe returns: one process per run folder
+        resumed = accept_run_folder(run_dir, cfg, OmegaConf.structured(ExperimentConfig))  # before any write
+        if cfg.run.recipe == "recpie" and cfg.explainer.explanation_cache:  # hours before its first write
+            check_writable(Path(cfg.explainer.explanation_cache), "explainer.explanation_cache",
+                           'or "" for no explanation cache')
+        write_provenance(run_dir, cfg, input_files(data_config(cfg)), resumed=resumed,
+                         accept_changed_inputs=cfg.run.accept_changed_inputs)
+        recipe = importlib.import_module(f"recpie.recipes.{cfg.run.recipe}")
+        start = time.perf_counter()
+        recipe.run(cfg, run_dir)
     print(f"\nrun directory: {run_dir}  ({time.perf_counter() - start:.0f} s)")
     return 0

@@ -7,13 +7,13 @@ another version or inconsistent, and the loader then rebuilds it. ``write_cache`
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from recpie.data.types import CheckinData, PoiCatalogue, SampleSet
+from recpie.utils.files import atomic_write
 
 FORMAT_VERSION = 2  # bump when CheckinData or the pipeline's output for the same inputs changes
 _ARRAYS = ("user", "poi", "time", "utc_offset_min", "trajectory", "user_start")
@@ -25,7 +25,7 @@ class StaleCache(Exception):
 
 
 def write_cache(path: Path, data: CheckinData) -> None:
-    """Write ``data`` to ``path`` atomically (a temp file renamed); the temp file is removed on failure."""
+    """Write ``data`` to ``path`` atomically (recpie.utils.files.atomic_write); OSError on failure."""
     cat = data.catalogue
     record = {"version": FORMAT_VERSION, "source": data.source, "user_ids": data.user_ids, "t80": data.t80,
               "t90": data.t90, "skipped_lines": data.skipped_lines, "duplicate_checkins": data.duplicate_checkins,
@@ -36,13 +36,7 @@ def write_cache(path: Path, data: CheckinData) -> None:
     for name, s in data.splits.items():
         arrays[f"split_{name}_target"], arrays[f"split_{name}_history_end"] = s.target, s.history_end
     arrays["record"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # a concurrent reader never sees half a file
 
 
 def read_cache(path: Path) -> CheckinData:

@@ -2,8 +2,9 @@
 
 The cache key hashes each input file's (absolute path, size, mtime) and every config key that changes
 the processed data, so a hit never opens the raw files, and editing a file or a threshold misses. The
-cache file (recpie/data/cache.py) holds arrays and JSON only; a corrupt or outdated one is rebuilt, and a
-cache that cannot be written (a full disk) costs a warning, not the computed data.
+cache file (recpie/data/cache.py) holds arrays and JSON only; a corrupt or outdated one is rebuilt. A cache
+folder that cannot be written (read-only, a file, a full disk) is refused before the raw files are read,
+naming data.cache_dir; a write that fails later (the disk filled meanwhile) costs a warning, not the data.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from recpie.data.pipeline import preprocess
 from recpie.data.rawio import DataError
 from recpie.data.sources import SOURCES
 from recpie.data.types import CheckinData
+from recpie.utils.files import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,9 @@ def _processed(cfg: DataConfig) -> CheckinData:
             return data
         except StaleCache as e:
             log.warning("processed-data cache %s is not usable (%s): rebuilding it", path, e)
+    check_writable(path.parent, "data.cache_dir", "or data.use_cache=false")  # before the preprocessing
     data = preprocess(source.read(files, cfg), cfg)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_cache(path, data)
         log.info("cached processed data at %s", path)
     except OSError as e:

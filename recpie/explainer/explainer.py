@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -13,11 +14,12 @@ from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
 from recpie.explainer.forward import OutputHead, ResponseOutput, response_logprobs, scatter_rows, trim_padding
 from recpie.explainer.generate import Generation, generate
-from recpie.explainer.llm import load_llm
+from recpie.explainer.llm import load_llm, resolve_model_path
 from recpie.explainer.parse import PREFIX
 from recpie.explainer.soft_prompt import SoftPrompt, build_inputs, input_embedding_rms
 from recpie.explainer.vocabulary import data_vocabulary
 from recpie.utils.batching import length_groups
+from recpie.utils.provenance import quick_digest
 
 
 class Explainer(nn.Module):
@@ -49,6 +51,7 @@ class Explainer(nn.Module):
         else:
             self.encoder = SentenceEncoder(cfg.encoder, self.device)
         self.cache = ExplanationCache(cfg.explanation_cache) if cfg.explanation_cache else None
+        self.base_model_tag = base_model_digest(cfg, self.model) if self.cache is not None else ""
 
     @property
     def encoding_dim(self) -> int:
@@ -100,8 +103,9 @@ class Explainer(nn.Module):
         """Greedy explanations through the disk cache: only (key, version) pairs not cached are generated.
 
         Each key is extended by what the text depends on beyond its prompt: a digest of the policy's weights
-        (LoRA and soft prompt) and of the sample's user state, so a cached text is reused only where the very
-        same policy would write it again (a resumed run; not another code version's run of this config)."""
+        (LoRA and soft prompt) and base model files (``base_model_digest``), and of the sample's user state,
+        so a cached text is reused only where the very same policy would write it again (a resumed run; not
+        another code version's run of this config, nor another LLM put at the same path)."""
         keys = self.cache_keys(keys, user_states)
         cached = [self.cache.get(k, version) if self.cache is not None else None for k in keys]
         todo = [i for i, c in enumerate(cached) if c is None]
@@ -118,7 +122,7 @@ class Explainer(nn.Module):
         """``key@<policy digest>[:<user state digest>]``: the cache key of each prompt's greedy text."""
         if self.cache is None:
             return keys
-        policy = hashlib.sha1()
+        policy = hashlib.sha1(self.base_model_tag.encode())
         for name, tensor in sorted(self.trainable_state_dict().items()):
             policy.update(name.encode())
             policy.update(_bytes(tensor))
@@ -156,6 +160,18 @@ class Explainer(nn.Module):
         with torch.no_grad():
             for k, v in state.items():
                 params[k].copy_(v)
+
+
+def base_model_digest(cfg: ExplainerConfig, model: nn.Module) -> str:
+    """What identifies the frozen base LLM's files, cheaply: ``quick_digest`` (each file's name, size and
+    first and last MiB) of the folder it loads from, and of a GGUF file; a hub id's resolved commit."""
+    parts = [quick_digest(Path(cfg.model).expanduser())] if cfg.model.endswith(".gguf") else []
+    path = Path(resolve_model_path(cfg)).expanduser()
+    if path.exists():
+        parts.append(quick_digest(path))
+    else:
+        parts.append(f"{cfg.model}@{getattr(model.config, '_commit_hash', None)}")
+    return "/".join(parts)
 
 
 def _bytes(tensor: torch.Tensor) -> bytes:

@@ -27,13 +27,12 @@ def check_reference_study(study: str, test_samples: int, fraction: float, seeds:
     if test_samples:
         raise ConfigError(f"recpie.reference_study={study} compares on every test sample (the study's): set "
                           f"recpie.test_samples=0 (it is {test_samples}) or recpie.reference_study=''")
-    done = [point_files(Path(study), n)[1] for n in [COUNTERS] + [point_name(f, s) for s in seeds
-                                                                     for f in sorted({fraction, 1.0})]]
-    missing = [str(path) for path in done if not path.is_file()]
-    if missing:
-        raise ConfigError(f"recpie.reference_study={study}: missing {', '.join(missing)}; run the data_efficiency "
-                          "recipe (nyc_data_efficiency) with this fraction, 1.0 and these seeds into that folder, "
-                          "or set recpie.reference_study=''")
+    names = [COUNTERS] + [point_name(f, s) for s in seeds for f in sorted({fraction, 1.0})]
+    missing = [str(point_files(Path(study), n)[1]) for n in names if read_point(Path(study), n) is None]
+    if missing:  # absent, or damaged (read_point warned)
+        raise ConfigError(f"recpie.reference_study={study}: missing or damaged {', '.join(missing)}; run the "
+                          "data_efficiency recipe (nyc_data_efficiency) with this fraction, 1.0 and these seeds "
+                          "into that folder, or set recpie.reference_study=''")
     for seed in seeds:
         _, point = read_point(Path(study), point_name(fraction, seed))
         if len(point["bound_ids"]) != len(point["ranks"]):
