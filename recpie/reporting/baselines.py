@@ -15,6 +15,7 @@ from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import PairedCI
 from recpie.evaluation.tables import ci_table, mean_std_table, metrics_table
 from recpie.reporting.plots import baselines_plot
+from recpie.utils.files import write_or_explain
 
 
 def report(cfg: DictConfig, data: CheckinData, results: dict, grids: dict[str, dict[str, float]]) -> str:
@@ -52,6 +53,6 @@ def write_results(cfg: DictConfig, data: CheckinData, results: dict, grids: dict
           run_dir: Path) -> None:
     """results.md, results.json and test_metrics.png in ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.md").write_text(report(cfg, data, results, grids) + "\n")
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_or_explain(run_dir / "results.md", report(cfg, data, results, grids) + "\n", "run.output_dir")
+    write_or_explain(run_dir / "results.json", json.dumps(results, indent=2, default=str), "run.output_dir")
     baselines_plot(results, run_dir / "test_metrics.png")

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from recpie.evaluation.tables import ci_text
 from recpie.reporting.plots import data_efficiency_plot
+from recpie.utils.files import write_or_explain
 
 METRICS = ("acc@1", "acc@10", "mrr")
 
@@ -55,5 +56,6 @@ def write_results(cfg: DictConfig, results: dict, run_dir: Path) -> None:
     """results.md, results.json (CIs as dicts) and data_efficiency.png in ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     data_efficiency_plot(results, run_dir / "data_efficiency.png")
-    (run_dir / "results.md").write_text(report(cfg, results) + "\n")
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=dataclasses.asdict))
+    write_or_explain(run_dir / "results.md", report(cfg, results) + "\n", "run.output_dir")
+    write_or_explain(run_dir / "results.json", json.dumps(results, indent=2, default=dataclasses.asdict),
+                     "run.output_dir")

@@ -13,6 +13,7 @@ from recpie.evaluation.bootstrap import PairedCI
 from recpie.evaluation.tables import ci_table, ci_text, mean_std_table, metrics_table
 from recpie.evaluation.verdicts import verdict_table
 from recpie.reporting.plots import attribution_plot, cycle_trends_plot
+from recpie.utils.files import write_or_explain
 
 HEADLINE = ("acc@1", "acc@10", "mrr")
 
@@ -95,10 +96,10 @@ def write_results(cfg: DictConfig, data: CheckinData, run_dir: Path, per_seed: d
             "histories, prompts, val and test keep every check-in.", "",
             "Mean +- std over seeds:", "", mean_std_table(per_seed), ""]
     body = [line for report in reports for line in seed_section(report, data)]
-    (run_dir / "results.md").write_text("\n".join(head + body))
+    write_or_explain(run_dir / "results.md", "\n".join(head + body), "run.output_dir")
     summary = {name: [{k: float(v) for k, v in m.items()} for m in runs] for name, runs in per_seed.items()}
-    (run_dir / "results.json").write_text(json.dumps({"config": OmegaConf.to_container(cfg, resolve=True),
-                                                      "per_seed": summary}, indent=2))
+    write_or_explain(run_dir / "results.json", json.dumps({"config": OmegaConf.to_container(cfg, resolve=True),
+                                                           "per_seed": summary}, indent=2), "run.output_dir")
     print("\n" + "\n".join(head[:3]))
     print(mean_std_table(per_seed, names=HEADLINE))
     print("\n" + "\n".join(body))
