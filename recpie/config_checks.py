@@ -63,9 +63,10 @@ RANGES: dict[str, Rule] = {
     "rl.group_size": _ge(1), "rl.ppo_epochs": _ge(1), "rl.minibatch_size": _ge(1), "rl.cliprange": _gt(0),
     "rl.cliprange_value": _gt(0), "rl.vf_coef": _ge(0), "rl.gamma": SHARE, "rl.lam": SHARE,
     "rl.kl.init_coef": _ge(0), "rl.kl.target": _gt(0), "rl.kl.horizon": _ge(1),
-    "rl.reward.clip": _ge(0),
+    "rl.reward.clip": _ge(0), "rl.reward.std_floor": _ge(0),
     "recpie.cycles": _ge(1), "recpie.rec_steps_per_cycle": _ge(1), "recpie.ppo_iterations": _ge(0),
-    "recpie.rollout_prompts": _ge(1), "recpie.refresh_budget": _ge(0), "recpie.null_dropout": SHARE,
+    "recpie.refresh_budget": _ge(0), "recpie.null_dropout": SHARE,
+    "recpie.rollout_prompts": _ge(2),  # the reward compares a sample's explanation with another sample's
     "recpie.explained_share": SHARE, "recpie.explained_draws": _ge(0), "recpie.sft_steps": _ge(0),
     "recpie.sft_batch": _ge(1), "recpie.sft_share": _within(0, 1, True, True), "recpie.rec_lr": _gt(0),
     "recpie.fusion_lr": _gt(0), "recpie.llm_lr": _gt(0), "recpie.grad_clip": _ge(0),

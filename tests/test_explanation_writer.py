@@ -59,7 +59,7 @@ def test_a_refresh_stores_encoded_explanations_of_every_refreshed_sample(tmp_pat
     candidates = torch.tensor([store.candidates["train"][i] for i in ids.tolist()])
     z, present = store.get("train", ids, host.device)
     assert present.all() and len(host.logged["speed/refresh_s"]) == 1
-    torch.testing.assert_close(z[:, 0], writer.encode(texts, candidates).half().float())
+    torch.testing.assert_close(z[:, 0], writer.encode(texts, candidates)[0].half().float())
 
 
 def test_candidate_granularity_writes_one_prompt_about_each_candidate(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811

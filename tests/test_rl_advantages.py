@@ -6,7 +6,9 @@ import torch
 
 from recpie.rl import (
     RLConfig,
+    Rollout,
     advantage_estimator,
+    compute_advantages,
     gae,
     grpo_advantages,
     masked_whiten,
@@ -73,3 +75,37 @@ def test_estimator_errors_name_the_key():
         grpo_advantages(T([1.0, 2.0, 3.0]), 2)
     with pytest.raises(ValueError, match="value head"):
         advantage_estimator("gae")(T([1.0]), T([[1]]), T([[0.0]]), T([[0.0]]), None, 0.1, RLConfig())
+
+
+def rollout_of(scores: torch.Tensor, mask: torch.Tensor) -> Rollout:
+    """A rollout whose policy is its reference (no KL): only the scores and the mask matter."""
+    n, r = mask.shape
+    zeros = torch.zeros(n, r)
+    return Rollout(torch.zeros(n, r + 1, dtype=torch.long), torch.ones(n, r + 1), mask, zeros, zeros, scores)
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_sequence_level_advantages_by_hand_with_and_without_whitening(whiten):
+    # two prompts x two samples, responses of 1, 3, 2 and 3 tokens.
+    scores = T([1.0, 3.0, 2.0, 2.0])
+    mask = T([[1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]])
+    cfg = RLConfig(estimator="rloo", group_size=2, whiten_advantages=whiten)
+    adv, returns = compute_advantages(rollout_of(scores, mask), cfg, kl_coef=0.1)
+    # RLOO: r_i - mean of the others in its group -> [-2, 2, 0, 0]. Whitened over the 4 responses (each once,
+    # whatever its length): mean 0, unbiased std sqrt(8/3) -> [-1.2247, 1.2247, 0, 0]. Over the 9 tokens instead
+    # (token-level whitening) the mean would be 4/9 and no response would get exactly 0.
+    per_response = T([-2.0, 2.0, 0.0, 0.0]) / ((8 / 3) ** 0.5 if whiten else 1.0)
+    assert returns is None
+    torch.testing.assert_close(adv, per_response[:, None] * mask, atol=1e-5, rtol=0)
+
+    cfg = RLConfig(estimator="grpo", group_size=2, whiten_advantages=whiten)
+    adv, _ = compute_advantages(rollout_of(scores, mask), cfg, kl_coef=0.1)
+    # GRPO: (r - group mean) / group std (unbiased; 1.4142 in group 1): [-0.7071, 0.7071, 0, 0]; whitened
+    # over the responses: mean 0, std sqrt(1/3) -> [-1.2247, 1.2247, 0, 0]
+    per_response = T([-1.0, 1.0, 0.0, 0.0]) * ((3 / 2) ** 0.5 if whiten else 0.5**0.5)
+    torch.testing.assert_close(adv, per_response[:, None] * mask, atol=1e-5, rtol=0)
+
+
+def test_the_defaults_are_sequence_level_for_a_sequence_level_reward():
+    cfg = RLConfig()
+    assert (cfg.estimator, cfg.group_size, cfg.whiten_advantages, cfg.kl_reference) == ("rloo", 4, False, "warmup")

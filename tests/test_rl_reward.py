@@ -57,3 +57,24 @@ def test_kl_controllers():
     assert restored.value == adaptive.value
     with pytest.raises(ValueError, match="rl.kl.target"):
         KLController(KLConfig(adaptive=True, target=0.0))
+
+
+@pytest.mark.parametrize("std_floor, unit_size", [(0.05, False), (0.0, True)])
+def test_a_zero_variance_start_does_not_turn_tiny_gains_into_unit_scores(std_floor, unit_size):
+    # cycle 0: 8 gains of exactly 0 (the identity fusion); then gains of 1e-4 nats. Without a floor the running
+    # std (~7e-5) scales them to ~+-1.5 (the bug of the 3%/12% runs); with a 0.05-nat floor they stay ~0.002.
+    cfg, moments = RewardConfig(std_floor=std_floor), RunningMoments()
+    ok, ended = T([True] * 8), T([True] * 8)
+    shape_scores(torch.zeros(8), ended, ok, moments, cfg)
+    scores, _ = shape_scores(T([1e-4, -1e-4, 2e-4, 0.0, 1e-4, -2e-4, 1e-4, 0.0]), ended, ok, moments, cfg)
+    assert (scores.abs().max() > 0.5) == unit_size, scores
+    if not unit_size:
+        assert scores.abs().max() < 0.01
+    assert moments.count == 16  # the floor changes the scale, not what the moments saw
+
+
+def test_a_real_spread_above_the_floor_is_normalised_as_before():
+    moments = RunningMoments()
+    scores, _ = shape_scores(T([-1.0, 1.0]), T([True, True]), T([True, True]), moments,
+                             RewardConfig(std_floor=0.05))
+    torch.testing.assert_close(scores, T([-1.0, 1.0]))

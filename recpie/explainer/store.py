@@ -25,11 +25,12 @@ class ExplanationStore:
         self.candidates: dict[str, dict[int, list[int]]] = {s: {} for s in sizes}  # what each prompt showed
 
     def put(self, split: str, ids: torch.Tensor, z: torch.Tensor, texts: list[list[str]], version: int,
-            candidates: list[list[int]]) -> None:
-        """z [b, S, dz] for samples ids [b]; texts[i] holds the S texts of sample ids[i]."""
+            candidates: list[list[int]], present: torch.Tensor | None = None) -> None:
+        """z [b, S, dz] for samples ids [b]; texts[i] holds the S texts of sample ids[i]; present [b, S]:
+        False for a text the recommender cannot read (it gets the null explanation; default: all read)."""
         ids = ids.cpu()
         self.z[split][ids] = z.detach().to("cpu", torch.float16)
-        self.present[split][ids] = True
+        self.present[split][ids] = True if present is None else present.cpu()
         self.version[split][ids] = version
         for i, t, c in zip(ids.tolist(), texts, candidates, strict=True):
             self.texts[split][i], self.candidates[split][i] = t, c

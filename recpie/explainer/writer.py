@@ -19,6 +19,7 @@ from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.explained_recommender import Batch, ExplainedRecommender
 from recpie.data.types import CheckinData
 from recpie.explainer.explainer import Explainer
+from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.store import ExplanationStore
 
@@ -100,16 +101,26 @@ class ExplanationWriter:
                                   f"explaining {len(prompts)} {split} prompts (batches)", self.host.global_rank):
                 sl = slice(start, start + self.generation_batch)
                 texts += self.explainer.explain(prompts[sl], keys[sl], states[sl], version)
-            z = self.encode(texts, candidates[pick].repeat_interleave(self.slots, 0)).view(len(todo), self.slots, -1)
+            z, present = self.encode(texts, candidates[pick].repeat_interleave(self.slots, 0))
             grouped = [texts[k * self.slots:(k + 1) * self.slots] for k in range(len(todo))]
-            self.store.put(split, ids[pick], z, grouped, version, candidates[pick].tolist())
+            self.store.put(split, ids[pick], z.view(len(todo), self.slots, -1), grouped, version,
+                           candidates[pick].tolist(), present.view(len(todo), self.slots))
         return h, candidates
 
-    def encode(self, texts: list[str], candidates: torch.Tensor) -> torch.Tensor:
-        """Embeddings of explanation texts on the host's device; ``candidates`` [n,K]: what each text's
-        prompt showed (the verdict encoder reads their labels to tell which candidate a part names)."""
-        labels = [[self.data.catalogue.label(p) for p in row] for row in candidates.tolist()]
-        return self.explainer.encode(texts, labels).to(self.host.device)
+    def labels(self, candidates: torch.Tensor) -> list[list[str]]:
+        """The names a prompt shows for each row of candidates [n,K] (what a text names them by)."""
+        return [[self.data.catalogue.label(p) for p in row] for row in candidates.tolist()]
+
+    def encode(self, texts: list[str], candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [n, dz], present [n]) of explanation texts on the host's device; ``candidates`` [n,K]:
+        what each text's prompt showed (the verdict encoder reads their labels to tell which candidate a part
+        names). present is False where a verdict encoder cannot read the text (unparseable): the recommender
+        then reads the null explanation, not a verdict that names no candidate."""
+        z = self.explainer.encode(texts, self.labels(candidates)).to(self.host.device)
+        present = torch.ones(len(texts), dtype=torch.bool)
+        if self.cfg.explainer.encoder == "verdict":
+            present = torch.tensor([parse(t).ok for t in texts], dtype=torch.bool)
+        return z, present.to(self.host.device)
 
     def refresh(self, ids: torch.Tensor, version: int) -> None:
         """Fresh greedy explanations of train samples ``ids`` (this rank's share of the cycle's refresh),
@@ -130,7 +141,7 @@ class ExplanationWriter:
         gathered = [None] * self.host.world_size
         store = self.store
         payload = (ids, store.z["train"][ids], [store.texts["train"][i] for i in ids.tolist()],
-                   [store.candidates["train"][i] for i in ids.tolist()])
+                   [store.candidates["train"][i] for i in ids.tolist()], store.present["train"][ids])
         torch.distributed.all_gather_object(gathered, payload)
-        for other_ids, z, texts, candidates in gathered:
-            store.put("train", other_ids, z, texts, version, candidates)
+        for other_ids, z, texts, candidates, present in gathered:
+            store.put("train", other_ids, z, texts, version, candidates, present)

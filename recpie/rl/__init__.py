@@ -14,8 +14,9 @@ One PPO iteration, as the module runs it (manual optimization)::
                                 attention_mask=attention_mask, position_ids=pos)   # old log-probs, hidden
         with llm.disable_adapter():
             ref = response_logprobs(llm, responses, cfg.temperature, ...).logprobs
-    # 2. score: raw = reward(...); scores, reward_stats = shape_scores(raw, has_eos,
-    #    parse_flags(texts, parse_ok), moments, cfg.reward)
+    # 2. score: parts = explanation_reward(recommender, ..., z, present, other_rows(rows, generator))
+    #    raw = parts.raw(cfg.reward.baseline)   # own explanation's log p(target) minus another sample's (or null)
+    #    scores, reward_stats = shape_scores(raw, has_eos, parse_flags(texts, parse_ok), moments, cfg.reward)
     rollout = Rollout(seqs, attention_mask, mask, out.logprobs, ref, scores,
                       values=value_head(out.hidden) * mask, extras={...})
     # 3. update: policy_forward(mb: Rollout) -> (logprobs, values or None, entropy or None)
@@ -24,17 +25,21 @@ One PPO iteration, as the module runs it (manual optimization)::
     kl_ctl.update(stats["ppo/kl_k1_per_seq"], n_samples=len(rollout.scores))
 
 Choices: gae puts -kl_coef*k1 on every token and the score on the last response token; grpo/rloo subtract
-kl_coef * (summed k1) from each sequence's score, then compare it within its group of group_size rows.
+kl_coef * (summed k1) from each sequence's score, then compare it within its group of group_size rows
+(the default: rloo, 4 samples per prompt; whitening, when on, is over tokens for gae, over responses for these).
 Under DDP each rank whitens, normalises and adapts the KL coefficient on its own rows unless the caller
 all-gathers raw scores before RunningMoments.update and averages the KL stat before KLController.update.
 
 API
 - advantages: masked_whiten(x, mask), token_rewards(scores, mask, logprobs, ref_logprobs, kl_coef),
   gae(rewards, values, mask, gamma, lam) -> (adv, returns), grpo_advantages(scores, group_size),
-  rloo_advantages(scores, group_size), advantage_estimator(name in "gae" | "grpo" | "rloo").
+  rloo_advantages(scores, group_size), advantage_estimator(name in "gae" | "grpo" | "rloo"),
+  whiten(advantages, mask, estimator).
 - losses: policy_loss(logprobs, old, adv, mask, cliprange) -> (loss, stats),
   value_loss(values, old_values, returns, mask, cliprange_value) -> (loss, stats), kl_k1, kl_k3.
-- reward: RunningMoments, parse_flags(texts, parse_ok), shape_scores(...), KLController(cfg.kl).
+- reward: explanation_reward(...) -> ExplanationReward (own / other / null log p of the target),
+  derangement(n, generator), other_rows(rows, generator), RunningMoments (normalise with a std floor),
+  parse_flags(texts, parse_ok), shape_scores(...), KLController(cfg.kl).
 - the LLM's forward helpers live one layer down, in recpie.explainer.forward (the explainer generates and
   encodes with them too): left_pad_position_ids, response_mask -> (mask, has_eos), response_logprobs(model,
   responses, temperature, attn=None, **model_inputs) -> ResponseOutput, attention_implementation(model, name).

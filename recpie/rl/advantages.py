@@ -1,4 +1,4 @@
-"""Advantage estimators: GAE with a value head, GRPO and RLOO from groups of samples per prompt.
+"""Advantage estimators: GAE with a value head, GRPO and RLOO from groups of samples per prompt; whitening.
 
 All tensors are [N, R] over response tokens, with a response mask that is 1 up to and including the
 first EOS and 0 after it (see `recpie.explainer.forward.response_mask`). The mask is a prefix of each row.
@@ -12,6 +12,7 @@ from torch import Tensor
 
 from recpie.rl.config import RLConfig
 from recpie.rl.losses import kl_k1
+from recpie.rl.masked import masked_whiten
 
 
 def last_token_index(mask: Tensor) -> Tensor:
@@ -69,6 +70,14 @@ def rloo_advantages(scores: Tensor, group_size: int) -> Tensor:
     return (g - baseline).reshape(-1)
 
 
+def whiten_sequences(advantages: Tensor, mask: Tensor) -> Tensor:
+    """Sequence-level advantages (one value per response, on its masked tokens) whitened over the responses,
+    each counted once whatever its length; back on their tokens. The mask's first column is always 1 (a
+    response has at least one token), so column 0 holds each response's value."""
+    per_response = advantages[:, :1].T  # [1, N]
+    return masked_whiten(per_response, torch.ones_like(per_response)).T * mask.to(advantages.dtype)
+
+
 def sequence_scores_with_kl(scores: Tensor, mask: Tensor, logprobs: Tensor, ref_logprobs: Tensor,
                             kl_coef: float) -> Tensor:
     """Score minus kl_coef times the summed k1 KL of the response (the KL penalty of grpo/rloo)."""
@@ -102,6 +111,12 @@ _ESTIMATORS: dict[str, Estimator] = {
     "grpo": _group_estimator(grpo_advantages),
     "rloo": _group_estimator(rloo_advantages),
 }
+
+
+def whiten(advantages: Tensor, mask: Tensor, estimator: str) -> Tensor:
+    """rl.whiten_advantages: gae's per-token advantages over the masked tokens, grpo/rloo's per-response
+    ones over the responses (whitening over tokens would weight a response by its length)."""
+    return masked_whiten(advantages, mask) if estimator == "gae" else whiten_sequences(advantages, mask)
 
 
 def advantage_estimator(name: str) -> Estimator:

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 Estimator = StrEnum("Estimator", ["gae", "grpo", "rloo"])  # how PPO's advantages are estimated
 KLReference = StrEnum("KLReference", ["base", "warmup"])  # the policy the KL penalty holds the explainer near
+# what the reward compares the sample's own explanation with (see RewardConfig.baseline)
+RewardBaseline = StrEnum("RewardBaseline", ["other", "null"])
 
 
 @dataclass
@@ -20,9 +22,18 @@ class KLConfig:
 
 @dataclass
 class RewardConfig:
-    """How a raw score (e.g. log-likelihood gain) becomes the PPO score at the last response token."""
+    """How a raw score (the recommender's log-likelihood gain) becomes the PPO score of a response."""
 
+    # the raw score: log p(target | own explanation) - log p(target | the baseline's), recommender in eval
+    # mode. "other": another sample's explanation of the same rollout (a seeded derangement of its prompts), so
+    # only what the text says about *this* sample pays, not that an explanation is present; "null": the
+    # fusion's learned null explanation (the gain over having none). Either is 0 while the fusion is the
+    # identity. Texts the fusion cannot read (a verdict encoder's unparseable ones) count as the null
+    baseline: RewardBaseline = RewardBaseline.other
     normalise: bool = True  # divide by a running std (and subtract the running mean)
+    # floor of that std, in nats of the raw score: a zero-variance start (the identity fusion's zeros) must
+    # not turn 1e-4 noise into unit scores; below it a gain of std_floor nats is one unit
+    std_floor: float = 0.05
     clip: float = 5.0  # clip the normalised score to [-clip, clip]; 0 disables clipping
     missing_eos_penalty: float = -1.0  # added when the response ends without an EOS token
     unparseable_penalty: float = -1.0  # added when the parse check rejects the response text
@@ -33,7 +44,11 @@ class RLConfig:
     """PPO update settings: estimator, epochs, minibatches, clipping (the sampling temperature, which every
     log-prob shares, is explainer.temperature)."""
 
-    estimator: Estimator = Estimator.gae  # "gae" (value head), "grpo" or "rloo" (groups of samples, no value head)
+    # "rloo" or "grpo" (group_size samples per prompt, one advantage per response, no value head) or "gae"
+    # (value head, per token). The reward is one number per response: a value head that starts at 0 and gets
+    # a few steps per iteration passed only 0.09-0.23 of it back to the "may like" tokens at lambda 0.95
+    # (the 3%/12% runs); RLOO's baseline, the mean score of the prompt's other samples, needs no learning
+    estimator: Estimator = Estimator.rloo
     group_size: int = 4  # grpo/rloo: samples per prompt, contiguous rows of the rollout (gae ignores it)
     ppo_epochs: int = 4  # passes over the rollout per PPO iteration (the design says 2-4)
     minibatch_size: int = 4  # rollout rows per optimizer step
@@ -42,10 +57,14 @@ class RLConfig:
     vf_coef: float = 0.1  # weight of the value loss (gae only)
     gamma: float = 1.0  # GAE discount
     lam: float = 0.95  # GAE lambda
-    whiten_advantages: bool = True  # masked whitening of the advantages over the whole rollout
-    # what the per-token KL is measured against: "base" (the adapter-disabled LLM, same soft prompt) or
-    # "warmup" (a frozen copy of LoRA + soft prompt right after the format warm-up, RLHF's SFT reference:
-    # the warm-up itself moves the policy far from the base; docs/decisions.md)
-    kl_reference: KLReference = KLReference.base
+    # whiten the advantages over the rollout: gae over its response tokens; grpo/rloo over its responses
+    # (one value each, however long), then back on their tokens. Off by default: whitening divides by the
+    # rollout's spread, which turns the floored reward's small differences (rl.reward.std_floor) back into
+    # unit advantages (RLOO's already have mean 0 over a rollout)
+    whiten_advantages: bool = False
+    # what the per-token KL is measured against: "warmup" (a frozen copy of LoRA + soft prompt right after
+    # the format warm-up, RLHF's SFT reference) or "base" (the adapter-disabled LLM, same soft prompt: the
+    # warm-up alone puts the policy ~80 nats from it, a penalty that fights the format; docs/decisions.md)
+    kl_reference: KLReference = KLReference.warmup
     kl: KLConfig = field(default_factory=KLConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)

@@ -1,5 +1,6 @@
 """Training the explainer: the format warm-up, PPO iterations rewarded by the recommender's log-likelihood
-gain, the policy's log-prob forward and the KL reference (rl.kl_reference).
+gain from each sample's own explanation over another sample's (rl.reward), the policy's log-prob forward and
+the KL reference (rl.kl_reference).
 
 Lightning's calls (manual_backward, clip_gradients, all_gather, reduce, logging) reach the trainer through
 ``TrainerHost``: the joint module passes itself, a test passes a plain double. ``optimizer_step`` is the
@@ -17,12 +18,14 @@ from omegaconf import DictConfig
 
 from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.types import CheckinData
+from recpie.evaluation.verdicts import liked_target_share, verdict_pairs
+from recpie.explainer.encoder import VerdictEncoder
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
 from recpie.explainer.warmup import sft_losses, templated_explanation
 from recpie.explainer.writer import ExplanationWriter, WriterHost, progress
 from recpie.rl.ppo import Rollout, ppo_update
-from recpie.rl.reward import KLController, RunningMoments, parse_flags, shape_scores
+from recpie.rl.reward import KLController, RunningMoments, explanation_reward, other_rows, parse_flags, shape_scores
 from recpie.utils.seeds import phase_seed
 
 log = logging.getLogger(__name__)
@@ -149,9 +152,17 @@ class ExplainerTrainer:
         finally:
             self.explainer.load_trainable_state_dict(current)
 
+    def like_hit_rate(self, texts: list[str], candidates: torch.Tensor, target: torch.Tensor) -> float:
+        """Share of the texts whose "may like" names the target (among the candidates [n,K] of each prompt;
+        shared labels split the hit), read as the verdict encoder reads it, whatever the run's encoder."""
+        k = candidates.shape[1]
+        liked = verdict_pairs(VerdictEncoder(k)(texts, self.writer.labels(candidates)), k)[..., 0]
+        return liked_target_share(liked.to(candidates.device), candidates, target).mean().item()
+
     def ppo_iteration(self, opt, iteration: int) -> dict[str, float]:
         """Sampled explanations of fresh train samples, rewarded by the recommender's log-likelihood gain
-        (penalised for a missing EOS or unparseable text), then ``ppo_update``; returns its stats."""
+        with each sample's own explanation over another sample's (or the null one, rl.reward.baseline),
+        penalised for a missing EOS or unparseable text, then ``ppo_update``; returns its stats."""
         rl, host = self.cfg.rl, self.host
         start = time.perf_counter()
         group = rl.group_size if rl.estimator in ("grpo", "rloo") else 1
@@ -169,8 +180,12 @@ class ExplainerTrainer:
         gen = self.explainer.generate(prompts, h[rows], sample=True)
         rollout_s = time.perf_counter() - began
         with torch.no_grad():
-            z = self.writer.encode(gen.texts, candidates[rows])
-            raw, null_lp, with_lp = self.recommender.log_likelihood_gain(batch, h, candidates, rows, slot, z)
+            z, present = self.writer.encode(gen.texts, candidates[rows])
+            g = torch.Generator().manual_seed(phase_seed(self.seed, host.current_epoch, host.global_rank, iteration,
+                                                         "other"))
+            parts = explanation_reward(self.recommender, batch, h, candidates, rows, slot, z, present,
+                                       other_rows(rows.cpu(), g).to(rows.device))
+            raw = parts.raw(rl.reward.baseline)
             parsed = parse_flags(gen.texts, lambda t: parse(t).ok).to(raw.device)
             # normalise with the scores of every rank, so the running moments stay identical across ranks
             scores, reward_stats = shape_scores(host.gathered(raw), host.gathered(gen.ended),
@@ -188,15 +203,16 @@ class ExplainerTrainer:
         kl = host.reduced(torch.tensor(stats["ppo/kl_k1_per_seq"], device=host.device), "mean")  # one coefficient
         self.kl_ctl.update(float(kl), n_samples=len(rows) * host.world_size)
         self.policy_version += 1
-        stats.update(reward_stats, **{"reward/with_explanation_logp": with_lp.mean().item(),
-                                      "reward/null_logp": null_lp.mean().item(), "ppo/kl_coef": self.kl_ctl.value,
-                                      "speed/ppo_iteration_s": time.perf_counter() - start,
-                                      "speed/rollout_s": rollout_s,
-                                      "speed/rollout_tokens_per_s": gen.response_mask.sum().item() / rollout_s})
+        hits = self.like_hit_rate(gen.texts, candidates[rows], self.recommender.target(batch)[rows])
+        stats.update(reward_stats, **parts.stats(), **{
+            "reward/like_hit_rate": hits, "ppo/kl_coef": self.kl_ctl.value,
+            "speed/ppo_iteration_s": time.perf_counter() - start, "speed/rollout_s": rollout_s,
+            "speed/rollout_tokens_per_s": gen.response_mask.sum().item() / rollout_s})
         host.log_text("explanations/rollout", "\n\n".join(gen.texts[:4]))
-        log.info("cycle %d PPO %d: reward %.3f (null logp %.3f), KL %.3f, parse %.2f, EOS %.2f; "
-                 "%.1f s (rollout %.1f s, %.0f tokens/s)", host.current_epoch, iteration, stats["reward/raw_mean"],
-                 stats["reward/null_logp"], stats["ppo/kl_k1_per_seq"], stats["reward/parse_rate"],
+        log.info("cycle %d PPO %d: reward %.4f +- %.4f (%.0f%% > 0; content %.4f), \"may like\" hits %.2f, KL %.3f, "
+                 "parse %.2f, EOS %.2f; %.1f s (rollout %.1f s, %.0f tokens/s)", host.current_epoch, iteration,
+                 stats["reward/raw_mean"], stats["reward/raw_std"], 100 * stats["reward/positive_share"],
+                 stats["reward/content"], hits, stats["ppo/kl_k1_per_seq"], stats["reward/parse_rate"],
                  stats["reward/eos_rate"], stats["speed/ppo_iteration_s"], stats["speed/rollout_s"],
                  stats["speed/rollout_tokens_per_s"])
         return stats

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor
 
-from recpie.rl.advantages import advantage_estimator
+from recpie.rl.advantages import advantage_estimator, whiten
 from recpie.rl.config import RLConfig
 from recpie.rl.losses import kl_k1, kl_k3, policy_loss, value_loss
-from recpie.rl.masked import masked_mean, masked_whiten
+from recpie.rl.masked import masked_mean
 from recpie.utils.batching import in_row_order, length_groups
 
 
@@ -56,7 +56,7 @@ def compute_advantages(rollout: Rollout, cfg: RLConfig, kl_coef: float) -> tuple
         advantages, returns = estimate(rollout.scores.float(), rollout.response_mask, rollout.old_logprobs,
                                        rollout.ref_logprobs, rollout.values, kl_coef, cfg)
         if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, rollout.response_mask)
+            advantages = whiten(advantages, rollout.response_mask, cfg.estimator)
     return advantages, returns
 
 
