@@ -23,6 +23,9 @@ from recpie.data.types import CheckinData
 from recpie.utils.seeds import phase_seed
 
 IGNORE = -100  # target where nothing is predicted (torch cross-entropy's ignore_index)
+# the keys with a position axis [B, L] and their left-padding value (poi pads with the pad POI id, P)
+POSITION_KEYS = {"poi": None, "hour_of_week": 0, "time": 0, "mask": False, "next_hour_of_week": 0,
+                 "next_time": 0, "target": IGNORE, "train_step": False}
 HISTORY_DECAYS = (0.9, 0.99, 0.995)  # hist_stats[..., 1 + j] = sum of HISTORY_DECAYS[j] ** age
 HISTORY_TIME_SCALES_DAYS = (7.0, 60.0)  # then sum of exp(-elapsed days / tau)
 HISTORY_KERNEL_DECAY = 0.99  # then 48 columns: sum of 0.99 ** age per (weekend?, local hour of day)

@@ -227,3 +227,19 @@ def test_learning_rate_schedule_in_steps():
     assert lr_factor(9, tc) == pytest.approx(0.55)  # halfway down the cosine
     assert lr_factor(14, tc) == pytest.approx(0.1) and lr_factor(1000, tc) == pytest.approx(0.1)
     assert lr_factor(0, TrainConfig()) == 1.0 and lr_factor(10**6, TrainConfig()) == 1.0
+
+
+def test_target_logits_equal_the_whole_window_logits_at_the_targets(nyc_data):
+    """The low-fraction loss path: each target's window cut and shifted to end at it scores as the full pass."""
+    cfg = small_cfg(Path("."), "backbone.hidden_size=32", "backbone.num_heads=2")
+    data = with_train_fraction(nyc_data, 0.12, "targets", 0)
+    windows = WindowDataset(data, 50, "all_steps", summary=True)
+    batch = to_tensors(windows.__getitems__(list(range(0, 320, 10))))
+    torch.manual_seed(0)
+    backbone = Backbone(cfg.backbone, data, 50).eval()
+    with torch.no_grad():
+        full = backbone(batch)
+        sparse, (rows, pos) = backbone.target_logits(batch)
+    assert len(rows) == int((batch["target"] >= 0).sum()) > 20
+    assert len(pos.unique()) > 10 and (~batch["mask"]).any()  # targets at many positions, left-padded windows
+    torch.testing.assert_close(sparse, full[rows, pos], atol=1e-4, rtol=1e-5)

@@ -19,7 +19,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from data_modules.batches import StepStream
+from data_modules.batches import IGNORE, StepStream
 from recpie.components.backbone import Backbone
 from recpie.components.config import BackboneConfig, TrainConfig
 from recpie.data.types import CheckinData
@@ -58,6 +58,11 @@ def sample_ends_trajectory(data: CheckinData, split: str) -> torch.Tensor:
     end = ((t + 1 < len(data.poi)) & (data.user[nxt] == data.user[t]) & (data.trajectory[nxt] != data.trajectory[t])
            & (data.time[nxt] < data.t80))
     return torch.from_numpy(end)
+
+
+# below this share of a batch's positions holding a target, the loss computes logits at the targets only
+# (Backbone.target_logits): the same values, cheaper; full data keeps the one whole-window pass
+SPARSE_TARGETS = 0.5
 
 
 def lr_factor(step: int, train_cfg: TrainConfig) -> float:
@@ -128,8 +133,12 @@ class RecommenderModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         weight = target_loss_weight(window_ends(batch, self.session_gap_s), self.backbone.target_visited(batch),
                                     self.train_cfg)
-        loss = self.backbone.loss(self.backbone(batch), batch["target"], self.train_cfg.label_smoothing,
-                                  weight)
+        target, smoothing = batch["target"], self.train_cfg.label_smoothing
+        if (target != IGNORE).float().mean() < SPARSE_TARGETS:  # a low train fraction: logits at targets only
+            logits, (rows, pos) = self.backbone.target_logits(batch)
+            loss = self.backbone.loss(logits, target[rows, pos], smoothing, weight[rows, pos])
+        else:
+            loss = self.backbone.loss(self.backbone(batch), target, smoothing, weight)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["user"]))
         return loss
 
