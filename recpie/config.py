@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from recpie.components.config import BackboneConfig, BaselinesConfig, TrainConfig
 from recpie.config_checks import (
@@ -75,6 +76,34 @@ class EfficiencyConfig:
     # samples the prompt-information bound fits its reader on (val) and scores (test); 0 = all
     bound_val_samples: int = 0
     bound_test_samples: int = 0
+    # the backbone's val-MRR search, per fraction: each entry one setting, space-separated key=value overrides
+    # of the train and backbone sections (e.g. "train.lr=1e-3 backbone.dropout=0.5"). At every fraction seed
+    # 0 of each setting is fitted; the one with the best val MRR (the first on a tie) trains every seed, and
+    # the study's points record it. Empty: the config's own setting at every fraction
+    search: list[str] = field(default_factory=list)
+
+
+SEARCHABLE = ("train.", "backbone.")  # the sections a search setting may override
+
+
+def with_setting(cfg: DictConfig, setting: str, where: str = "efficiency.search") -> DictConfig:
+    """``cfg`` with one search setting's overrides applied and checked; ConfigError naming ``where`` and the
+    setting for a key outside SEARCHABLE, an unknown key, a wrong type or a value out of range."""
+    pairs = setting.split()
+    bad = [p for p in pairs if "=" not in p or not p.startswith(SEARCHABLE)]
+    if bad:
+        raise ConfigError(f"{where}: {setting!r}: {bad[0]!r} is not a key=value override of "
+                          f"{' or '.join(s.rstrip('.') for s in SEARCHABLE)} (e.g. \"train.lr=1e-3 backbone.dropout=0.5\")")
+    try:
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(pairs))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where}: {setting!r}: {str(e).splitlines()[0]}") from None
+    for section in ("train", "backbone"):
+        try:
+            check_section(value_at(merged, section), section)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {setting!r}: {e}") from None
+    return merged
 
 
 @dataclass
@@ -125,6 +154,10 @@ def validate(cfg: DictConfig, explicit: Iterable[str] = ()) -> None:
     if cfg.rl.estimator in ("grpo", "rloo") and cfg.rl.group_size < 2:
         raise ConfigError(f"rl.estimator={cfg.rl.estimator} compares samples of one prompt: "
                           f"rl.group_size={cfg.rl.group_size} must be >= 2")
+    for setting in cfg.efficiency.search:
+        with_setting(cfg, setting)
+    if len(set(cfg.efficiency.search)) != len(cfg.efficiency.search):
+        raise ConfigError("efficiency.search lists a setting twice: drop the repeat")
     check_models(cfg.explainer)
     check_decoding(cfg.explainer)
     check_explanation_modes(cfg)

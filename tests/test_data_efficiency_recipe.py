@@ -42,3 +42,31 @@ def test_recipe_writes_the_curve_and_resumes_from_its_points(data_root, tmp_path
     assert again["fractions"][0]["backbone"] == results["fractions"][0]["backbone"]
     assert again["fractions"][1]["bound"] == results["fractions"][1]["bound"]
     assert not (tmp_path / "f1").exists()
+
+
+@pytest.mark.slow
+def test_the_search_picks_by_val_mrr_and_a_finished_study_trains_nothing(data_root, tmp_path):
+    settings = ["train.lr=2e-3", "train.lr=1e-12 train.weight_decay=0"]  # the second never moves its weights
+    cfg = tiny_recipe_config(data_root, "efficiency.fractions=[0.03]", "efficiency.bound_val_samples=150",
+                             "efficiency.bound_test_samples=100", f"efficiency.search={settings}")
+    results = run(cfg, tmp_path)
+    row = results["fractions"][0]
+    trials = {t["setting"]: t for t in row["search"]}
+    assert set(trials) == set(settings)
+    assert row["setting"] == max(settings, key=lambda s: trials[s]["best_val_mrr"])
+    point = json.loads((tmp_path / "points" / "f0.03_seed0.json").read_text())
+    assert point["setting"] == row["setting"] and point["best_val_mrr"] == trials[row["setting"]]["best_val_mrr"]
+    md = (tmp_path / "results.md").read_text()
+    assert "## The backbone's search per fraction" in md and f"**`{row['setting']}`**" in md
+    # run again: no fit trains, no checkpoint is written, the same report byte for byte
+    checkpoints = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")}
+    assert len(checkpoints) >= 4  # best and last of each setting's seed 0: the point reused the chosen fit
+    run(cfg, tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")} == checkpoints
+    assert (tmp_path / "results.md").read_text() == md
+    # without the points, the study recomputes them from the finished fits, still training nothing
+    shutil.rmtree(tmp_path / "points")
+    again = run(cfg, tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")} == checkpoints
+    assert again["fractions"][0]["backbone"] == row["backbone"]
+    assert (tmp_path / "results.md").read_text() == md

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from data_modules import CheckinDataModule
 from recpie.components.baselines import DecayedCounter, Markov
-from recpie.config import data_config, run_seeds
+from recpie.config import data_config, run_seeds, with_setting
 from recpie.data.fraction import kept_summary, with_train_fraction
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
@@ -31,39 +31,80 @@ from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.explainer.information import FACTS_VERSION, facts_bound
 from recpie.models.recpie_module import subset_ids
-from recpie.recipes.baselines import fit_backbone, tune_counter
+from recpie.recipes.baselines import fit_backbone, slug, tune_counter
 from recpie.reporting.data_efficiency import METRICS, write_results
 from recpie.reporting.study_points import COUNTERS, point_name, read_point, write_point
 
 log = logging.getLogger(__name__)
 
 
-def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed: int, run_dir: Path) -> dict:
+def fit_folder(run_dir: Path, fraction: float, setting: str, seed: int) -> Path:
+    """Where a backbone of the study trains: one folder per (fraction, search setting, seed)."""
+    where = run_dir / f"f{fraction:g}"
+    return (where / slug(setting) if setting else where) / f"backbone_seed{seed}"
+
+
+def search_trial(cfg: DictConfig, dm: CheckinDataModule, fraction: float, setting: str, run_dir: Path) -> dict:
+    """Seed 0 of one search setting at one fraction: its val MRR (what the search selects on), test MRR,
+    epochs and fit seconds; saved as a point when done, its backbone kept for the seed-0 point."""
+    name = f"search_f{fraction:g}_{slug(setting)}"
+    stored = read_point(run_dir, name)
+    if stored:
+        return stored[0]
+    fit = fit_backbone(with_setting(cfg, setting), dm, 0, fit_folder(run_dir, fraction, setting, 0))
+    meta = {"fraction": fraction, "setting": setting, "best_val_mrr": fit["best_val_mrr"],
+            "test_mrr": metrics_from_ranks(fit["ranks"], ["mrr"])["mrr"], "epochs": fit["epochs"],
+            "fit_seconds": fit["fit_seconds"]}
+    if rank_zero_only.rank == 0:
+        write_point(run_dir, name, meta, {"ranks": np.asarray(fit["ranks"], dtype=np.float64)})
+    return meta
+
+
+def chosen_setting(cfg: DictConfig, dm: CheckinDataModule, fraction: float, run_dir: Path) -> tuple[str, list]:
+    """The search setting with the best seed-0 val MRR at ``fraction`` (the first on a tie; "" without a
+    search: the config's own) and every trial's record."""
+    trials = [search_trial(cfg, dm, fraction, s, run_dir) for s in cfg.efficiency.search]
+    if not trials:
+        return "", []
+    best = max(trials, key=lambda t: t["best_val_mrr"])  # max keeps the first of equals
+    log.info("f%g: search setting %r has the best val MRR (%.4f)", fraction, best["setting"], best["best_val_mrr"])
+    return best["setting"], trials
+
+
+def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed: int, run_dir: Path,
+                   setting: str = "") -> dict:
     """One (fraction, seed): the backbone's test ranks and the facts reader's, from disk when already done.
 
-    A point whose bound was read with older prompt facts (``FACTS_VERSION``) keeps its backbone numbers and
-    has its bound recomputed from the backbone's checkpoint (fit_backbone resumes a finished fit without
-    training)."""
+    ``setting``: the search's choice at this fraction (the backbone trains with it). A point whose bound
+    was read with older prompt facts (``FACTS_VERSION``) keeps its backbone numbers and has its bound
+    recomputed from the backbone's checkpoint (a finished fit is not trained again); a point of another
+    setting is computed again."""
     name = point_name(fraction, seed)
     point = read_point(run_dir, name)
     stored = {**point[0], **point[1]} if point else {}
+    if stored.get("setting", "") != setting:
+        log.info("f%g seed %d: the point was fitted with setting %r, the search chose %r: fitting it",
+                 fraction, seed, stored.get("setting", ""), setting)
+        stored = {}
     if stored.get("facts_version") == FACTS_VERSION:
         return stored
     if stored:
         log.info("f%g seed %d: the bound was read with older prompt facts; recomputing it", fraction, seed)
-    fit = fit_backbone(cfg, dm, seed, run_dir / f"f{fraction:g}" / f"backbone_seed{seed}")
+    if setting:
+        cfg = with_setting(cfg, setting)
+    fit = fit_backbone(cfg, dm, seed, fit_folder(run_dir, fraction, setting, seed))
     data, e = dm.checkins, cfg.efficiency
     val_ids = subset_ids(len(data.splits["val"]), e.bound_val_samples, cfg.recpie.subset_seed).numpy()
     test_ids = subset_ids(len(data.splits["test"]), e.bound_test_samples, cfg.recpie.subset_seed).numpy()
     bound = facts_bound(fit["module"].backbone, data, cfg, val_ids, test_ids)
     fitted = {"ranks": np.asarray(fit["ranks"], dtype=np.float64), "epochs": fit["epochs"],
               "fit_seconds": fit["fit_seconds"], "best_val_mrr": fit["best_val_mrr"]}
-    if stored:  # the fit's own record: a resumed fit reports the seconds of its re-test only
+    if stored:  # the point's record (fits older than fit_seconds in their checkpoints would report 0)
         fitted = {k: stored[k] for k in fitted}
     arrays = {"ranks": fitted.pop("ranks"), "bound_ids": test_ids, "bound_backbone": bound["backbone"],
               "bound_reader": bound["reader"]}
-    meta = {"fraction": fraction, "seed": seed, **fitted, "reader_val_fitted": bound["val_fitted"],
-            "facts_version": FACTS_VERSION}
+    meta = {"fraction": fraction, "seed": seed, "setting": setting, **fitted,
+            "reader_val_fitted": bound["val_fitted"], "facts_version": FACTS_VERSION}
     if rank_zero_only.rank == 0:
         write_point(run_dir, name, meta, arrays)
     return {**meta, **arrays}
@@ -102,8 +143,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
         dm = CheckinDataModule(dataclasses.replace(base, train_fraction=fraction))
         dm.data = with_train_fraction(full.checkins, fraction, base.train_fraction_unit, base.train_fraction_seed)
         modules[fraction] = dm  # the processed data is read once; each fraction only draws its mask
-    # seed-major: an interrupted study has every fraction of the first seeds rather than every seed of a few
-    points = {(f, seed): fraction_point(cfg, dm, f, seed, run_dir) for seed in seeds for f, dm in modules.items()}
+    # the search first (seed 0 of every setting at every fraction), then seed-major: an interrupted study has
+    # every fraction of the first seeds rather than every seed of a few
+    search = {f: chosen_setting(cfg, dm, f, run_dir) for f, dm in modules.items()}
+    points = {(f, seed): fraction_point(cfg, dm, f, seed, run_dir, search[f][0])
+              for seed in seeds for f, dm in modules.items()}
     rows = []
     for fraction, dm in modules.items():
         markov, _ = rank_split(Markov().fit(dm.checkins).score, dm.checkins, "test", e.chunk_size, 1)
@@ -122,6 +166,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
             "minus_timed": paired_bootstrap_ci(ranks, lines[timed], "mrr", **boot),
             "fit_seconds": [p["fit_seconds"] for p in pts], "epochs": [p["epochs"] for p in pts],
             "bound_test_samples": len(pts[0]["bound_ids"]),
+            "setting": search[fraction][0], "search": search[fraction][1],
         })
     results = {"fractions": rows, "unit": base.train_fraction_unit, "draw_seed": base.train_fraction_seed,
                "lines": {name: metrics_from_ranks(r, METRICS) for name, r in lines.items()},

@@ -46,10 +46,30 @@ def report(cfg: DictConfig, results: dict) -> str:
         base_mrr = r["reader_mrr"] - ci.diff
         md.append(f"| {r['fraction']:g} | {r['bound_test_samples']} | {base_mrr:.4f} | {r['reader_mrr']:.4f} | "
                   f"{ci_text(ci)} | {100 * ci.diff / base_mrr:+.1f}% |")
+    md += search_report(results["fractions"])
     md += ["", "## Cost", "| fraction | epochs per seed | fit seconds per seed |", "|---|---|---|",
            *[f"| {r['fraction']:g} | {r['epochs']} | {[round(s) for s in r['fit_seconds']]} |"
              for r in results["fractions"]], "", "![data efficiency](data_efficiency.png)"]
     return "\n".join(md)
+
+
+def search_report(rows: list[dict]) -> list[str]:
+    """The backbone's search per fraction: every setting's seed-0 val MRR (what selects), test MRR, epochs and
+    fit seconds; the chosen one in bold; the search's total fit time."""
+    if not any(r.get("search") for r in rows):
+        return []
+    md = ["", "## The backbone's search per fraction",
+          "Seed 0 of every setting (`efficiency.search`, overrides of the config's train and backbone "
+          "sections) at every fraction; the best val MRR (bold) trains every seed. Test MRR for reference only.",
+          "", "| fraction | setting | val MRR | test MRR | epochs | fit seconds |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        for t in r["search"]:
+            mark = "**" if t["setting"] == r["setting"] else ""
+            md.append(f"| {r['fraction']:g} | {mark}`{t['setting']}`{mark} | {mark}{t['best_val_mrr']:.4f}{mark} | "
+                      f"{t['test_mrr']:.4f} | {t['epochs']} | {t['fit_seconds']:.0f} |")
+    total = sum(t["fit_seconds"] for r in rows for t in r["search"])
+    md += ["", f"The search's fits took {total:,.0f} s in all (seed 0, every setting and fraction)."]
+    return md
 
 
 def write_results(cfg: DictConfig, results: dict, run_dir: Path) -> None:
