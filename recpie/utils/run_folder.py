@@ -33,6 +33,8 @@ MAY_CHANGE = {
     "run.accept_changed_inputs": "the switch that lets a resume read changed input files (recorded in provenance.json)",
     "run.output_dir": "where the folder lives: a moved or copied run resumes in its new place",
     "run.seeds": "each seed trains in its own checkpoint folder, so seeds may be added",
+    "efficiency.fractions": "each fraction of a study trains in its own folders and points: fractions may be added",
+    "efficiency.search": "each search setting trains in its own folders; a point whose choice changes is refitted",
     "train.max_epochs": "a larger bound extends the training from last.ckpt, keeping its best score",
     "train.patience": "a longer patience trains an early-stopped fit on from last.ckpt, keeping its best score",
     "recpie.cycles": "more cycles extend the joint training from last.ckpt",
