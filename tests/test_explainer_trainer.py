@@ -7,6 +7,7 @@ import torch
 from joint_parts import Host, joint_parts
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
+from recpie.models.recpie_module import ITERATION_SCALARS
 from recpie.rl.explainer_trainer import optimizer_step
 from recpie.rl.ppo import Rollout
 
@@ -47,6 +48,7 @@ def test_warmup_once_then_the_reference_is_a_snapshot_and_ppo_moves_the_policy(t
 
     stats = trainer.ppo_iteration(opt, 0)
     assert trainer.policy_version == 2 and {"reward/raw_mean", "ppo/kl_k1_per_seq", "ppo/kl_coef"} <= set(stats)
+    assert set(ITERATION_SCALARS) <= set(stats)  # what the module logs per iteration
     assert len(host.logged["explanations/rollout"]) == 1
     with torch.no_grad():
         moved = trainer.policy_forward(rollout)[0]

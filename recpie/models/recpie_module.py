@@ -45,6 +45,11 @@ from recpie.utils.seeds import phase_seed
 
 CONTROL_EXPLANATION_DIM = 16  # the control never sees an explanation: its null vector's size is immaterial
 RECOMMENDER_PARTS = ("backbone.", "fusion.")  # checkpoint names of the recommender's weights, at the top level
+# what each PPO iteration logs as its own point (ppo_iteration/<name>; the cycle's scalars average the iterations)
+ITERATION_SCALARS = {"reward/raw_mean": "reward_mean", "reward/raw_std": "reward_std",
+                     "reward/positive_share": "reward_positive_share", "reward/content": "reward_content",
+                     "reward/eos_rate": "eos_rate", "reward/parse_rate": "parse_rate",
+                     "reward/like_hit_rate": "like_hit_rate", "ppo/kl_k1_per_seq": "kl_per_seq"}
 
 
 class RecPIEModule(L.LightningModule):
@@ -134,6 +139,13 @@ class RecPIEModule(L.LightningModule):
     def reduced(self, x: torch.Tensor, op: str) -> torch.Tensor:
         return self.trainer.strategy.reduce(x, reduce_op=op)
 
+    def log_ppo_iteration(self, stats: dict[str, float]) -> None:
+        """One PPO iteration's reward summary (ITERATION_SCALARS) as TensorBoard scalars ppo_iteration/*, at
+        x = the policy version (1: after the warm-up, +1 per PPO iteration): the trend within a cycle."""
+        if self.logger is not None:
+            self.logger.log_metrics({f"ppo_iteration/{name}": stats[key] for key, name in ITERATION_SCALARS.items()},
+                                    step=self.policy_version)
+
     def log_text(self, tag: str, text: str) -> None:
         """Explanation text on TensorBoard's text tab (other loggers skip it)."""
         if self.logger is not None and hasattr(self.logger.experiment, "add_text"):
@@ -150,7 +162,9 @@ class RecPIEModule(L.LightningModule):
         explainer_trainer.prepare(opt)
         for k in progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations",
                           self.global_rank):
-            self.log_dict(explainer_trainer.ppo_iteration(opt, k), on_step=False, on_epoch=True, sync_dist=True)
+            stats = explainer_trainer.ppo_iteration(opt, k)
+            self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True)
+            self.log_ppo_iteration(stats)
         refreshed = self.trainer.train_dataloader.sampler.refreshed(self.current_epoch, self.global_rank)
         self.writer.refresh(refreshed, explainer_trainer.policy_version)
         self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)

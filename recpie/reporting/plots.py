@@ -24,7 +24,8 @@ DPI = 110  # pixels per inch of every saved figure
 TREND_PANELS = (
     ("Target log-probability with / without the explanation", "mean log p(target)",
      {"reward/with_explanation_logp": "with the explanation", "reward/null_logp": "with the null explanation"}, None),
-    ("PPO reward (raw: log p with minus without)", "mean raw reward", {"reward/raw_mean": "raw reward"}, None),
+    ("PPO reward (raw: log p own minus the baseline's)", "mean raw reward",
+     {"reward/raw_mean": "raw reward", "reward/content": "content (own minus another sample's)"}, None),
     ("Explainer KL to its reference", "KL per sequence (k1)", {"ppo/kl_k1_per_seq": "KL"}, None),
     ("Explanation format", "share of rollouts", {"reward/parse_rate": "parseable", "reward/eos_rate": "ended (EOS)"},
      (-0.05, 1.05)),
