@@ -1,4 +1,5 @@
-"""Warm-up targets are grounded, parseable and blind to the target; SFT teaches the tiny model the format."""
+"""Warm-up targets are grounded, parseable and blind to the target; the facts teacher reads the prompt alone;
+SFT teaches the tiny model the format and weights the chosen names."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +11,16 @@ from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamo
 from test_explainer_llm import tiny_cfg
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
+from recpie.components.backbone import Backbone
 from recpie.components.baselines import DecayedCounter
+from recpie.config import load_experiment
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.explainer import Explainer
+from recpie.explainer.information import features, prompt_facts
 from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt, context
 from recpie.explainer.quality import QualityScorer
-from recpie.explainer.warmup import sft_losses, templated_explanation
+from recpie.explainer.warmup import FactsTeacher, sft_losses, templated_choice, templated_explanation
 
 
 def counter_top(data, split: str, rows: np.ndarray, k: int) -> np.ndarray:
@@ -123,3 +127,79 @@ def test_the_data_vocabulary_covers_templates_of_unseen_samples_and_needs_the_da
     texts = [templated_explanation(d, "val", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
     tokens = torch.tensor([t for x in texts for t in ex.tokenizer(x, add_special_tokens=False).input_ids])
     assert ex.head.contains(tokens).float().mean() > 0.99
+
+
+def test_the_facts_teachers_choice_is_a_function_of_the_prompt_alone(nyc_data):
+    """FactsTeacher (fitted on val with a backbone's top-K) names, for a train sample, its best and lowest
+    candidate from the prompt: rewriting the sample's target and everything after it leaves them unchanged."""
+    d = nyc_data
+    cfg = load_experiment("nyc_recpie", ["backbone.hidden_size=16", "backbone.num_heads=1", "backbone.num_layers=1",
+                                         "explainer.num_candidates=5", "data.max_len=12"])
+    torch.manual_seed(0)
+    backbone = Backbone(cfg.backbone, d, cfg.data.max_len)
+    teacher = FactsTeacher.fit(backbone, d, cfg)
+    assert backbone.training  # the teacher's top-K pass leaves the backbone's mode alone
+    assert teacher.val_fitted > 100
+    rows = np.linspace(0, len(d.splits["train"]) - 1, 60).astype(int)
+    tops = counter_top(d, "train", rows, 5)
+    like, dislike = teacher.choice(d, "train", rows, tops, cfg.explainer)
+    assert all(a in c and b in c and a != b for a, b, c in zip(like, dislike, tops.tolist(), strict=True))
+    assert 0 < np.mean(np.array(like) != tops[:, 0]) < 1  # a reader, not the ranking: it disagrees sometimes
+    order = teacher.order(d, "train", rows, tops, cfg.explainer)
+    scores = teacher.reader(features(prompt_facts(d, "train", rows, tops, cfg.explainer))).squeeze(-1)
+    assert (np.take_along_axis(scores.detach().numpy(), order, 1)[:, :-1]
+            >= np.take_along_axis(scores.detach().numpy(), order, 1)[:, 1:]).all()
+    targets = d.splits["train"].target[rows]
+    poi = d.poi.copy()
+    for t in targets:  # the target and everything after it, rewritten
+        future = np.arange(t, d.user_start[d.user[t] + 1])
+        poi[future] = (poi[future] + 11) % d.num_pois
+    changed = dataclasses.replace(d, poi=poi)
+    assert (changed.poi[targets] != d.poi[targets]).all()
+    assert teacher.choice(changed, "train", rows, tops, cfg.explainer) == (like, dislike)
+    # its warm-up target names those two, with reasons the prompt states
+    r, c = int(rows[0]), tops[0]
+    t = templated_choice(d, "train", r, c, cfg.explainer, like=like[0], dislike=dislike[0])
+    p = parse(t.text)
+    assert p.ok and t.names == [d.catalogue.label(like[0]), d.catalogue.label(dislike[0])]
+    assert p.like.startswith(t.names[0]) and p.dislike.startswith(t.names[1])
+
+
+def test_the_choice_weight_lands_on_the_name_tokens(nyc_data, tiny_llm_dir):  # noqa: F811
+    """sft_losses with recpie.sft_choice_weight: the loss equals, by hand on the tiny model, the mean of the
+    per-token NLL weighted 1 + w on the tokens that spell the chosen names (found by decoding), 1 elsewhere."""
+    d = nyc_data
+    cfg = tiny_cfg(tiny_llm_dir, history_len=2, num_candidates=3, few_shot=False)
+    torch.manual_seed(0)
+    ex = Explainer(cfg, user_dim=8)
+    rows = np.arange(2)
+    tops = counter_top(d, "train", rows, 3)
+    prompts = [build_prompt(d, "train", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
+    chosen = [templated_choice(d, "train", int(r), c, cfg, like=int(c[1])) for r, c in zip(rows, tops, strict=True)]
+    texts, names = [t.text for t in chosen], [t.names for t in chosen]
+    tok, w = ex.tokenizer, 3.0
+    nll, weight = [], []
+    for prompt, text, pair in zip(prompts, texts, names, strict=True):
+        body = text[len("may like:"):]
+        ids = tok(body, add_special_tokens=False).input_ids
+        p = tok(prompt).input_ids
+        with torch.no_grad():
+            logp = ex.model(input_ids=torch.tensor([p + ids + [tok.eos_token_id]])).logits[0].float().log_softmax(-1)
+        nll += [-logp[len(p) - 1 + t, token].item() for t, token in enumerate(ids + [tok.eos_token_id])]
+        spans, cursor = [], 0
+        for name in pair:
+            cursor = body.index(name, cursor)
+            spans.append((cursor, cursor + len(name)))
+            cursor += len(name)
+        ends = [len(tok.decode(ids[:t + 1])) for t in range(len(ids))]  # each token's span by decoding
+        starts = [0, *ends[:-1]]
+        weight += [1 + w * any(a < e and b > s for s, e in spans) for a, b in zip(starts, ends, strict=True)] + [1]
+    nll, weight = torch.tensor(nll), torch.tensor(weight)
+    assert 0 < (weight > 1).sum() < len(weight) / 2
+    with torch.no_grad():
+        plain = sum(sft_losses(ex, prompts, texts, None))
+        weighted = sum(sft_losses(ex, prompts, texts, None, names, w))
+        unweighted = sum(sft_losses(ex, prompts, texts, None, names, 0.0))
+    assert abs(plain.item() - nll.mean().item()) < 1e-4 and unweighted.item() == plain.item()
+    assert abs(weighted.item() - (weight * nll).sum().item() / weight.sum().item()) < 1e-4
+    assert abs(weighted.item() - plain.item()) > 1e-3

@@ -248,16 +248,16 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     """recpie.sft_target=hindsight + explainer.encoder=verdict: the warm-up names each row's true next POI,
     on held-out samples only; explanations are stored as a verdict on their K candidates, which re-rank."""
     import recpie.rl.explainer_trainer as trainer_file
-    from recpie.components.fusion import CandidateReranker
+    from recpie.components.fusion import VerdictReranker
 
     liked = []
-    template = trainer_file.templated_explanation
+    template = trainer_file.templated_choice
 
-    def recording(data, split, i, candidates, cfg, focus=None, like=None):
+    def recording(data, split, i, candidates, cfg, focus=None, like=None, dislike=None):
         liked.append((i, like, list(candidates)))
-        return template(data, split, i, candidates, cfg, focus, like)
+        return template(data, split, i, candidates, cfg, focus, like, dislike)
 
-    monkeypatch.setattr(trainer_file, "templated_explanation", recording)
+    monkeypatch.setattr(trainer_file, "templated_choice", recording)
     cfg = small_cfg(tmp_path, tiny_llm_dir, **{"recpie.sft_target": "hindsight", "explainer.encoder": "verdict",
                                                "recpie.cycles": 1, "recpie.sft_batch": 4})
     torch.manual_seed(0)
@@ -269,7 +269,10 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     assert liked and all(like == targets[i] and like in cands for i, like, cands in liked)
     sft = set(module.sft_ids.tolist())
     assert {i for i, _, _ in liked} <= sft and not sft & set(module.store.texts["train"])
-    assert isinstance(module.fusion, CandidateReranker) and module.store.dim == 2 * cfg.explainer.num_candidates
+    assert isinstance(module.fusion, VerdictReranker) and module.store.dim == 2 * cfg.explainer.num_candidates
+    # the fusion was fitted before the recommender's steps of the cycle, on the refreshed train samples
+    assert [f["cycle"] for f in module.fusion_fits] == [0]
+    assert {"fusion/fit_rows", "fusion/fit_explained_rows"} <= set(module.fusion_fits[0])
     verdicts = out["verdicts"]
     assert {"parsed", "like_is_top1", "like_is_target", "top1_is_target", "target_there_when_named"} <= set(verdicts)
     assert len(verdicts["named"]) == cfg.explainer.num_candidates
@@ -282,7 +285,9 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     control = copy.deepcopy(cfg)  # the same re-ranking fusion, fed the null verdict only
     control.recpie.use_explanations = False
     out = fit_variant(control, nyc_data, backbone, eval_ids, tmp_path, "control", seed=0)
-    assert isinstance(out["module"].fusion, CandidateReranker) and out["verdicts"]["parsed"] == 0
+    assert isinstance(out["module"].fusion, VerdictReranker) and out["verdicts"]["parsed"] == 0
+    assert [f["cycle"] for f in out["module"].fusion_fits] == [0]  # the control fits its null path too
+    assert out["module"].fusion_fits[0]["fusion/fit_explained_rows"] == 0
     from recpie.recipes.recpie import run
 
     for key, value in (("recpie.sft_target", "hindsight"), ("explainer.encoder", "verdict")):

@@ -7,7 +7,8 @@ a run uses:
   state scores every POI;
 - ``CandidateFusion``: one explanation per top-K candidate re-ranks that candidate;
 - ``VerdictFusion``: the sample's one explanation, read as a (liked, disliked) verdict on each of its K
-  candidates, re-ranks them (also in the control, with the null verdict, so both have the same fusion).
+  candidates, re-ranks them with weights fitted in closed form (``fit_verdicts``; also in the control,
+  with the null verdict, so both have the same fusion).
 
 Each head returns the logits with what the training log shows about it (``Fused.diagnostics``).
 """
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recpie.components.fusion import CandidateReranker, GatedFusion
+from recpie.components.fusion import CandidateReranker, GatedFusion, VerdictReranker
 from recpie.evaluation.verdicts import verdict_pairs
 
 Batch = dict[str, torch.Tensor]
@@ -39,7 +40,7 @@ class UserFusion(GatedFusion):
 
     per_candidate, reranks = False, False
 
-    def fuse(self, backbone: nn.Module, batch: Batch, h, z, present, candidates=None) -> Fused:
+    def fuse(self, backbone: nn.Module, batch: Batch, h, z, present, candidates=None, crossfit_ids=None) -> Fused:
         refined, gate = self(h, z[:, 0], present[:, 0])
         return Fused(backbone.score(refined, batch), {"fusion/gate_mean": gate.detach().mean()})
 
@@ -50,26 +51,28 @@ class CandidateFusion(CandidateReranker):
 
     per_candidate, reranks = True, True
 
-    def fuse(self, backbone: nn.Module, batch: Batch, h, z, present, candidates=None) -> Fused:
+    def fuse(self, backbone: nn.Module, batch: Batch, h, z, present, candidates=None, crossfit_ids=None) -> Fused:
         logits = backbone.score(h, batch)
         if candidates is None:
             return Fused(logits)
-        return self.rerank(logits, h, candidates, z, present)
-
-    def rerank(self, logits, h, candidates, z, present) -> Fused:
         return Fused(self(logits, h, candidates, z, present)[0])
 
 
-class VerdictFusion(CandidateFusion):
-    """The sample's one explanation (z [B,1,2K]) is a (liked, disliked) verdict on each of its K candidates."""
+class VerdictFusion(VerdictReranker):
+    """The sample's one explanation (z [B,1,2K]) is a (liked, disliked) verdict on each of its K candidates;
+    ``crossfit_ids``: the sample ids of rows the fit may have seen (fusion.VerdictReranker: cross-fitting)."""
 
-    per_candidate = False
+    per_candidate, reranks = False, True
 
-    def rerank(self, logits, h, candidates, z, present) -> Fused:
+    def fuse(self, backbone: nn.Module, batch: Batch, h, z, present, candidates=None, crossfit_ids=None) -> Fused:
+        logits = backbone.score(h, batch)
+        if candidates is None:
+            return Fused(logits)
         k = candidates.shape[1]
         z, present = verdict_pairs(z, k), present.expand(-1, k)
-        logits, bonus = self(logits, h, candidates, z, present)
-        liked, unnamed = z[..., 0] > 0, (z.sum(-1) == 0) & present
+        logits, bonus = self(logits, candidates, z, present, crossfit_ids)
+        # a null row's stored z is not a verdict: only present rows count as liked or unnamed
+        liked, unnamed = (z[..., 0] > 0) & present, (z.sum(-1) == 0) & present
         diagnostics = {}
         if liked.any() and unnamed.any():  # how much the recommender trusts "may like" over the unnamed candidates
             diagnostics["fusion/liked_bonus"] = (bonus[liked].mean() - bonus[unnamed].mean()).detach()
@@ -81,7 +84,7 @@ class ExplainedRecommender(nn.Module):
     [B, slots] (False: the head's learned null explanation); re-ranking heads need the candidates [B, K]
     the explanations are about."""
 
-    def __init__(self, backbone: nn.Module, fusion: UserFusion | CandidateFusion, explanation_dim: int,
+    def __init__(self, backbone: nn.Module, fusion: UserFusion | CandidateFusion | VerdictFusion, explanation_dim: int,
                  num_candidates: int):
         super().__init__()
         self.backbone, self.fusion = backbone, fusion
@@ -89,11 +92,12 @@ class ExplainedRecommender(nn.Module):
 
     @classmethod
     def build(cls, backbone: nn.Module, granularity: str, verdicts: bool, explanation_dim: int,
-              num_candidates: int, gate_bias: float) -> ExplainedRecommender:
-        """The head for explainer.granularity / a verdict encoder (``explanation_dim`` is then 2K)."""
+              num_candidates: int, gate_bias: float, fusion_folds: int = 2) -> ExplainedRecommender:
+        """The head for explainer.granularity / a verdict encoder (``explanation_dim`` is then 2K;
+        ``fusion_folds``: its cross-fitting folds)."""
         d = backbone.hidden_size
         if verdicts:
-            fusion = VerdictFusion(d, 2)  # per candidate: (liked, disliked)
+            fusion = VerdictFusion(num_candidates, fusion_folds)
         elif granularity == "candidate":
             fusion = CandidateFusion(d, explanation_dim)
         else:
@@ -128,8 +132,15 @@ class ExplainedRecommender(nn.Module):
         return (torch.zeros(b, self.slots, self.explanation_dim, device=h.device),
                 torch.zeros(b, self.slots, dtype=torch.bool, device=h.device))
 
-    def fuse(self, batch: Batch, h, z, present, candidates=None) -> Fused:
-        return self.fusion.fuse(self.backbone, batch, h, z, present, candidates)
+    @property
+    def fitted(self) -> bool:
+        """Whether the head's weights come from a closed-form fit (``fit_verdicts``), not an optimizer."""
+        return isinstance(self.fusion, VerdictFusion)
+
+    def fuse(self, batch: Batch, h, z, present, candidates=None, crossfit_ids=None) -> Fused:
+        """Logits with the explanations fused in; crossfit_ids [B]: the sample ids of train rows (a fitted
+        head scores a row by the weights fitted without it), None for rows never fitted on."""
+        return self.fusion.fuse(self.backbone, batch, h, z, present, candidates, crossfit_ids)
 
     def logits(self, batch: Batch, h, z, present, candidates=None) -> torch.Tensor:
         return self.fuse(batch, h, z, present, candidates).logits
@@ -174,3 +185,35 @@ class ExplainedRecommender(nn.Module):
             present[torch.arange(len(rows)), slot] = True
             with_lp = F.log_softmax(self.logits(bb, hb, zz, present, cand), -1).gather(1, target)
         return (with_lp - null_lp).squeeze(1), null_lp.squeeze(1), with_lp.squeeze(1)
+
+
+    @torch.no_grad()
+    def fit_verdicts(self, batches, ridge: float) -> dict[str, float]:
+        """Fit the verdict head's weights in closed form (fusion.VerdictReranker.fit, cross-fitted) on
+        ``batches``: an iterable of (batch, z, present, candidates, ids) of train samples, each row once with
+        its stored explanation (where present) and once with the null one, so the null path (the control,
+        null dropout, unexplained samples) is fitted too. Rows whose target is not among the candidates say
+        nothing about the order of the K and are left out. Returns what the training log shows."""
+        phis, offsets, slots, row_ids, explained = [], [], [], [], 0
+        with self.predicting():
+            for batch, z, present, candidates, ids in batches:
+                h = self.user_state(batch)
+                logits = self.backbone.score(h, batch)
+                k = candidates.shape[1]
+                hit = candidates == self.target(batch)[:, None]
+                inside = hit.any(1)
+                pairs, on = verdict_pairs(z, k), present.expand(-1, k)
+                explained_rows = on[:, 0] & inside
+                for use, feeds in ((explained_rows, on), (inside, torch.zeros_like(on))):  # own, then null
+                    phis.append(self.fusion.verdict_features(logits[use], candidates[use], pairs[use],
+                                                             feeds[use]).cpu())
+                    offsets.append(logits[use].gather(1, candidates[use]).cpu())
+                    slots.append(hit[use].float().argmax(1).cpu())
+                    row_ids.append(ids.cpu()[use.cpu()])
+                explained += int(explained_rows.sum())
+        if not phis:
+            return {"fusion/fit_rows": 0.0, "fusion/fit_explained_rows": 0.0}
+        self.fusion.fit(torch.cat(phis), torch.cat(offsets), torch.cat(slots), torch.cat(row_ids), ridge)
+        return {"fusion/fit_rows": float(sum(len(s) for s in slots)), "fusion/fit_explained_rows": float(explained),
+                "fusion/fitted_liked_bonus": self.fusion.liked_bonus().item(),
+                **{f"fusion/fitted_{c}": self.fusion.class_value(c).item() for c in ("liked", "disliked", "unnamed")}}

@@ -3,6 +3,12 @@
 Only the sample's history slice (check-ins strictly before the target) and the sample's own timestamp
 are read, never the target's POI: a prompt cannot see the future. Every prompt ends with the forced
 prefix 'may like:' so even a base model continues in the explanation format.
+
+``CandidateFacts`` is the one list of what a prompt states about each candidate: ``render`` writes every
+field of it into the candidate's line (and the part of the day into the "Now:" line), and nothing else
+that the prompt says about a candidate is read by a reader downstream: the information bound and the
+warm-up's teacher (explainer/information.py) and the warm-up's reasons (explainer/warmup.py) read these
+fields alone (tests/test_prompt_facts.py parses them back out of the prompt text).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from recpie.explainer.parse import PREFIX
 DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 FEW_SHOT = (
     "Example.\nRecent check-ins (oldest first):\n- Mon 08:10 Coffee Shop\n- Mon 12:30 Office\n"
-    "- Mon 19:05 Gym / Fitness Center\nNow: Tue 08:05\nCandidates (distance from the last place):\n"
+    "- Mon 19:05 Gym / Fitness Center\nNow: Tue 08:05 (morning)\nCandidates (distance from the last place):\n"
     "1. Coffee Shop, 0.2 km, 9 earlier visits, mostly morning\n2. Bar, 1.1 km, never visited\n"
     "Explanation: may like: the Coffee Shop, visited on weekday mornings and 0.2 km away"
     " / may not like: the Bar, an evening place 1.1 km away at breakfast time\n\n"
@@ -68,6 +74,41 @@ def context(data: CheckinData, split: str, i: int, candidates, cfg) -> Context:
     return Context(f"{split}:{i}", hist, hist[-cfg.history_len:], now, cands, dist)
 
 
+@dataclass(frozen=True)
+class CandidateFacts:
+    """What the prompt states about one candidate, field by field (its line: "<rank>. <label>, <km> km,
+    <visits> earlier visits, mostly <usual>" or "never visited"; ``now`` is on the "Now:" line)."""
+
+    rank: int  # its number in the list (1 = the recommender's top)
+    km: float  # distance from the last history place, rounded as printed (0.1 km)
+    visits: int  # check-ins at it in the whole history (the prompt shows only the recent part of the history)
+    usual: str  # the most common part of the day of those visits ("" when never visited)
+    now: str  # the part of the day of the sample's own time
+
+    @property
+    def habit(self) -> str:
+        """The candidate line's last part, what the history says about it."""
+        if self.visits == 0:
+            return "never visited"
+        return f"{self.visits} earlier visit{'s' if self.visits > 1 else ''}, mostly {self.usual}"
+
+
+def candidate_facts(data: CheckinData, ctx: Context) -> list[CandidateFacts]:
+    """The facts the prompt states about each of ``ctx``'s candidates, in their order."""
+    now = now_part(ctx)
+    out = []
+    for j, p in enumerate(ctx.candidates):
+        seen = visits(data, ctx, int(p))
+        out.append(CandidateFacts(j + 1, round(float(ctx.distance_km[j]), 1), len(seen),
+                                  usual_time(data, seen) if len(seen) else "", now))
+    return out
+
+
+def now_part(ctx: Context) -> str:
+    """The part of the day of the sample's own time (stated on the "Now:" line)."""
+    return part_of_day(int(ctx.now_local // SECONDS_PER_HOUR % 24))
+
+
 def visits(data: CheckinData, ctx: Context, poi: int) -> np.ndarray:
     """The sample's history check-ins at `poi`."""
     return ctx.history[data.poi[ctx.history] == poi]
@@ -80,14 +121,6 @@ def usual_time(data: CheckinData, checkins: np.ndarray) -> str:
     return Counter(reversed(parts)).most_common(1)[0][0]  # most_common keeps first-seen order among ties
 
 
-def _habit(data: CheckinData, ctx: Context, poi: int) -> str:
-    """What the whole history says about a candidate (the prompt shows only its recent part)."""
-    v = visits(data, ctx, poi)
-    if len(v) == 0:
-        return "never visited"
-    return f"{len(v)} earlier visit{'s' if len(v) > 1 else ''}, mostly {usual_time(data, v)}"
-
-
 def render(data: CheckinData, ctx: Context, cfg, focus: int | None = None) -> str:
     """The prompt text; with `focus` (a candidate POI, candidate granularity) only that one is listed."""
     cat = data.catalogue
@@ -96,10 +129,11 @@ def render(data: CheckinData, ctx: Context, cfg, focus: int | None = None) -> st
         raise ValueError(f"focus POI {focus} is not a candidate of {ctx.key}: {ctx.candidates.tolist()}")
     lines = ["Recent check-ins (oldest first):"]
     lines += [f"- {_when(int(data.local_seconds(c)))} {cat.label(int(data.poi[c]))}" for c in ctx.shown]
-    lines.append(f"Now: {_when(ctx.now_local)}")
+    lines.append(f"Now: {_when(ctx.now_local)} ({now_part(ctx)})")
     lines.append("Candidates (distance from the last place):")
-    lines += [f"{n + 1}. {cat.label(int(p))}, {ctx.distance_km[j]:.1f} km, {_habit(data, ctx, int(p))}"
-              for n, (j, p) in enumerate(zip(keep, ctx.candidates[keep], strict=True))]
+    facts = candidate_facts(data, ctx)
+    lines += [f"{n + 1}. {cat.label(int(ctx.candidates[j]))}, {facts[j].km:.1f} km, {facts[j].habit}"
+              for n, j in enumerate(keep)]
     head = FEW_SHOT if cfg.few_shot else ""
     return head + "\n".join(lines) + f"\nExplanation: {PREFIX}"
 

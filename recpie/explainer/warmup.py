@@ -1,86 +1,158 @@
 """Supervised format warm-up: templated explanations grounded in the user's history and the candidates.
 
-The templates read only what the prompt shows (history before the sample, its time, the candidates),
-so by default the warm-up teaches the format and grounding, not the answer. Hindsight targets (``like``:
-the sample's true next POI) do teach the answer, on train samples held out of everything else.
+The templates read only what the prompt states (``prompts.CandidateFacts``: rank, distance, visits, the
+usual part of the day and now's), so the reasons of every target are facts the explainer can see. What
+"may like" names (``recpie.sft_target``):
+
+- ``template``: the recommender's top candidate (teaches the format and grounding, not the answer);
+- ``hindsight``: the sample's true next POI, on train samples held out of everything else (teaches the
+  answer, which the prompt cannot reveal);
+- ``facts``: the choice of ``FactsTeacher``, the prompt-only facts reader of the information bound: its
+  top-1, and "may not like" its lowest. A function of the prompt alone, never of the target, so the
+  explainer learns a choice it can make from what it reads (issue 22: relaying this teacher's choice
+  carries most of the bound: +0.0265 of +0.0309 MRR at 3% of the targets).
+
+``sft_losses`` weights the name tokens of the choice (``recpie.sft_choice_weight``) above the token mean.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from recpie.data.types import SECONDS_PER_HOUR, CheckinData
+from recpie.components.backbone import Backbone
+from recpie.data.types import CheckinData
+from recpie.explainer.information import features, prompt_facts, prompt_reader, top_k
 from recpie.explainer.parse import PREFIX, format_explanation
-from recpie.explainer.prompts import Context, context, part_of_day, usual_time, visits
+from recpie.explainer.prompts import CandidateFacts, candidate_facts, context
 from recpie.utils.batching import length_groups
 
 
-def _for(data: CheckinData, ctx: Context, j: int) -> list[str]:
-    """Reasons for candidate j, most specific first (visits, category habit, closeness, timing)."""
-    poi, km = int(ctx.candidates[j]), float(ctx.distance_km[j])
-    seen = visits(data, ctx, poi)
-    now = part_of_day(int(ctx.now_local // SECONDS_PER_HOUR % 24))
+def _for(f: CandidateFacts, k: int) -> list[str]:
+    """Reasons for a candidate, most specific first (visits, timing, closeness), from its stated facts
+    (``k``: the number of candidates)."""
     reasons = []
-    if len(seen):
-        reasons.append(f"visited {len(seen)} time{'s' if len(seen) > 1 else ''} before")
-        if usual_time(data, seen) == now:
-            reasons.append(f"usually in the {now}, as now")
-    else:
-        cat = data.catalogue.category[poi]
-        same = int((data.catalogue.category[data.poi[ctx.history]] == cat).sum())
-        if same and data.catalogue.category_names[cat]:
-            reasons.append(f"{same} earlier check-ins at a {data.catalogue.category_names[cat]}")
-    if km < 0.05:
+    if f.visits:
+        reasons.append(f"visited {f.visits} time{'s' if f.visits > 1 else ''} before")
+        if f.usual == f.now:
+            reasons.append(f"usually in the {f.now}, as now")
+    if f.km < 0.05:
         reasons.append("right where they were last")
-    elif km < 1.0:
-        reasons.append(f"only {km:.1f} km from the last place")
-    return reasons or [f"ranked {j + 1} of {len(ctx.candidates)} candidates"]
+    elif f.km < 1.0:
+        reasons.append(f"only {f.km:.1f} km from the last place")
+    return reasons or [f"ranked {f.rank} of {k} candidates"]
 
 
-def _against(data: CheckinData, ctx: Context, j: int) -> list[str]:
-    """Reasons against candidate j (novelty, distance, timing), never empty."""
-    poi, km = int(ctx.candidates[j]), float(ctx.distance_km[j])
-    seen = visits(data, ctx, poi)
-    now = part_of_day(int(ctx.now_local // SECONDS_PER_HOUR % 24))
-    reasons = ["never visited" if len(seen) == 0 else None]
-    if len(seen) and usual_time(data, seen) != now:
-        reasons.append(f"usually visited in the {usual_time(data, seen)}, not the {now}")
-    if km >= 1.0:
-        reasons.append(f"{km:.1f} km from the last place")
+def _against(f: CandidateFacts) -> list[str]:
+    """Reasons against a candidate (novelty, timing, distance) from its stated facts, never empty."""
+    reasons = ["never visited" if f.visits == 0 else None]
+    if f.visits and f.usual != f.now:
+        reasons.append(f"usually visited in the {f.usual}, not the {f.now}")
+    if f.km >= 1.0:
+        reasons.append(f"{f.km:.1f} km from the last place")
     reasons = [r for r in reasons if r]
-    return reasons or [f"a routine place, less of a change for the {now}"]
+    return reasons or [f"a routine place, less of a change for the {f.now}"]
+
+
+@dataclass(frozen=True)
+class Templated:
+    """A warm-up target and the candidate names its choice consists of, in the order they appear."""
+
+    text: str
+    names: list[str]
+
+
+def templated_choice(data: CheckinData, split: str, i: int, candidates, cfg, focus: int | None = None,
+                     like: int | None = None, dislike: int | None = None) -> Templated:
+    """'may like: ... / may not like: ...' about the `like` candidate (default: the top one) vs the
+    `dislike` one (default: the least supported other one) (user granularity), or for and against the
+    `focus` candidate (candidate granularity), with the names the text chooses."""
+    ctx = context(data, split, i, candidates, cfg)
+    facts, label, k = candidate_facts(data, ctx), data.catalogue.label, len(ctx.candidates)
+    if focus is not None:
+        j = int(np.flatnonzero(ctx.candidates == focus)[0])
+        name = label(focus)
+        return Templated(format_explanation(f"{name}, {', '.join(_for(facts[j], k)[:2])}",
+                                            ", ".join(_against(facts[j])[:2])), [name])
+    liked = 0 if like is None else int(np.flatnonzero(ctx.candidates == like)[0])
+    if dislike is not None:
+        worst = int(np.flatnonzero(ctx.candidates == dislike)[0])
+    else:
+        support = np.array([f.visits - 0.01 * f.km for f in facts])
+        support[liked] = np.inf
+        worst = int(np.argmin(support)) if k > 1 else liked
+    names = [label(int(ctx.candidates[liked])), label(int(ctx.candidates[worst]))]
+    return Templated(format_explanation(f"{names[0]}, {', '.join(_for(facts[liked], k)[:2])}",
+                                        f"{names[1]}, {', '.join(_against(facts[worst])[:2])}"), names)
 
 
 def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg,
-                          focus: int | None = None, like: int | None = None) -> str:
-    """'may like: ... / may not like: ...' about the `like` candidate (default: the top one) vs the least
-    supported other one (user granularity), or for and against the `focus` candidate (candidate
-    granularity)."""
-    ctx = context(data, split, i, candidates, cfg)
-    label = data.catalogue.label
-    if focus is not None:
-        j = int(np.flatnonzero(ctx.candidates == focus)[0])
-        return format_explanation(
-            f"{label(focus)}, {', '.join(_for(data, ctx, j)[:2])}", ", ".join(_against(data, ctx, j)[:2])
-        )
-    liked = 0 if like is None else int(np.flatnonzero(ctx.candidates == like)[0])
-    support = np.array([len(visits(data, ctx, int(p))) - 0.01 * km
-                        for p, km in zip(ctx.candidates, ctx.distance_km, strict=True)])
-    support[liked] = np.inf
-    worst = int(np.argmin(support)) if len(ctx.candidates) > 1 else liked
-    like_text = f"{label(int(ctx.candidates[liked]))}, {', '.join(_for(data, ctx, liked)[:2])}"
-    dislike = f"{label(int(ctx.candidates[worst]))}, {', '.join(_against(data, ctx, worst)[:2])}"
-    return format_explanation(like_text, dislike)
+                          focus: int | None = None, like: int | None = None, dislike: int | None = None) -> str:
+    """The text of ``templated_choice``."""
+    return templated_choice(data, split, i, candidates, cfg, focus, like, dislike).text
 
 
-def sft_losses(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None
-               ) -> Iterator[torch.Tensor]:
-    """The mean token negative log-likelihood of target responses (the text after the forced 'may like:',
-    then EOS) given prompt + soft prompt, through PPO's log-prob forward (same head, same temperature), in
-    parts: micro-batches of similar-length rows (explainer.forward_tokens each), each part its rows'
-    summed NLL over all rows' target tokens, computed only when the previous part has been consumed."""
+class FactsTeacher:
+    """The warm-up's teacher of ``recpie.sft_target=facts``: the prompt-only facts reader
+    (``information.prompt_reader``: the candidates' ranks and what the prompt states about them, nothing
+    else) fitted on every val sample with the backbone's top-K, the same reader as the information bound.
+
+    Fitted on val, not on train: the backbone trained on the train targets, so on train rows its order is
+    right more often than on any sample it was not fitted on, and a reader fitted there would learn to
+    trust the rank more than it deserves on the samples it is used for. No val target is ever shown to the
+    explainer: they enter through the reader's dozen weights alone (val also selects checkpoints; the test
+    samples stay untouched)."""
+
+    def __init__(self, reader: torch.nn.Linear, val_fitted: int):
+        self.reader, self.val_fitted = reader, val_fitted
+
+    @classmethod
+    def fit(cls, backbone: Backbone, data: CheckinData, cfg) -> FactsTeacher:
+        """Fitted with ``backbone``'s top ``cfg.explainer.num_candidates`` on all val samples."""
+        ids = np.arange(len(data.splits["val"]))
+        view = top_k(backbone, data, "val", ids, cfg.explainer.num_candidates, cfg.data.max_len,
+                     cfg.data.history_summary)
+        reader = prompt_reader(view, prompt_facts(data, "val", ids, view.candidates, cfg.explainer))
+        return cls(reader, int((view.slot >= 0).sum()))
+
+    @torch.no_grad()
+    def order(self, data: CheckinData, split: str, ids, candidates, explainer_cfg) -> np.ndarray:
+        """int64 [n, K]: each sample's candidate positions, the teacher's best first, from its prompt alone."""
+        facts = prompt_facts(data, split, np.asarray(ids), np.asarray(candidates), explainer_cfg)
+        scores = self.reader(features(facts)).squeeze(-1).numpy()
+        return np.argsort(-scores, axis=1, kind="stable")
+
+    def choice(self, data: CheckinData, split: str, ids, candidates, explainer_cfg) -> tuple[list[int], list[int]]:
+        """(the POI "may like" names, the POI "may not like" names) per sample: the teacher's top-1 and lowest."""
+        cands = np.asarray(candidates)
+        order = self.order(data, split, ids, cands, explainer_cfg)
+        rows = np.arange(len(cands))
+        return cands[rows, order[:, 0]].tolist(), cands[rows, order[:, -1]].tolist()
+
+
+def choice_weights(tokenizer, body: str, names: list[str], weight: float) -> list[float]:
+    """Per token of ``body`` (tokenised as the warm-up does): 1 + ``weight`` where it overlaps one of the
+    ``names`` (each found after the previous one), else 1."""
+    enc = tokenizer(body, add_special_tokens=False, return_offsets_mapping=True)
+    spans, cursor = [], 0
+    for name in names:
+        at = body.find(name, cursor)
+        if at >= 0:
+            spans.append((at, at + len(name)))
+            cursor = at + len(name)
+    return [1.0 + weight * any(a < e and b > s for s, e in spans) for a, b in enc.offset_mapping]
+
+
+def sft_losses(explainer, prompts: list[str], targets: list[str], user_states: torch.Tensor | None,
+               names: list[list[str]] | None = None, choice_weight: float = 0.0) -> Iterator[torch.Tensor]:
+    """The token-weighted mean negative log-likelihood of target responses (the text after the forced 'may
+    like:', then EOS) given prompt + soft prompt, through PPO's log-prob forward (same head, same
+    temperature), in parts: micro-batches of similar-length rows (explainer.forward_tokens each), each part
+    its rows' weighted NLL summed over the weight of all rows' target tokens, computed only when the
+    previous part has been consumed. A token weighs 1, and 1 + ``choice_weight`` where it spells one of its
+    target's ``names`` (the candidates the explanation chooses; ``Templated.names``)."""
     tok = explainer.tokenizer
     device = explainer.device
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
@@ -89,14 +161,19 @@ def sft_losses(explainer, prompts: list[str], targets: list[str], user_states: t
     width = max(map(len, ids))
     seq = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(seq)
+    weight = torch.zeros(len(ids), width)
     for r, row in enumerate(ids):
         seq[r, :len(row)] = torch.tensor(row)
         mask[r, :len(row)] = 1
+        weight[r, :len(row)] = 1.0
+        if choice_weight and names is not None:
+            weight[r, :len(row) - 1] = torch.tensor(choice_weights(tok, bodies[r], names[r], choice_weight))
     seq, mask = seq.to(device), mask.to(device)
     scored = mask * explainer.head.contains(seq)  # a token the head cannot produce is read, not a target
+    weight = weight.to(device) * scored
     rows, row_mask = torch.cat([enc.input_ids, seq], 1), torch.cat([enc.attention_mask, mask], 1)
-    tokens = scored.sum()
+    total = weight.sum()
     for part in length_groups(row_mask.sum(1), explainer.cfg.forward_tokens):
         states = user_states[part] if user_states is not None else None
         logp = explainer.response_logprobs(rows[part], row_mask[part], scored[part], states).logprobs
-        yield -logp.sum() / tokens
+        yield -(logp * weight[part]).sum() / total

@@ -31,10 +31,10 @@ def explainable_train_ids(data: CheckinData) -> torch.Tensor:
 def warmup_and_fusion_ids(data: CheckinData, sft_target: str, sft_share: float, seed: int
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the train samples the explainer's warm-up reads, those refreshed, rolled out and fused). Template
-    targets never read the answer: both are all explainable samples. Hindsight targets do: a seeded
-    ``sft_share`` of them goes to the warm-up alone, the rest to everything else, disjoint."""
+    and facts targets never read the answer: both are all explainable samples. Hindsight targets do: a
+    seeded ``sft_share`` of them goes to the warm-up alone, the rest to everything else, disjoint."""
     ids = explainable_train_ids(data)
-    if sft_target == "template":
+    if sft_target in ("template", "facts"):
         return ids, ids
     check_choice("recpie.sft_target", sft_target, SFTTarget)
     if not 0 < sft_share < 1:

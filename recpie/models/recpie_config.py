@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-SFTTarget = StrEnum("SFTTarget", ["template", "hindsight"])  # what the format warm-up's target explanation says
+# what the format warm-up's target explanation says (see sft_target below)
+SFTTarget = StrEnum("SFTTarget", ["template", "hindsight", "facts"])
 TestCheckpoint = StrEnum("TestCheckpoint", ["best", "last"])  # which checkpoint the final test scores
 
 
@@ -12,7 +13,7 @@ TestCheckpoint = StrEnum("TestCheckpoint", ["best", "last"])  # which checkpoint
 class RecPIEConfig:
     # a trained backbone checkpoint (.ckpt of the baselines recipe) to start from; "" = warm it up first
     backbone_checkpoint: str = ""
-    # joint cycles; one cycle = K PPO iterations, an explanation refresh, then M recommender steps
+    # joint cycles; one cycle = K PPO iterations, an explanation refresh, the fusion's fit, then M recommender steps
     cycles: int = 20
     # M: recommender steps per cycle (sample batches of protocol train targets, explanation-fused)
     rec_steps_per_cycle: int = 50
@@ -44,7 +45,14 @@ class RecPIEConfig:
     # and grounding, never reads the target) or "hindsight" (the sample's true next POI, on train samples
     # whose target is among the candidates: the explainer becomes a re-ranker that can disagree with the
     # recommender; why both exist: docs/decisions.md)
+    # "facts" (the prompt-only facts reader, fitted on val, orders each warm-up sample's candidates: "may
+    # like" names its top-1, "may not like" its lowest, the reasons only what the prompt states; never
+    # reads the sample's target; explainer/warmup.py: FactsTeacher)
     sft_target: SFTTarget = SFTTarget.template
+    # extra weight of the warm-up loss on the tokens of the candidate names ("may like" and "may not like"
+    # choices): each such token counts 1 + this in the token mean (0: the plain token mean, where the
+    # choice gets 2-4% of the gradient among ~45 tokens; 4 gives the names about half of it)
+    sft_choice_weight: float = 0.0
     # hindsight only: share of the explainable train samples the warm-up reads, held out of the refresh,
     # the rollouts and the fusion's explained rows (an explainer fitted to a sample's answer would hand it
     # to the fusion, which would learn to trust the explanations more than they deserve on val/test)
@@ -53,8 +61,15 @@ class RecPIEConfig:
     gate_bias: float = -2.0
     # learning rate of the backbone in the joint phase (it is fine-tuned from its warm-up)
     rec_lr: float = 1.0e-4
-    # learning rate of the fusion, which starts from scratch (as the identity; docs/decisions.md)
+    # learning rate of the fusion, which starts from scratch (as the identity; docs/decisions.md); the
+    # verdict fusion (explainer.encoder=verdict) is fitted in closed form instead (fusion_ridge, fusion_folds)
     fusion_lr: float = 1.0e-4
+    # verdict fusion: ridge penalty on its weights in the listwise fit (components/fusion.py: fit_listwise),
+    # run on the refreshed train samples before the recommender's steps of every cycle
+    fusion_ridge: float = 1.0e-3
+    # verdict fusion: cross-fitting folds (by sample id); a train row is scored by the weights fitted on the
+    # other folds, val/test/rollouts by those fitted on all rows
+    fusion_folds: int = 2
     # learning rate of LoRA + soft prompt + value head (PPO and warm-up)
     llm_lr: float = 2.0e-4
     # gradient-norm clip of each optimizer step (0 = off)

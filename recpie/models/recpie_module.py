@@ -8,6 +8,9 @@ One training epoch is one *cycle* (so every checkpoint falls on a cycle boundary
    or unparseable text (in the first cycle the fusion is still the identity, so the gain is 0 and only
    the penalties and the KL speak: they still shape the format); then greedy explanations for
    ``recpie.refresh_budget`` of the train samples this cycle will use.
+   Then the fusion's turn (``fit_fusion``, in the control too): a fitted head (the verdict re-ranker) gets
+   its weights in closed form on every train sample explained so far, before the recommender's steps
+   (LangPTune's order: the recommender side is fitted to the current explanations first).
 2. ``training_step``: the recommender's turn, ``recpie.rec_steps_per_cycle`` supervised steps (with the
    warm-up's loss weights) on the rows of the ``CycleSampler``, each sample's explanation fused into its
    user state (or the null explanation: none cached yet, null dropout, or the control run with
@@ -82,6 +85,7 @@ class RecPIEModule(L.LightningModule):
         self.register_load_state_dict_pre_hook(_module_names)
         self._ranks: dict[str, RankMetric] = {}  # per split/feed, made on the module's device at first use
         self._verdict_counts: dict[str, torch.Tensor] = {}
+        self.fusion_fits: list[dict] = []  # per cycle, what fit_fusion fitted (checkpointed)
 
     # ------------------------------------------------------------------ building
     def configure_model(self) -> None:
@@ -98,15 +102,17 @@ class RecPIEModule(L.LightningModule):
                 self.value_head = value_head_for(self.explainer.model).to(self.explainer.device)
         ec = self.cfg.explainer
         self.recommender = ExplainedRecommender.build(backbone, ec.granularity, self.verdicts, dim, ec.num_candidates,
-                                                      self.rc.gate_bias)
+                                                      self.rc.gate_bias, self.rc.fusion_folds)
         cache_tag = f"{self.cfg.name}-seed{self.seed}-{self.config_fingerprint()}"
         self.writer = ExplanationWriter(self.cfg, self.data, self.recommender, self.explainer, cache_tag, self)
         self.explainer_trainer = ExplainerTrainer(self.cfg, self.data, self.explainer, self.value_head, self.writer,
                                                   self, self.sft_ids, self.explainable, self.seed)
 
     def configure_optimizers(self):
-        rec = torch.optim.AdamW([{"params": self.backbone.parameters(), "lr": self.rc.rec_lr},
-                                 {"params": self.fusion.parameters(), "lr": self.rc.fusion_lr}])
+        groups = [{"params": list(self.backbone.parameters()), "lr": self.rc.rec_lr},
+                  {"params": list(self.fusion.parameters()), "lr": self.rc.fusion_lr}]
+        # a fitted fusion (fit_fusion) has no parameters for an optimizer
+        rec = torch.optim.AdamW([group for group in groups if group["params"]])
         if self.explainer is None:
             return rec
         llm_params = self.explainer.trainable_parameters()
@@ -153,11 +159,15 @@ class RecPIEModule(L.LightningModule):
 
     # ------------------------------------------------------------------ the cycle
     def on_train_epoch_start(self) -> None:
-        """The explainer's turn: warm-up (first cycle), PPO iterations, then fresh train explanations."""
+        """The explainer's turn (``explainer_turn``; not in the control), then the fusion's (``fit_fusion``)."""
         # dropout and sampling draw from the global generator: reseed it per cycle so resuming is exact
         torch.manual_seed(phase_seed(self.seed, self.current_epoch, self.global_rank, "cycle"))
-        if self.explainer is None:  # the control: no explainer's turn
-            return
+        if self.explainer is not None:  # the control: no explainer's turn
+            self.explainer_turn()
+        self.fit_fusion()
+
+    def explainer_turn(self) -> None:
+        """Warm-up (first cycle), PPO iterations, then fresh train explanations."""
         opt, explainer_trainer = self._optimizers()[1], self.explainer_trainer
         explainer_trainer.prepare(opt)
         for k in progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations",
@@ -170,6 +180,28 @@ class RecPIEModule(L.LightningModule):
         self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)
         if self.device.type == "cuda":
             self.log("speed/peak_gpu_gib", torch.cuda.max_memory_allocated(self.device) / 2**30, on_epoch=True)
+
+    def fit_fusion(self) -> None:
+        """A fitted fusion head (the verdict re-ranker) gets its weights in closed form, cross-fitted
+        (ExplainedRecommender.fit_verdicts), on every train sample refreshed so far on any rank (the
+        sampler's pool; the same on every rank, whose stores hold every rank's explanations), each with the
+        candidates its explanation is about; the control fits the same samples with the null explanation.
+        Other heads learn in the recommender's steps. Logs and keeps (``fusion_fits``) the fitted values."""
+        rec = self.recommender
+        if not rec.fitted:
+            return
+        ids = self.trainer.train_dataloader.sampler.pool(self.current_epoch)
+
+        def batches():
+            for start in range(0, len(ids), self.rc.batch_size):
+                chunk = ids[start:start + self.rc.batch_size]
+                batch = self.writer.batch("train", chunk)
+                z, present = self.store.get("train", chunk, self.device)
+                yield batch, z, present, self.store.shown("train", chunk, rec.predict(batch)[1]), chunk
+
+        stats = rec.fit_verdicts(batches(), self.rc.fusion_ridge)
+        self.fusion_fits.append({"cycle": int(self.current_epoch), **stats})
+        self.log_dict(stats, on_step=False, on_epoch=True)
 
     def training_step(self, batch, batch_idx):
         """The recommender's turn: one supervised step, each sample's explanation fused (or the null one)."""
@@ -184,7 +216,7 @@ class RecPIEModule(L.LightningModule):
         present = present & keep.to(present.device)
         # re-ranking heads re-score what each stored explanation is about, not the moved top-K
         candidates = self.store.shown("train", ids, rec.candidates(batch, h.detach())) if rec.reranks else None
-        fused = rec.fuse(batch, h, z, present, candidates)
+        fused = rec.fuse(batch, h, z, present, candidates, crossfit_ids=ids)  # a fitted fusion: the rows' own folds
         tc = self.cfg.train
         weight = target_loss_weight(self.train_ends[ids], self.backbone.target_visited(batch)[:, -1], tc)
         per = F.cross_entropy(fused.logits, rec.target(batch), label_smoothing=tc.label_smoothing, reduction="none")
@@ -270,7 +302,7 @@ class RecPIEModule(L.LightningModule):
             keep |= {f"value_head.{k}" for k in self.value_head.state_dict()}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["recpie"] = {"store": self.store.state_dict(), "config_fingerprint": self.config_fingerprint(),
-                                **self.explainer_trainer.state_dict()}
+                                "fusion_fits": self.fusion_fits, **self.explainer_trainer.state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("recpie")
@@ -281,6 +313,7 @@ class RecPIEModule(L.LightningModule):
                 "checkpoint is from another config (model, data or schedule differ); start a new run "
                 "directory or resume with the config it was written with")
         self.store.load_state_dict(extra["store"])
+        self.fusion_fits = list(extra.get("fusion_fits", []))
         self.explainer_trainer.load_state_dict(extra)
 
     def config_fingerprint(self) -> str:

@@ -22,7 +22,7 @@ from recpie.evaluation.verdicts import liked_target_share, verdict_pairs
 from recpie.explainer.encoder import VerdictEncoder
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
-from recpie.explainer.warmup import sft_losses, templated_explanation
+from recpie.explainer.warmup import FactsTeacher, sft_losses, templated_choice
 from recpie.explainer.writer import ExplanationWriter, WriterHost, progress
 from recpie.rl.ppo import Rollout, ppo_update
 from recpie.rl.reward import KLController, RunningMoments, explanation_reward, other_rows, parse_flags, shape_scores
@@ -103,16 +103,22 @@ class ExplainerTrainer:
 
     def format_warmup(self, opt) -> None:
         """Supervised warm-up on templated explanations, so the base LLM emits the parseable format; with
-        hindsight targets "may like" names the true next POI (rows whose target is among the candidates)."""
+        hindsight targets "may like" names the true next POI (rows whose target is among the candidates),
+        with facts targets the choice of the prompt-only facts reader fitted on val (warmup.FactsTeacher)."""
         g = torch.Generator().manual_seed(phase_seed(self.seed, "sft", self.host.global_rank))
         hindsight = self.rc.sft_target == "hindsight"
         writer = self.writer
+        teacher = FactsTeacher.fit(self.recommender.backbone, self.data, self.cfg) if self.rc.sft_target == "facts" \
+            else None
         for _ in progress(range(self.rc.sft_steps), "format warm-up (SFT steps)", self.host.global_rank):
             draw = self.rc.sft_batch * (4 if hindsight else 1)  # hindsight drops rows whose target is not a candidate
             ids = self.sft_ids[torch.randint(len(self.sft_ids), (draw,), generator=g)]
             batch = writer.batch("train", ids)
             h, candidates = self.recommender.predict(batch)
-            like = None
+            like = dislike = None
+            if teacher is not None:
+                like, dislike = teacher.choice(self.data, "train", ids.numpy(), candidates.cpu().numpy(),
+                                               self.cfg.explainer)
             if hindsight:
                 target = self.recommender.target(batch)
                 keep = (candidates == target[:, None]).any(1).nonzero().squeeze(1)[:self.rc.sft_batch]
@@ -120,12 +126,13 @@ class ExplainerTrainer:
                 if not like:  # no target among any drawn row's candidates: draw again
                     continue
             prompts = writer.prompts("train", ids, candidates)
-            targets = [templated_explanation(self.data, "train", i, c, self.cfg.explainer, focus=f,
-                                             like=like[r] if like else None)
+            targets = [templated_choice(self.data, "train", i, c, self.cfg.explainer, focus=f,
+                                        like=like[r] if like else None, dislike=dislike[r] if dislike else None)
                        for r, (i, c) in enumerate(zip(ids.tolist(), candidates.tolist(), strict=True))
                        for f in writer.focus(c)]
-            loss = optimizer_step(self.host, opt, sft_losses(self.explainer, prompts, targets,
-                                                             h.repeat_interleave(writer.slots, 0)), self.rc.grad_clip)
+            losses = sft_losses(self.explainer, prompts, [t.text for t in targets], h.repeat_interleave(writer.slots, 0),
+                                [t.names for t in targets], self.rc.sft_choice_weight)
+            loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip)
             self.host.log("sft/loss", loss, on_step=False, on_epoch=True)
         self.policy_version += 1
 
