@@ -3,11 +3,12 @@
 The explainer reads a prompt (recent history, the time, the recommender's top-K with distance, visit
 count and usual part of the day); a verdict that re-ranks the top-K can only help if that text carries
 information beyond the ranking. This fits a linear re-ranker of the top-K on the *val* samples (whose
-targets the backbone never trained on) from (a) the rank and the backbone's logit alone, (b) those plus
-the prompt's per-candidate facts, and scores it on the test samples against the backbone's own order.
-If (b) does not beat (a), no reader of this prompt, an LLM included, can add accuracy through a verdict
+targets the backbone never trained on) from (a) the rank and the backbone's logit alone, (b) the rank and
+the prompt's per-candidate facts (the information bound: what the prompt states, nothing else), (c) the
+rank, the logit and the facts, and scores it on the test samples against the backbone's own order.
+If (c) does not beat (a), no reader of this prompt, an LLM included, can add accuracy through a verdict
 unless it brings knowledge the prompt does not state (e.g. what a category's name implies). With
-``--llm`` a third re-ranker also reads the explainer's log-likelihood of "may like: <candidate>" after the
+``--llm`` a fourth re-ranker also reads the explainer's log-likelihood of "may like: <candidate>" after the
 prompt: whatever the LLM knows beyond the stated facts (``--explainer-ckpt``: the LoRA and soft prompt of
 a trained `recpie` checkpoint, e.g. after the hindsight warm-up; default: the base model).
 
@@ -109,14 +110,16 @@ def main(argv: list[str] | None = None) -> None:
             llm = llm_label_logprobs(explainer, prompts, labels, view.states if args.explainer_ckpt else None)
             facts = np.concatenate([facts, (llm - llm.max(1, keepdims=True))[..., None]], -1)
         split[name] = (view, facts)
-    readers = {"re-ranked: rank + logit": 0, "re-ranked: rank + logit + prompt facts": len(FACTS)}
+    # (facts read, logit margin read): the bound reads the prompt alone (rank + prompt facts)
+    readers = {"re-ranked: rank + logit": (0, True), "re-ranked: rank + prompt facts (the bound)": (len(FACTS), False),
+               "re-ranked: rank + logit + prompt facts": (len(FACTS), True)}
     if explainer is not None:
-        readers["re-ranked: rank + logit + prompt facts + LLM log p(label)"] = len(FACTS) + 1
+        readers["re-ranked: rank + logit + prompt facts + LLM log p(label)"] = (len(FACTS) + 1, True)
     (val, val_facts), (test, test_facts) = split["val"], split["test"]
     e = cfg.eval
     rows = {"backbone order": test.ranks}
-    for label, width in readers.items():
-        rows[label] = reader_ranks(val, val_facts[..., :width], test, test_facts[..., :width])
+    for label, (width, logits) in readers.items():
+        rows[label] = reader_ranks(val, val_facts[..., :width], test, test_facts[..., :width], logits)
     inside = test.slot >= 0
     print(f"{args.config}: fitted on {int((val.slot >= 0).sum())} val samples with the target in the "
           f"top {args.k}; scored on {len(inside)} test samples ({int(inside.sum())} with the target in the top "
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         delta = ci_text(ci) if ci else "-"
         print(f"| {label} | {np.mean(r == 1):.4f} | {np.mean(1.0 / r):.4f} | {np.mean(r[inside] == 1):.4f} | {delta} |")
     if explainer is not None:
-        facts, llm = (rows[k] for k in list(readers)[1:])
+        facts, llm = (rows[k] for k in list(readers)[2:])
         ci = paired_bootstrap_ci(llm, facts, "mrr", e.bootstrap_samples, e.bootstrap_level, e.bootstrap_seed)
         print(f"\nWhat the LLM adds to the prompt facts: MRR {ci_text(ci)}")
 

@@ -1,16 +1,25 @@
-"""What could a fusion get from a finished run's explanations? The verdicts, read by a fitted re-ranker.
+"""What could a fusion get from a finished run's explanations? The verdicts, read by a fitted re-ranker; and,
+on val, the gate before any long run (issue 22).
 
-A `recpie` run with ``explainer.encoder=verdict`` saves, per test sample, what its explanation says about
-each of the K candidates ("may like" / "may not like" shares) in ``test_ranks_seed{S}.npz``. Its fusion
-learns to use them in a few recommender steps; this asks what the same verdicts are worth to a re-ranker
-fitted properly: a linear reader of the top-K (``recpie.explainer.information``) from the rank and the
-recommender's logit, plus the prompt's facts, plus the verdicts, each cross-fitted over the test samples
-(two seeded folds: no sample is scored by a reader fitted on it), and the same with another sample's
-verdicts (the previous test sample's, as in the run's attribution). Verdicts beyond the facts reader
-mean the explainer knows something the prompt's facts do not say; own above another's means it is the
-content, not the presence, of an explanation.
+A `recpie` run with ``explainer.encoder=verdict`` saves, per sample, what its explanation says about each
+of the K candidates ("may like" / "may not like" shares) and the candidates its prompt showed: the test
+samples in ``test_ranks_seed{S}.npz``, the val samples it scored in ``val_verdicts_seed{S}.npz``. This asks
+what those verdicts are worth to a re-ranker fitted properly: a linear reader of the top-K
+(``recpie.explainer.information``) from the rank and the recommender's logit, plus the prompt's facts, plus
+the verdicts, each cross-fitted over the split's samples (two seeded folds: no sample is scored by a
+reader fitted on it), and the same with another sample's verdicts (the previous sample's, as in the run's
+attribution). Verdicts beyond the facts reader mean the explainer knows something the prompt's facts do
+not say; own above another's means it is the content, not the presence, of an explanation.
 
-    python benchmarks/verdict_information.py results/nyc_recpie_3pct [--seed 0]
+It also prints the gate of ``recpie.sft_target=facts``: how often "may like" names the teacher's top-1
+(the prompt-only facts reader fitted on all val samples with the run's recommender, as the warm-up's
+``FactsTeacher``, reading the prompts the explanations were written from), how often it names the target
+against the recommender's own top-1 (paired CI), and the verdicts' gain beyond rank + logit (paired CI).
+Run it on val after a warm-up (a run with ``recpie.cycles=1``, ``recpie.ppo_iterations=0`` and as many val
+samples as the gate needs, e.g. ``recpie.val_samples=512``) before spending a long run's budget; if the
+gate fails, change the warm-up, not the budget.
+
+    python benchmarks/verdict_information.py results/nyc_recpie_3pct [--seed 0] [--split val]
 """
 from __future__ import annotations
 
@@ -18,23 +27,46 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from recpie.components.backbone import Backbone
 from recpie.config import data_config, load_experiment
 from recpie.data.load import load_checkin_data
-from recpie.evaluation.bootstrap import paired_bootstrap_ci
+from recpie.evaluation.bootstrap import paired_bootstrap_ci, paired_values_ci
 from recpie.evaluation.tables import ci_text, markdown_table
-from recpie.explainer.information import crossfit_ranks, features, prompt_facts, top_k
+from recpie.evaluation.verdicts import liked_target_share
+from recpie.explainer.information import crossfit_ranks, features, prompt_facts, prompt_reader, top_k
 from recpie.utils.checkpoints import load_weights
+
+SAVED = {"test": "test_ranks_seed{seed}.npz", "val": "val_verdicts_seed{seed}.npz"}  # what the recipe writes
+
+
+def gate(liked: np.ndarray, candidates: np.ndarray, target: np.ndarray, teacher_top: np.ndarray, boot: dict
+         ) -> dict:
+    """The gate's numbers per sample: liked [n, K] "may like" shares, candidates [n, K] as the prompt showed
+    them, target [n], teacher_top [n] the teacher's top-1 position. Agreement: the "may like" share on the
+    teacher's top-1; hit rate: the share on the target, against the recommender's top-1 being it."""
+    rows = np.arange(len(liked))
+    agree = liked[rows, teacher_top]
+    hit = liked_target_share(torch.as_tensor(liked), torch.as_tensor(candidates), torch.as_tensor(target)).numpy()
+    top1 = (candidates[:, 0] == target).astype(np.float64)
+    teacher_hit = (candidates[rows, teacher_top] == target).astype(np.float64)
+    return {"agreement": float(agree.mean()), "parsed": float((liked.sum(1) > 0).mean()),
+            "hit": float(hit.mean()), "top1_hit": float(top1.mean()), "teacher_hit": float(teacher_hit.mean()),
+            "hit_minus_top1": paired_values_ci(hit, top1, "hit rate", **boot)}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="a finished recpie run folder (explainer.encoder=verdict)")
     ap.add_argument("--seed", type=int, default=0, help="which of its seeds")
+    ap.add_argument("--split", choices=sorted(SAVED), default="test", help="whose saved verdicts to read")
     args = ap.parse_args(argv)
     cfg = load_experiment(str(args.run / "config.yaml"))
-    with np.load(args.run / f"test_ranks_seed{args.seed}.npz", allow_pickle=False) as z:
+    saved_file = args.run / SAVED[args.split].format(seed=args.seed)
+    if not saved_file.exists():
+        raise SystemExit(f"{saved_file}: missing (a verdict run of this code writes it; explainer.encoder=verdict)")
+    with np.load(saved_file, allow_pickle=False) as z:
         saved = dict(z)
     if "verdicts" not in saved:
         raise SystemExit(f"{args.run}: no per-sample verdicts saved (explainer.encoder=verdict runs only)")
@@ -42,17 +74,18 @@ def main(argv: list[str] | None = None) -> None:
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)  # the run's recommender, whose top-K was explained
     backbone.load_state_dict(load_weights(args.run / "checkpoints" / f"recpie-seed{args.seed}" / "last.ckpt",
                                           "run", "backbone."))
-    ids, k = saved["ids"], cfg.explainer.num_candidates
-    view = top_k(backbone, data, "test", ids, k, cfg.data.max_len, cfg.data.history_summary)
+    ids, k, split = saved["ids"], cfg.explainer.num_candidates, args.split
+    view = top_k(backbone, data, split, ids, k, cfg.data.max_len, cfg.data.history_summary)
     same = (view.candidates == saved["candidates"]).all(1)  # ties may order a few differently
-    facts = prompt_facts(data, "test", ids, view.candidates, cfg.explainer)
+    facts = prompt_facts(data, split, ids, view.candidates, cfg.explainer)
     own = np.where(same[:, None, None], saved["verdicts"], 0).astype(np.float32)
     other = np.roll(own, 1, axis=0)
-    readers = {"rank + logit": np.zeros((len(ids), k, 0), np.float32), "+ prompt facts": facts,
+    none = np.zeros((len(ids), k, 0), np.float32)
+    readers = {"rank + logit": none, "+ prompt facts": facts,
                "+ prompt facts + own verdict": np.concatenate([facts, own], -1),
                "+ prompt facts + another sample's verdict": np.concatenate([facts, other], -1),
                "rank + logit + own verdict": own}
-    ranks = {name: crossfit_ranks(features(view.logits, x), view.slot, view.ranks) for name, x in readers.items()}
+    ranks = {name: crossfit_ranks(features(x, view.logits), view.slot, view.ranks) for name, x in readers.items()}
     e = cfg.eval
     boot = dict(n_boot=e.bootstrap_samples, level=e.bootstrap_level, seed=e.bootstrap_seed)
     rows = [["recommender's order", f"{np.mean(view.ranks == 1):.4f}", f"{np.mean(1 / view.ranks):.4f}", "-", "-"]]
@@ -60,13 +93,28 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([name, f"{np.mean(r == 1):.4f}", f"{np.mean(1 / r):.4f}",
                      ci_text(paired_bootstrap_ci(r, view.ranks, "mrr", **boot)),
                      ci_text(paired_bootstrap_ci(r, ranks["+ prompt facts"], "mrr", **boot))])
-    print(f"{args.run} seed {args.seed}: {len(ids)} test samples ({int((view.slot >= 0).sum())} with the target in "
-          f"the top {k}; {int(same.sum())} whose saved candidates are the checkpoint's top {k}, the others "
-          "read as unexplained); linear re-rankers of the top K, 2-fold cross-fitted over the test samples\n")
+    print(f"{args.run} seed {args.seed}: {len(ids)} {split} samples ({int((view.slot >= 0).sum())} with the target "
+          f"in the top {k}; {int(same.sum())} whose saved candidates are the checkpoint's top {k}, the others "
+          f"read as unexplained); linear re-rankers of the top K, 2-fold cross-fitted over the {split} samples\n")
     print(markdown_table(["re-ranker", "Acc@1", "MRR", "MRR minus the recommender's order",
                           "MRR minus the facts reader"], rows))
     print("\nOwn minus another sample's verdict (with the facts): MRR " + ci_text(paired_bootstrap_ci(
         ranks["+ prompt facts + own verdict"], ranks["+ prompt facts + another sample's verdict"], "mrr", **boot)))
+
+    # the gate: the teacher reads the prompts the explanations were written from (the saved candidates)
+    val_ids = np.arange(len(data.splits["val"]))
+    val = top_k(backbone, data, "val", val_ids, k, cfg.data.max_len, cfg.data.history_summary)
+    teacher = prompt_reader(val, prompt_facts(data, "val", val_ids, val.candidates, cfg.explainer))
+    shown = np.where(saved["candidates"] >= 0, saved["candidates"], view.candidates)
+    with torch.no_grad():
+        scores = teacher(features(prompt_facts(data, split, ids, shown, cfg.explainer))).squeeze(-1).numpy()
+    g = gate(saved["verdicts"][..., 0], shown, view.target, scores.argmax(1), boot)
+    beyond = paired_bootstrap_ci(ranks["rank + logit + own verdict"], ranks["rank + logit"], "mrr", **boot)
+    print(f"\nGate ({split}, {len(ids)} samples; parsed {g['parsed']:.3f}): \"may like\" names the teacher's top-1 "
+          f"in {g['agreement']:.3f} (the teacher, fitted on {int((val.slot >= 0).sum())} val samples, names the "
+          f"target in {g['teacher_hit']:.3f}); \"may like\" names the target in {g['hit']:.3f}, the recommender's "
+          f"top-1 in {g['top1_hit']:.3f}: {ci_text(g['hit_minus_top1'])}; the verdicts beyond rank + logit: MRR "
+          f"{ci_text(beyond)}")
 
 
 if __name__ == "__main__":

@@ -271,8 +271,8 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     assert {i for i, _, _ in liked} <= sft and not sft & set(module.store.texts["train"])
     assert isinstance(module.fusion, VerdictReranker) and module.store.dim == 2 * cfg.explainer.num_candidates
     # the fusion was fitted before the recommender's steps of the cycle, on the refreshed train samples
-    assert [f["cycle"] for f in module.fusion_fits] == [0]
-    assert {"fusion/fit_rows", "fusion/fit_explained_rows"} <= set(module.fusion_fits[0])
+    assert module.fusion_fits and {f["cycle"] for f in module.fusion_fits} == {0}
+    assert {"fusion/fit_rows", "fusion/fit_explained_rows"} <= set(module.fusion_fits[-1])
     verdicts = out["verdicts"]
     assert {"parsed", "like_is_top1", "like_is_target", "top1_is_target", "target_there_when_named"} <= set(verdicts)
     assert len(verdicts["named"]) == cfg.explainer.num_candidates
@@ -282,6 +282,9 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
                                                                 * verdicts["target_among_candidates"])
     assert saved["verdicts"].shape == (8, cfg.explainer.num_candidates, 2)
     assert saved["candidates"].tolist() == [module.store.candidates["test"][int(i)] for i in out["ids"]]
+    val = per_sample_verdicts(cfg, nyc_data, out, "val", eval_ids["val"].numpy())  # the gate's input
+    assert val["verdicts"].shape == (8, cfg.explainer.num_candidates, 2)
+    assert val["candidates"].tolist() == [module.store.candidates["val"][int(i)] for i in eval_ids["val"]]
     control = copy.deepcopy(cfg)  # the same re-ranking fusion, fed the null verdict only
     control.recpie.use_explanations = False
     out = fit_variant(control, nyc_data, backbone, eval_ids, tmp_path, "control", seed=0)

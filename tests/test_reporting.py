@@ -100,6 +100,13 @@ def test_recpie_seed_section_lines():
     with_study = seed_section(replace(seed_report(), reference=["Against the data-efficiency study (s):"]), data)
     assert with_study[with_study.index("Against the data-efficiency study (s):") - 1] == ""  # after the attribution
     assert len(with_study) == len(lines) + 1
+    fits = [{"cycle": 0, "fusion/fit_rows": 0.0, "fusion/fit_explained_rows": 0.0},
+            {"cycle": 1, "fusion/fit_rows": 120.0, "fusion/fit_explained_rows": 60.0, "fusion/fitted_liked_bonus": 1.25,
+             "fusion/fitted_liked": 0.75, "fusion/fitted_disliked": -0.25, "fusion/fitted_unnamed": -0.5}]
+    fused = seed_section(replace(seed_report(), fusion=fits), data)
+    assert "cycle 0: 0 rows (0 explained), nothing to fit on; cycle 1: 120 rows (60 explained), liked minus unnamed " \
+           "+1.250 logits (liked +0.750, disliked -0.250, unnamed -0.500)." in next(
+               line for line in fused if line.startswith("The verdict fusion"))
 
 
 def test_plots_write_pngs_of_their_size(tmp_path):

@@ -11,7 +11,9 @@ Both are scored on the same fixed test samples (``recpie.test_samples``, seeded 
 explanations and the cost (wall time, explanations generated, peak memory). Per seed, attribution_seed{S}.png
 shows the test MRR with the own / null / another sample's explanation and cycle_trends_seed{S}.png the
 per-cycle reward, KL, parse and EOS rates and fusion gate from the TensorBoard events (recpie.reporting.recpie).
-test_ranks_seed{S}.npz keeps every test rank (and a verdict run's per-sample verdicts); with
+test_ranks_seed{S}.npz keeps every test rank (and a verdict run's per-sample verdicts), val_verdicts_seed{S}.npz a
+verdict run's per-sample val verdicts (benchmarks/verdict_information.py --split val: the gate after a
+warm-up); results.md and results.json report what a fitted fusion fitted before each cycle; with
 ``recpie.reference_study`` results.md also compares RecPIE with a data-efficiency study's models
 (recpie.reporting.reference_study).
 """
@@ -152,10 +154,13 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
             per_seed[name].append({**metrics_from_ranks(ranks), "n": len(ranks)})
         write_topk_jsonl(run_dir / f"test_topk_recpie_seed{seed}.jsonl", full["ids"], full["topk"])
         full["per_sample_verdicts"] = per_sample_verdicts(cfg, data, full)
+        val_verdicts = per_sample_verdicts(cfg, data, full, "val", eval_ids["val"].numpy())
         if rank_zero_only.rank == 0:  # every test rank (and verdict), for analyses outside the run; never pickled
             np.savez(run_dir / f"test_ranks_seed{seed}.npz", ids=np.asarray(full["ids"]), backbone=warm_ranks,
                      control=control["ranks"], recpie=full["ranks"], null=full["null_ranks"],
                      other=full["other_ranks"], **(full["per_sample_verdicts"] or {}))
+            if val_verdicts is not None:
+                np.savez(run_dir / f"val_verdicts_seed{seed}.npz", ids=eval_ids["val"].numpy(), **val_verdicts)
         reports.append(_seed_report(cfg, data, seed, control, full, run_dir))
     write_results(cfg, data, run_dir, per_seed, reports, n_test=len(eval_ids["test"]), seeds=run_seeds(cfg),
                   peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
@@ -164,17 +169,20 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
             seed_plots(report, run_dir)
 
 
-def per_sample_verdicts(cfg: DictConfig, data, full: dict) -> dict[str, np.ndarray] | None:
+def per_sample_verdicts(cfg: DictConfig, data, full: dict, split: str = "test", ids: np.ndarray | None = None
+                        ) -> dict[str, np.ndarray] | None:
     """With the verdict encoder (whose embedding is each candidate's ("may like", "may not like") share), per
-    test sample in ``full["ids"]`` order: ``verdicts`` [n, K, 2], the ``candidates`` [n, K] they are about
-    (-1: none stored) and ``liked_target`` [n], the "may like" share on the target. None with other encoders."""
+    sample of ``split`` in ``ids`` order (default: the test samples in ``full["ids"]`` order): ``verdicts``
+    [n, K, 2], the ``candidates`` [n, K] they are about (-1: none stored) and ``liked_target`` [n], the "may
+    like" share on the target. None with other encoders."""
     if cfg.explainer.encoder != "verdict":
         return None
-    store, k, ids = full["module"].store, cfg.explainer.num_candidates, np.asarray(full["ids"])
-    z, _ = store.get("test", torch.as_tensor(ids), torch.device("cpu"))
+    store, k = full["module"].store, cfg.explainer.num_candidates
+    ids = np.asarray(full["ids"] if ids is None else ids)
+    z, _ = store.get(split, torch.as_tensor(ids), torch.device("cpu"))
     verdicts = verdict_pairs(z, k)
-    candidates = torch.tensor([store.candidates["test"].get(int(i), [-1] * k) for i in ids]).view(len(ids), k)
-    target = torch.as_tensor(data.poi[data.splits["test"].target[ids]])
+    candidates = torch.tensor([store.candidates[split].get(int(i), [-1] * k) for i in ids]).view(len(ids), k)
+    target = torch.as_tensor(data.poi[data.splits[split].target[ids]])
     return {"verdicts": verdicts.numpy(), "candidates": candidates.numpy(),
             "liked_target": liked_target_share(verdicts[..., 0], candidates, target).numpy()}
 
@@ -195,7 +203,7 @@ def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path)
         seed=seed, vs_control=[paired_bootstrap_ci(full["ranks"], control["ranks"], m, **boot) for m in METRIC_NAMES],
         fed={name: metrics_from_ranks(ranks) for name, ranks in fed.items()},
         own_vs={name: paired_bootstrap_ci(full["ranks"], fed[name], "mrr", **boot) for name in list(fed)[1:]},
-        verdicts=full.get("verdicts"),
+        verdicts=full.get("verdicts"), fusion=list(full["module"].fusion_fits),
         quality=QualityScorer(data).report(texts, contexts, run_dir / f"test_explanations_seed{seed}.jsonl"),
         seconds={"RecPIE": full["seconds"], "control": control["seconds"]}, explained=full["explained"],
         examples={i: full["texts"][i] for i in list(full["texts"])[:3]}, events=full["events"],

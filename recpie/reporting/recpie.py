@@ -32,6 +32,7 @@ class SeedReport:
     examples: dict[int, list[str]]  # a few test sample ids and their explanations
     events: Path  # the RecPIE variant's TensorBoard events, for the per-cycle trends
     reference: list[str] = field(default_factory=list)  # recpie.reference_study: lines against the study's models
+    fusion: list[dict] = field(default_factory=list)  # per cycle, what a fitted fusion fitted (fit_fusion)
 
 
 def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
@@ -40,7 +41,7 @@ def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
              ci_table(report.vs_control), "", *attribution_lines(report),
              f"![own, null and another sample's explanation](attribution_seed{report.seed}.png) "
              f"![per-cycle reward, KL, parse and EOS rates](cycle_trends_seed{report.seed}.png)", "",
-             *verdict_lines(report.verdicts), *report.reference,
+             *verdict_lines(report.verdicts), *fusion_lines(report.fusion), *report.reference,
              "Explanation quality (greedy, test samples):", "",
              metrics_table({"RecPIE": report.quality}, names=[k for k in report.quality if k != "n"], first="run"),
              "", f"Cost: RecPIE {report.seconds['RecPIE']:.0f} s, control {report.seconds['control']:.0f} s in this "
@@ -73,6 +74,20 @@ def verdict_lines(v: dict | None) -> list[str]:
             "beyond the rank has equal rates in the last two rows):", "", *verdict_table(v), ""]
 
 
+def fusion_lines(fits: list[dict]) -> list[str]:
+    """A fitted fusion (the verdict re-ranker): what it fitted before each cycle's recommender steps."""
+    if not fits:
+        return []
+    cycles = "; ".join(
+        f"cycle {f['cycle']}: {f['fusion/fit_rows']:.0f} rows ({f['fusion/fit_explained_rows']:.0f} explained)"
+        + (f", liked minus unnamed {f['fusion/fitted_liked_bonus']:+.3f} logits (liked {f['fusion/fitted_liked']:+.3f}, "
+           f"disliked {f['fusion/fitted_disliked']:+.3f}, unnamed {f['fusion/fitted_unnamed']:+.3f})"
+           if "fusion/fitted_liked_bonus" in f else ", nothing to fit on")
+        for f in fits)
+    return [f"The verdict fusion, fitted in closed form on the explained train samples before each cycle's "
+            f"recommender steps (values at the middle rank, all-rows fit): {cycles}.", ""]
+
+
 def seed_plots(report: SeedReport, run_dir: Path) -> None:
     """attribution_seed{S}.png, and cycle_trends_seed{S}.png from the RecPIE variant's TensorBoard events."""
     attribution_plot(report.fed, report.own_vs, run_dir / f"attribution_seed{report.seed}.png",
@@ -98,8 +113,10 @@ def write_results(cfg: DictConfig, data: CheckinData, run_dir: Path, per_seed: d
     body = [line for report in reports for line in seed_section(report, data)]
     write_or_explain(run_dir / "results.md", "\n".join(head + body), "run.output_dir")
     summary = {name: [{k: float(v) for k, v in m.items()} for m in runs] for name, runs in per_seed.items()}
+    fusion = {str(report.seed): report.fusion for report in reports if report.fusion}
     write_or_explain(run_dir / "results.json", json.dumps({"config": OmegaConf.to_container(cfg, resolve=True),
-                                                           "per_seed": summary}, indent=2), "run.output_dir")
+                                                           "per_seed": summary, "fusion_fits": fusion}, indent=2),
+                     "run.output_dir")
     print("\n" + "\n".join(head[:3]))
     print(mean_std_table(per_seed, names=HEADLINE))
     print("\n" + "\n".join(body))
