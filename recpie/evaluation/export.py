@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from recpie.errors import InputError
+from recpie.utils.files import write_or_explain
 
 
 def topk_from_scores(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -17,17 +18,19 @@ def topk_from_scores(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 def write_topk_jsonl(path: str | Path, sample_ids: np.ndarray, topk: np.ndarray,
                      targets: np.ndarray | None = None, ranks: np.ndarray | None = None) -> Path:
-    """One line per sample: ``{"sample_id", "topk"[, "target", "rank"]}`` (rank = fractional rank)."""
+    """One line per sample: ``{"sample_id", "topk"[, "target", "rank"]}`` (rank = fractional rank), the
+    file written whole or not at all (a full disk: ConfigError naming it; recpie/utils/files.py)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for i, sid in enumerate(sample_ids):
-            row = {"sample_id": int(sid), "topk": [int(x) for x in topk[i]]}
-            if targets is not None:
-                row["target"] = int(targets[i])
-            if ranks is not None:
-                row["rank"] = float(ranks[i])
-            f.write(json.dumps(row) + "\n")
+    lines = []
+    for i, sid in enumerate(sample_ids):
+        row = {"sample_id": int(sid), "topk": [int(x) for x in topk[i]]}
+        if targets is not None:
+            row["target"] = int(targets[i])
+        if ranks is not None:
+            row["rank"] = float(ranks[i])
+        lines.append(json.dumps(row) + "\n")
+    write_or_explain(path, "".join(lines), "run.output_dir")
     return path
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from recpie.data.types import CheckinData
 from recpie.explainer.parse import parse
 from recpie.explainer.prompts import Context
+from recpie.utils.files import write_or_explain
 
 MIN_NAME = 4  # shorter names ("NY", "Q") match inside ordinary words
 _PLACE, _CAT = "\x00", "\x01"
@@ -78,8 +79,7 @@ class QualityScorer:
         recs = [self.sample(t, c) for t, c in zip(texts, contexts, strict=True)]
         if jsonl is not None:
             Path(jsonl).parent.mkdir(parents=True, exist_ok=True)
-            with open(jsonl, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r) + "\n" for r in recs)
+            write_or_explain(Path(jsonl), "".join(json.dumps(r) + "\n" for r in recs), "run.output_dir")
         mentions = sum(r["mentions"] for r in recs)
         places = sum(len(r["places"]) + len(r["hallucinated"]) for r in recs)
         return {
