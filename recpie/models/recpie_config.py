@@ -17,11 +17,13 @@ class RecPIEConfig:
     cycles: int = 20
     # M: recommender steps per cycle (sample batches of protocol train targets, explanation-fused)
     rec_steps_per_cycle: int = 50
-    # K: PPO iterations per cycle, each on fresh rollouts (0 = frozen explainer: the no-RL ablation). In the
-    # first cycle the reward is only the EOS/parse penalties and the KL (the fusion is the identity): without
-    # that iteration the demo's cycle-1 rollouts parsed 0% and its greedy test explanations 29% (52% with it)
+    # K: PPO iterations per cycle, each on fresh rollouts (0 = frozen explainer: the no-RL ablation). A fitted
+    # fusion (the verdict re-ranker) is fitted before the first one; a gradient-trained head starts as the
+    # identity, so there the first cycle's reward is only the EOS/parse penalties and the KL: without that
+    # iteration the demo's cycle-1 rollouts parsed 0% and its greedy test explanations 29% (52% with it)
     ppo_iterations: int = 1
-    # prompts per PPO rollout (grpo/rloo: each sampled rl.group_size times)
+    # prompts per PPO rollout (grpo/rloo: each sampled rl.group_size times); >= 2, since each sample's
+    # explanation is compared with another sample's (rl.reward.baseline)
     rollout_prompts: int = 8
     # train samples that get a new greedy explanation per cycle; the rest keep their cached one or null
     refresh_budget: int = 64

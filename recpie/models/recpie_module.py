@@ -4,10 +4,11 @@ One training epoch is one *cycle* (so every checkpoint falls on a cycle boundary
 
 1. ``on_train_epoch_start``: the explainer's turn. In the first cycle a short supervised format warm-up;
    then ``recpie.ppo_iterations`` PPO iterations, each on fresh sampled explanations of train samples,
-   rewarded by the recommender's log-likelihood gain on the true next POI and penalised for a missing EOS
-   or unparseable text (in the first cycle the fusion is still the identity, so the gain is 0 and only
-   the penalties and the KL speak: they still shape the format); then greedy explanations for
-   ``recpie.refresh_budget`` of the train samples this cycle will use.
+   rewarded by the recommender's log-likelihood gain on the true next POI with the sample's own explanation
+   over another sample's (rl.reward) and penalised for a missing EOS or unparseable text. PPO runs against
+   the fusion fitted to the current explanations: a fitted head is fitted before the first PPO iteration
+   (a gradient-trained head starts as the identity, where the gain is 0 and only the penalties and the KL
+   speak); then greedy explanations for ``recpie.refresh_budget`` of the train samples this cycle will use.
    Then the fusion's turn (``fit_fusion``, in the control too): a fitted head (the verdict re-ranker) gets
    its weights in closed form on every train sample explained so far, before the recommender's steps
    (LangPTune's order: the recommender side is fitted to the current explanations first).
@@ -167,19 +168,29 @@ class RecPIEModule(L.LightningModule):
         self.fit_fusion()
 
     def explainer_turn(self) -> None:
-        """Warm-up (first cycle), PPO iterations, then fresh train explanations."""
+        """Warm-up (first cycle), PPO iterations against the fusion fitted to the current explanations, then
+        fresh train explanations. A fitted head that was never fitted (the first cycle) is fitted first, on
+        the warmed-up policy's explanations of this cycle's samples, so PPO never runs against the identity,
+        whose reward is 0 for every text (issue 24); those samples are explained again after PPO."""
         opt, explainer_trainer = self._optimizers()[1], self.explainer_trainer
         explainer_trainer.prepare(opt)
+        if self.rc.ppo_iterations > 0 and self.recommender.fitted and not self.fusion_fits:
+            self.refresh_train()
+            self.fit_fusion()
         for k in progress(range(self.rc.ppo_iterations), f"cycle {self.current_epoch}: PPO iterations",
                           self.global_rank):
             stats = explainer_trainer.ppo_iteration(opt, k)
             self.log_dict(stats, on_step=False, on_epoch=True, sync_dist=True)
             self.log_ppo_iteration(stats)
-        refreshed = self.trainer.train_dataloader.sampler.refreshed(self.current_epoch, self.global_rank)
-        self.writer.refresh(refreshed, explainer_trainer.policy_version)
-        self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)
+        self.refresh_train()
         if self.device.type == "cuda":
             self.log("speed/peak_gpu_gib", torch.cuda.max_memory_allocated(self.device) / 2**30, on_epoch=True)
+
+    def refresh_train(self) -> None:
+        """Greedy explanations by the current policy of this cycle's train samples (the sampler's refresh)."""
+        refreshed = self.trainer.train_dataloader.sampler.refreshed(self.current_epoch, self.global_rank)
+        self.writer.refresh(refreshed, self.explainer_trainer.policy_version)
+        self.log("explanations/train_coverage", self.store.coverage("train"), on_epoch=True)
 
     def fit_fusion(self) -> None:
         """A fitted fusion head (the verdict re-ranker) gets its weights in closed form, cross-fitted
