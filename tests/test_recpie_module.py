@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +303,37 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
         with pytest.raises(ConfigError, match=f"{key}={value} .*granularity=user"):
             run(bad, tmp_path / "bad" / "run")  # before the backbone's warm-up
         assert not (tmp_path / "bad" / "run" / "tensorboard").exists()
+
+
+def test_the_verdict_fusion_fitted_on_val_explains_val_first_and_scores_val_out_of_fold(tmp_path, nyc_data,
+                                                                                         tiny_llm_dir):  # noqa: F811
+    """recpie.fusion_fit_split=val: fit_fusion explains the val samples the run scores with the current
+    policy and fits on them; val rows are then scored by the weights fitted without their fold, test rows by
+    the all-rows fit."""
+    cfg = small_cfg(tmp_path, tiny_llm_dir, **{"explainer.encoder": "verdict", "recpie.fusion_fit_split": "val",
+                                               "recpie.val_samples": 64})
+    torch.manual_seed(0)
+    backbone = Backbone(cfg.backbone, nyc_data, cfg.data.max_len)
+    eval_ids = {s: subset_ids(len(nyc_data.splits[s]), 64, cfg.recpie.subset_seed) for s in ("val", "test")}
+    module = RecPIEModule(cfg, nyc_data, backbone, eval_ids, seed=0)
+    module.configure_model()
+    asked = []
+
+    def first_candidate_liked(prompts, keys, states, version):  # parseable verdicts from the tiny model's prompts
+        asked.extend(keys)
+        first = [re.search(r"\n1\. (.*), \d+\.\d km", p)[1] for p in prompts]
+        return [f"may like: {label} / may not like: nothing of it" for label in first]
+
+    module.explainer.explain = first_candidate_liked
+    module.fit_fusion()
+    store = module.store
+    assert len(asked) == 64 and store.present["val"][eval_ids["val"]].all() and not store.present["train"].any()
+    fit = module.fusion_fits[-1]
+    batch = module.writer.batch("val", eval_ids["val"])
+    _, candidates = module.predict(batch)
+    inside = int((candidates == module.recommender.target(batch)[:, None]).any(1).sum())
+    assert inside > 0 and fit["fusion/fit_rows"] == 2 * inside and fit["fusion/fit_explained_rows"] == inside
+    assert module.fusion.weight.abs().sum() > 0
+    ids = eval_ids["val"]
+    assert module.fitted_ids("val", ids) is ids and module.fitted_ids("test", ids) is None
+    assert module.fitted_ids("train", ids) is None

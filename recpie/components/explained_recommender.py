@@ -142,8 +142,8 @@ class ExplainedRecommender(nn.Module):
         head scores a row by the weights fitted without it), None for rows never fitted on."""
         return self.fusion.fuse(self.backbone, batch, h, z, present, candidates, crossfit_ids)
 
-    def logits(self, batch: Batch, h, z, present, candidates=None) -> torch.Tensor:
-        return self.fuse(batch, h, z, present, candidates).logits
+    def logits(self, batch: Batch, h, z, present, candidates=None, crossfit_ids=None) -> torch.Tensor:
+        return self.fuse(batch, h, z, present, candidates, crossfit_ids).logits
 
     def candidates(self, batch: Batch, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """The recommender's own top-K with the null explanation: what a prompt shows."""

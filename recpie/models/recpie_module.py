@@ -194,25 +194,37 @@ class RecPIEModule(L.LightningModule):
 
     def fit_fusion(self) -> None:
         """A fitted fusion head (the verdict re-ranker) gets its weights in closed form, cross-fitted
-        (ExplainedRecommender.fit_verdicts), on every train sample refreshed so far on any rank (the
-        sampler's pool; the same on every rank, whose stores hold every rank's explanations), each with the
-        candidates its explanation is about; the control fits the same samples with the null explanation.
-        Other heads learn in the recommender's steps. Logs and keeps (``fusion_fits``) the fitted values."""
-        rec = self.recommender
+        (ExplainedRecommender.fit_verdicts), on the samples of ``recpie.fusion_fit_split``, each with the
+        candidates its explanation is about: every train sample refreshed so far on any rank (the sampler's
+        pool; the same on every rank, whose stores hold every rank's explanations), or the val samples the
+        run scores (explained here by the current policy, if their store entries are stale). The control
+        fits the same samples with the null explanation. Other heads learn in the recommender's steps.
+        Logs and keeps (``fusion_fits``) the fitted values."""
+        rec, split = self.recommender, self.rc.fusion_fit_split
         if not rec.fitted:
             return
-        ids = self.trainer.train_dataloader.sampler.pool(self.current_epoch)
+        ids = self.trainer.train_dataloader.sampler.pool(self.current_epoch) if split == "train" \
+            else self.eval_ids["val"]
 
         def batches():
             for start in range(0, len(ids), self.rc.batch_size):
                 chunk = ids[start:start + self.rc.batch_size]
-                batch = self.writer.batch("train", chunk)
-                z, present = self.store.get("train", chunk, self.device)
-                yield batch, z, present, self.store.shown("train", chunk, rec.predict(batch)[1]), chunk
+                batch = self.writer.batch(split, chunk)
+                if split == "val":
+                    candidates = self.writer.explain(split, chunk, batch, self.policy_version)[1]
+                else:
+                    candidates = self.store.shown(split, chunk, rec.predict(batch)[1])
+                z, present = self.store.get(split, chunk, self.device)
+                yield batch, z, present, candidates, chunk
 
         stats = rec.fit_verdicts(batches(), self.rc.fusion_ridge)
         self.fusion_fits.append({"cycle": int(self.current_epoch), **stats})
         self.log_dict(stats, on_step=False, on_epoch=True)
+
+    def fitted_ids(self, split: str, ids: torch.Tensor) -> torch.Tensor | None:
+        """The sample ids of a batch of ``split`` when a fitted fusion may have been fitted on them (its split,
+        recpie.fusion_fit_split): each is then scored by the weights fitted without its fold; else None."""
+        return ids if split == self.rc.fusion_fit_split else None
 
     def training_step(self, batch, batch_idx):
         """The recommender's turn: one supervised step, each sample's explanation fused (or the null one)."""
@@ -227,7 +239,7 @@ class RecPIEModule(L.LightningModule):
         present = present & keep.to(present.device)
         # re-ranking heads re-score what each stored explanation is about, not the moved top-K
         candidates = self.store.shown("train", ids, rec.candidates(batch, h.detach())) if rec.reranks else None
-        fused = rec.fuse(batch, h, z, present, candidates, crossfit_ids=ids)  # a fitted fusion: the rows' own folds
+        fused = rec.fuse(batch, h, z, present, candidates, crossfit_ids=self.fitted_ids("train", ids))
         tc = self.cfg.train
         weight = target_loss_weight(self.train_ends[ids], self.backbone.target_visited(batch)[:, -1], tc)
         per = F.cross_entropy(fused.logits, rec.target(batch), label_smoothing=tc.label_smoothing, reduction="none")
@@ -246,10 +258,11 @@ class RecPIEModule(L.LightningModule):
         h, candidates = self.writer.explain(split, ids, batch, self.policy_version)
         z, present = self.store.get(split, ids, self.device)
         target = rec.target(batch)
+        fitted = self.fitted_ids(split, ids)
         with torch.no_grad():
-            fused = rec.logits(batch, h, z, present, candidates)
-            null = rec.logits(batch, h, *rec.null_explanations(h), candidates)
-            other = rec.logits(batch, h, z.roll(1, 0), present.roll(1, 0), candidates)
+            fused = rec.logits(batch, h, z, present, candidates, fitted)
+            null = rec.logits(batch, h, *rec.null_explanations(h), candidates, fitted)
+            other = rec.logits(batch, h, z.roll(1, 0), present.roll(1, 0), candidates, fitted)
         for name, logits in (("recpie", fused), ("null", null), ("other", other)):
             if f"{split}/{name}" not in self._ranks:
                 self._ranks[f"{split}/{name}"] = RankMetric().to(self.device)
