@@ -9,6 +9,8 @@ is read or any model warms up.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import re
 import typing
 from collections.abc import Callable, Iterable
 from enum import StrEnum
@@ -55,10 +57,13 @@ RANGES: dict[str, Rule] = {
     "train.warmup_steps": _ge(0), "train.decay_steps": _ge(0), "train.min_lr_ratio": SHARE,
     "baselines.counter_decay": DECAY, "baselines.decay_grid": DECAY, "baselines.bandwidth_grid_h": _gt(0),
     "eval.topk": _ge(1), "eval.chunk_size": _ge(1), "eval.activity_bins": _ge(1),
-    "eval.bootstrap_samples": _ge(1), "eval.bootstrap_level": _within(0, 1, True, True),
+    # 10^9 bootstrap resamples ground for hours after training
+    "eval.bootstrap_samples": _within(1, 1_000_000), "eval.bootstrap_level": _within(0, 1, True, True),
     "explainer.lora.rank": _ge(1), "explainer.lora.alpha": _gt(0), "explainer.lora.dropout": _within(0, 1, False, True),
     "explainer.soft_tokens": _ge(0), "explainer.soft_hidden": _ge(1), "explainer.history_len": _ge(1),
-    "explainer.num_candidates": _ge(1), "explainer.max_new_tokens": _ge(1), "explainer.temperature": _gt(0),
+    # a prompt lists every candidate (~20 tokens each); explanations take 25-85 tokens
+    "explainer.num_candidates": _within(1, 100), "explainer.max_new_tokens": _within(1, 2048),
+    "explainer.temperature": _gt(0),
     "explainer.encoder_max_tokens": _ge(1), "explainer.forward_tokens": _ge(1),
     "rl.group_size": _ge(1), "rl.ppo_epochs": _ge(1), "rl.minibatch_size": _ge(1), "rl.cliprange": _gt(0),
     "rl.cliprange_value": _gt(0), "rl.vf_coef": _ge(0), "rl.gamma": SHARE, "rl.lam": SHARE,
@@ -76,6 +81,20 @@ RANGES: dict[str, Rule] = {
     "efficiency.fractions": _within(0, 1, open_lo=True), "efficiency.bound_val_samples": _ge(0),
     "efficiency.bound_test_samples": _ge(0),
 }
+# keys that count POIs: each must be within the data's POI count, known once the data is loaded (check_sizes)
+POI_COUNTS = ("eval.topk", "explainer.num_candidates")
+# what Lightning's Trainer takes (its registries, lightning 2.6; tests/test_one_line_errors.py compares them),
+# of which the strategies this project runs (its DDP exchange of explanations and evaluation samples)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "64", "32", "16", "bf16")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
+              "ddp_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true",
+              "ddp_spawn_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true",
+              "ddp_fork_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true",
+              "ddp_notebook_find_unused_parameters_false")
+# trainer.devices: "auto", a count, -1 (every GPU), or GPU indices "0,2" (Lightning's string forms)
+DEVICES = re.compile(r"auto|-1|[1-9][0-9]*|([0-9]+,)+[0-9]*")
 # run.fast replaces these keys' values (key -> (what replaces it, its value)); an explicit override of one
 # of them to another value together with fast is refused
 FAST_OVERRIDES = {"train.max_epochs": ("train.fast_max_epochs", lambda cfg: cfg.train.fast_max_epochs),
@@ -133,6 +152,8 @@ def check_section(cfg: Any, prefix: str) -> None:
     # code may hold any string
     for name, choices in _modes(cfg).items():
         check_choice(f"{prefix}.{name}", getattr(cfg, name), choices)
+    if prefix == "trainer":
+        check_trainer(cfg)
     if prefix == "data" and not 0.0 < cfg.val_cut <= cfg.test_cut < 1.0:
         raise ConfigError(f"data.val_cut={cfg.val_cut}, data.test_cut={cfg.test_cut}: "
                           "need 0 < val_cut <= test_cut < 1")
@@ -152,3 +173,64 @@ def check_explanation_modes(cfg: Any) -> None:
         if value in ("hindsight", "facts", "verdict") and cfg.explainer.granularity != "user":
             raise ConfigError(f"{key}={value} is about one user-level explanation naming one of the K "
                               "candidates: it needs explainer.granularity=user")
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...], unknown: str = "is unknown") -> None:
+    if str(value) not in allowed:
+        raise ConfigError(f"{key}={value!r} {unknown}; use one of {', '.join(allowed)}")
+
+
+def check_trainer(trainer: Any) -> None:
+    """The trainer section against what Lightning takes, so that a bad value is this one line at load and not
+    Lightning's traceback after the data is read. What only the machine knows (no GPU for accelerator=gpu)
+    is check_machine's, when a run starts; Lightning's MisconfigurationException, should it still come, is one
+    error line too (recpie.errors.FOREIGN_USER_ERRORS)."""
+    _one_of("trainer.accelerator", trainer.accelerator, ACCELERATORS)
+    _one_of("trainer.precision", trainer.precision, PRECISIONS)
+    _one_of("trainer.strategy", trainer.strategy, STRATEGIES, "is not a strategy this project runs")
+    devices = str(trainer.devices).replace(" ", "").strip("[]")
+    if not DEVICES.fullmatch(devices):
+        raise ConfigError(f"trainer.devices={trainer.devices!r}: use auto, a number of devices (1, 2, ...), -1 for "
+                          "every GPU, or GPU indices such as '0,2'")
+    if trainer.accelerator == "cpu" and not (devices == "auto" or devices.isdigit()):
+        raise ConfigError(f"trainer.devices={trainer.devices!r} with trainer.accelerator=cpu: on a CPU it counts "
+                          "processes; use a number (1, 2, ...) or auto")
+    if trainer.accelerator == "auto" and not (devices == "auto" or devices.isdigit()):
+        import torch  # only here: the rules above need no torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.devices={trainer.devices!r} names GPUs, but trainer.accelerator=auto finds no "
+                              "GPU here (it runs on the CPU): use a number of processes (1, 2, ...) or auto")
+    if trainer.accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
+        raise ConfigError("trainer.accelerator=tpu needs torch_xla, which is not installed; use cpu, gpu or auto")
+
+
+def check_machine(trainer: Any) -> None:
+    """What this machine must have for the trainer section (asked when a run starts, not when a config is only
+    loaded or printed): the GPUs that trainer.accelerator and trainer.devices name."""
+    import torch  # only here: the config rules need no torch
+
+    if trainer.accelerator not in ("gpu", "cuda"):
+        return
+    count = torch.cuda.device_count()
+    devices = str(trainer.devices).replace(" ", "").strip("[]")
+    if devices in ("auto", "-1"):
+        wanted = 1
+    elif devices.isdigit():
+        wanted = int(devices)
+    else:  # GPU indices such as "0,2": the highest must exist
+        wanted = max(int(i) for i in devices.split(",") if i) + 1
+    if count < wanted:
+        raise ConfigError(f"trainer.accelerator={trainer.accelerator} trainer.devices={trainer.devices!r}: this "
+                          f"machine has {count} GPU(s) visible to torch; set trainer.accelerator=cpu or auto, or "
+                          "fewer devices")
+
+
+def check_sizes(cfg: Any, num_pois: int, data_name: str) -> None:
+    """The keys that count POIs (POI_COUNTS) against the data's POI count, once the data is loaded and before
+    any training: a top-K above it failed after the warm-up ("selected index k out of range")."""
+    for key in POI_COUNTS:
+        value = value_at(cfg, key)
+        if value > num_pois:
+            raise ConfigError(f"{key}={value} is more than the {num_pois} POIs of {data_name} after preprocessing: "
+                              f"set it to at most {num_pois}")

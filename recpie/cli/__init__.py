@@ -3,16 +3,18 @@
 The commands sit above the library (recpie/cli/<command>.py): they read configs, files and run folders
 and call down into data, models and recipes; nothing in the library imports them.
 
-The one error boundary: a ``RecPIEError`` (a bad config, input file or run folder; recpie/errors.py)
-prints ``error: <message>`` and exits 2; ``--debug`` or RECPIE_DEBUG=1 shows its traceback instead.
-Any other exception is a bug and keeps its traceback.
+The one error boundary: a ``RecPIEError`` (a bad config, input file or run folder; recpie/errors.py), or
+another library's exception that means a bad setting (Lightning's MisconfigurationException, omegaconf's
+interpolation errors: recpie.errors.FOREIGN_USER_ERRORS), prints ``error: <message>`` on one line and exits
+2; ``--debug`` or RECPIE_DEBUG=1 shows its traceback instead. Any other exception is a bug and keeps its
+traceback.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from recpie.errors import RecPIEError
+from recpie.errors import user_error_message
 
 USAGE = """usage: python -m recpie COMMAND ...
 
@@ -31,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("RECPIE_DEBUG", "") not in ("", "0")
     try:
         return _dispatch([a for a in argv if a != "--debug"])
-    except RecPIEError as exc:
-        if debug:
+    except Exception as exc:
+        message = user_error_message(exc)
+        if debug or message is None:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

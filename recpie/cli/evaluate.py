@@ -16,9 +16,11 @@ from omegaconf import OmegaConf
 from recpie.config import data_config, load_experiment
 from recpie.data.load import load_checkin_data
 from recpie.data.types import CheckinData
+from recpie.errors import InputError
 from recpie.evaluation.config import EvalConfig
 from recpie.evaluation.external import evaluate_file
 from recpie.evaluation.tables import metrics_table
+from recpie.utils.files import atomic_write, check_writable
 
 
 def load_experiment_data(experiment: str) -> tuple[CheckinData, EvalConfig]:
@@ -39,10 +41,18 @@ def evaluate_main(argv: Sequence[str],
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--out", type=Path, help="also write the metrics as JSON here")
     args = parser.parse_args(list(argv))
+    if args.out:  # before the scoring: a folder given as --out was found only when the metrics were written
+        if args.out.is_dir():
+            raise InputError(f"--out {args.out} is a folder: give the path of the JSON file to write, e.g. "
+                             f"{args.out / 'metrics.json'}")
+        check_writable(args.out.parent, "--out", "(the folder of the JSON file)")
     data, cfg = load_data(args.experiment)
     results = evaluate_file(data, args.split, args.file, cfg)
     print(metrics_table(results, first="group"))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
+        try:
+            atomic_write(args.out, json.dumps(results, indent=2))
+        except OSError as e:
+            raise InputError(f"--out: cannot write {args.out} ({e.strerror or type(e).__name__}); the metrics are "
+                             "printed above") from None
     return 0

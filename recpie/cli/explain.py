@@ -6,7 +6,9 @@ import dataclasses
 from datetime import datetime, timezone
 
 import numpy as np
+import torch
 
+from recpie.config_checks import RANGES
 from recpie.data.config import DataConfig
 from recpie.data.load import load_checkin_data
 from recpie.data.types import CheckinData, SampleSet
@@ -14,6 +16,7 @@ from recpie.errors import InputError
 from recpie.evaluation.scoring import Scorer
 from recpie.explainer.config import EMBEDDED_GEMMA, ExplainerConfig, check_models
 from recpie.explainer.explainer import Explainer
+from recpie.explainer.model_check import check_llm
 from recpie.explainer.prompts import build_prompt
 from recpie.utils.checkpoints import load_checkpoint
 
@@ -52,6 +55,36 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def within(key: str):
+    """An argparse type: a positive integer within the range of config key ``key`` (config_checks.RANGES),
+    the key whose value the flag becomes: --max-new-tokens 1000000 ground for minutes."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        ok, rule = RANGES[key]
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{value} is not {rule} (the range of {key})")
+        return value
+    return parse
+
+
+def check_adapters(state: object, expected: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """``state`` when it holds exactly the explainer's trainable tensors (``expected``: names and shapes);
+    InputError naming the file and the first difference otherwise (it was a KeyError traceback)."""
+    fix = "pass the file a trained run wrote (Explainer.trainable_state_dict()) for this --model"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"--adapters: {path} holds {type(state).__name__}, not a dict of tensors: {fix}")
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise InputError(f"--adapters: {path} lacks {len(missing)} of the explainer's {len(expected)} tensors "
+                         f"({', '.join(missing[:2]) or 'none'}) and has {len(extra)} it does not "
+                         f"({', '.join(extra[:2]) or 'none'}): {fix}")
+    for name, tensor in expected.items():
+        if state[name].shape != tensor.shape:
+            raise InputError(f"--adapters: {path}: {name} has shape {list(state[name].shape)}, the explainer's "
+                             f"{list(tensor.shape)} (another LoRA rank, soft prompt or model): {fix}")
+    return state
+
+
 def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     """`recommender(data, split, rows) -> scores [b, P]` ranks the places (default: the decayed counter)."""
     ap = argparse.ArgumentParser(prog="python -m recpie explain", description=__doc__)
@@ -59,7 +92,8 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     ap.add_argument("--time", type=parse_time, help="ISO 8601 time, UTC unless it names an offset "
                     "(e.g. 2013-01-05T18:00 or 2013-01-05T18:00+09:00): explain the user's first "
                     "check-in at or after it, from the history before it; default: their last check-in")
-    ap.add_argument("--k", type=positive_int, default=5, help="places to list (top-K of the recommender)")
+    ap.add_argument("--k", type=within("explainer.num_candidates"), default=5,
+                    help="places to list (top-K of the recommender)")
     ap.add_argument("--run", help="a finished `recpie` run directory (e.g. results/default): its recommender ranks "
                     "and its trained explainer (LoRA + soft prompt from the user state) explains; without it the "
                     "0.99 counter ranks and --model explains")
@@ -69,7 +103,7 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     ap.add_argument("--source", default="foursquare")
     ap.add_argument("--city", default="NYC")
     ap.add_argument("--data-root", default="")
-    ap.add_argument("--max-new-tokens", type=positive_int, default=96)
+    ap.add_argument("--max-new-tokens", type=within("explainer.max_new_tokens"), default=96)
     args = ap.parse_args(argv)
     if args.run:
         from recpie.recipes.trained_run import load_trained_run
@@ -79,6 +113,8 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
         data = load_checkin_data(DataConfig(source=args.source, city=args.city, data_root=args.data_root))
     if args.user not in data.user_ids:
         raise InputError(f"user {args.user!r} is not in {data.source} after preprocessing")
+    if args.k > data.num_pois:
+        raise InputError(f"--k {args.k} is more than the {data.num_pois} POIs of {data.source}")
     data, j = query_data(data, data.user_ids.index(args.user), args.time)
     if args.run:
         top, texts = explain_with_run(module, data, args.k)
@@ -92,9 +128,11 @@ def explain_main(argv: list[str], recommender: Scorer | None = None) -> int:
     cfg = ExplainerConfig(model=args.model, num_candidates=args.k, granularity="candidate", soft_tokens=0,
                           max_new_tokens=args.max_new_tokens, few_shot=args.adapters is None)
     check_models(cfg)
+    check_llm(cfg)  # a wrong --model is one line naming it, not transformers' traceback
+    adapters = load_checkpoint(args.adapters, "--adapters") if args.adapters else None  # before the model loads
     ex = Explainer(cfg, user_dim=1)
-    if args.adapters:
-        ex.load_trainable_state_dict(load_checkpoint(args.adapters, "--adapters"))
+    if adapters is not None:
+        ex.load_trainable_state_dict(check_adapters(adapters, ex.trainable_state_dict(), args.adapters))
     prompts = [build_prompt(data, QUERY, 0, top, cfg, focus=int(p)) for p in top]
     texts = ex.generate(prompts, None, sample=False).texts
     _print(data, args.user, j, top, texts)

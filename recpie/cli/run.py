@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from recpie.cli.console import setup_console
+from recpie.cli.preflight import check_before_training
 from recpie.config import ExperimentConfig, data_config, load_experiment
 from recpie.config_loading import available_experiments
 from recpie.utils.files import check_writable
@@ -42,6 +43,8 @@ def run_main(argv: list[str]) -> int:
     setup_console()
     run_dir = run_dir_of(cfg)
     from recpie.data.load import input_files
+
+    check_before_training(cfg)  # sizes, kept targets, GPUs, the LLM: before any training (recpie/cli/preflight.py)
 
     with run_folder_lock(run_dir):  # held until the recipe returns: one process per run folder
         resumed = accept_run_folder(run_dir, cfg, OmegaConf.structured(ExperimentConfig))  # before any write

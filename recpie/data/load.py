@@ -64,8 +64,18 @@ def cache_key(cfg: DataConfig, files: list[Path]) -> str:
 def load_checkin_data(cfg: DataConfig) -> CheckinData:
     """Processed data for ``cfg`` (resolved here), restricted to its train fraction (recpie.data.fraction)."""
     cfg = resolve(cfg)
-    return with_train_fraction(_processed(cfg), cfg.train_fraction, cfg.train_fraction_unit,
-                               cfg.train_fraction_seed)
+    return train_fraction_data(_processed(cfg), cfg.train_fraction, cfg.train_fraction_unit,
+                               cfg.train_fraction_seed, "data.train_fraction")
+
+
+def train_fraction_data(full: CheckinData, fraction: float, unit: str, seed: int, key: str) -> CheckinData:
+    """``full`` restricted to a train fraction (with_train_fraction); DataError naming ``key`` when the draw
+    keeps no train target: every learned model would train on nothing, and the run exited 0."""
+    data = with_train_fraction(full, fraction, unit, seed)
+    if len(data.splits["train"]) == 0 < len(full.splits["train"]):
+        raise DataError(f"{key}: a fraction of {fraction:g} (unit {unit}, seed {seed}) keeps none of the "
+                        f"{len(full.splits['train']):,} train targets of {full.source}: raise it")
+    return data
 
 
 def _processed(cfg: DataConfig) -> CheckinData:

@@ -10,6 +10,7 @@ epoch without improvement it would point at an older epoch; a second, monitor-le
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,19 +29,63 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
         raise CheckpointError(f"{what}: {path} is not a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0] or type(e).__name__
-        if "Unsupported global" in detail:
-            raise CheckpointError(
-                f"{what}: refused to load {path}: it holds objects other than tensors and plain containers, "
-                f"which could run code when loaded ({detail}); load only checkpoints written by this project"
-            ) from None
-        problem = detail
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
-        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise CheckpointError(
-        f"{what}: {path} is truncated or corrupt ({problem}), e.g. written while the disk was full: restore it "
-        "from a copy, or delete it (a run then retrains what it held)")
+    # what torch.load raises on a file it cannot take depends on the file (a text file: KeyError)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError,
+            IndexError, TypeError, AttributeError) as e:
+        raise CheckpointError(_why_unreadable(path, what, e)) from None
+
+
+# torch's advice around the one line that says what is wrong (its texts changed across 2.x releases)
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch 2.6",
+                      "(1)", "(2)", "WeightsUnpickler error:")
+_TRUNCATED = ("truncated", "Ran out of input", "unexpected end", "failed finding central directory",
+              "failed reading zip archive")
+
+
+def _torch_detail(e: BaseException) -> str:
+    """The line of torch's message that names the problem, without its advice (e.g. to allowlist a global)."""
+    if isinstance(e, KeyError):  # str() of a KeyError is its key alone
+        return f"KeyError {e}"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    tail = text.partition("WeightsUnpickler error:")[2]
+    lines = [line.strip() for line in (tail or text).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)] or [type(e).__name__]
+    return lines[0].split(". Please use")[0].split(" This is an internal miniz error")[0].rstrip(".")
+
+
+def _why_unreadable(path: Path, what: str, e: BaseException) -> str:
+    """Why torch.load failed on ``path``, from the file's structure, so that a foreign or crafted file is never
+    reported as a cut one: a cut file (a kill, a full disk) is empty, ends inside its pickle, or is a zip
+    without its end; a whole zip without ``data.pkl`` is another program's archive; a whole file whose
+    pickle asks for anything but tensors and plain containers is refused as possibly crafted; bytes that are
+    neither a zip nor a pickle are named as either damage or another kind of file."""
+    detail = _torch_detail(e)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    cut = (f"{what}: {path} is truncated or corrupt ({detail}), e.g. written while the disk was full: restore it "
+           "from a copy, or delete it (a run then retrains what it held)")
+    crafted = (f"{what}: refused to load {path}: it holds objects other than tensors and plain containers, which "
+               f"could run code when loaded ({detail}); load only checkpoints written by this project")
+    foreign = (f"{what}: {path} is not a torch checkpoint ({{}}): pass a .ckpt/.pt written by this project "
+               "(torch.save; a run's checkpoints/)")
+    if not head or isinstance(e, EOFError) or any(word in detail for word in _TRUNCATED):
+        return cut
+    if head == b"PK\x03\x04":  # torch.save's zip format
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names, broken = archive.namelist(), archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return cut
+        if broken:
+            return cut
+        if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+            return foreign.format(f"a zip archive of {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
+        return crafted if isinstance(e, pickle.UnpicklingError) else foreign.format(
+            f"a whole zip archive that torch cannot read: {detail}")
+    if head[:1] == b"\x80":  # a pickle: torch's legacy format, or a plain pickle (no torch magic number)
+        return crafted if isinstance(e, pickle.UnpicklingError) else foreign.format(detail)
+    return (f"{what}: {path} is truncated or corrupt, or not a checkpoint at all ({detail}): restore it from a "
+            "copy, or delete it (a run then retrains what it held)")
 
 
 def load_weights(path: str | Path, what: str, prefix: str) -> dict[str, torch.Tensor]:
