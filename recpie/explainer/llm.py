@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,9 +55,54 @@ def _convert_gguf(gguf: Path, out: Path, dtype: torch.dtype) -> Path:
     return out
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+# /proc/cpuinfo flags that tell how a CPU runs the LLM's matmuls: the first two are native bf16 ones
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+SIMD_FLAGS = (*BF16_FLAGS, "amx_tile", "amx_int8", "avx512f", "avx2")
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What decides the CPU's dtype under explainer.dtype=auto, and what a run records about its CPU."""
+
+    model: str  # lscpu's "model name"
+    flags: tuple[str, ...]  # the SIMD_FLAGS the CPU has
+    capability: str  # torch.backends.cpu.get_cpu_capability(): the widest ISA of torch's own kernels
+
+    @property
+    def native_bf16(self) -> bool:
+        """bf16 matmuls in hardware (AMX-BF16 or AVX512-BF16): there bf16 beats float32 (Gemma 3 270M's no-grad
+        forward 2.9x on an AMX Xeon, docs/results.md); elsewhere bf16 is emulated and slower than float32."""
+        return any(f in self.flags for f in BF16_FLAGS)
+
+    def describe(self) -> str:
+        return (f"{self.model or 'unknown CPU'}; flags {' '.join(self.flags) or 'none of ' + '/'.join(SIMD_FLAGS)}; "
+                f"torch capability {self.capability}; native bf16 {'yes' if self.native_bf16 else 'no'}")
+
+
+def cpu_features(cpuinfo: str | None = None) -> CpuFeatures:
+    """The CPU's features, from ``cpuinfo`` (the text of /proc/cpuinfo; read here when None, empty where absent)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():  # the first processor's block names them all
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    have = set(fields.get("flags", "").split())
+    return CpuFeatures(fields.get("model name", ""), tuple(f for f in SIMD_FLAGS if f in have),
+                       torch.backends.cpu.get_cpu_capability())
+
+
+def resolve_dtype(name: str, device: torch.device, cpu: CpuFeatures | None = None) -> torch.dtype:
+    """The LLM's dtype. "auto": bf16 on CUDA; on a CPU bf16 where it has native bf16 matmuls, else float32.
+    Every pass (sampling, PPO's log-probs, the warm-up) runs the one loaded model, so they share it."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16
+        return torch.bfloat16 if (cpu or cpu_features()).native_bf16 else torch.float32
     check_choice("explainer.dtype", name, Dtype)
     return _DTYPES[name]
 
@@ -111,7 +157,10 @@ def load_llm(cfg: ExplainerConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """The frozen base with LoRA adapters (trainable) and a left-padding tokenizer with a pad token."""
     check_choice("explainer.quantization", cfg.quantization, Quantization)
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
+    cpu = cpu_features() if device.type == "cpu" else None
+    dtype = resolve_dtype(cfg.dtype, device, cpu)
+    log.info("explainer: %s on %s (explainer.dtype=%s)%s", str(dtype).removeprefix("torch."), device.type, cfg.dtype,
+             f"; CPU {cpu.describe()}" if cpu else "")
     path = resolve_model_path(cfg)
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
     if cfg.quantization == "nf4":
