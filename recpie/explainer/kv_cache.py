@@ -3,8 +3,9 @@
 transformers' DynamicCache concatenates every layer's whole cache with each new token: copies that cost
 time and, on a CPU, left gigabytes of freed blocks resident (docs/results.md). Here every layer owns one buffer of
 [batch, kv heads, prompt + max new tokens, head dim], each step writes its token in place and attention
-reads a view. Sliding-window layers return what transformers' sliding layer returns (the last
-window - 1 + new positions), so the attention masks it builds from ``get_mask_sizes`` still apply.
+reads a view; rows that ended can be dropped from every layer at once (``keep_rows``). Sliding-window
+layers return what transformers' sliding layer returns (the last window - 1 + new positions), so the
+attention masks it builds from ``get_mask_sizes`` still apply.
 
 Prefill runs in groups of rows sorted by length (each left-padded only to its group's longest), then
 each group's keys and values are placed, right-aligned, into the batch's buffers: a batch of mixed
@@ -46,6 +47,12 @@ class _Buffered:
         self.length = end
         self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows ``rows`` (the decoding drops rows that ended; one copy of the kept rows)."""
+        self.key_buffer = self.key_buffer.index_select(0, rows)
+        self.value_buffer = self.value_buffer.index_select(0, rows)
+        self.set_length(self.length)
+
     def place(self, rows: torch.Tensor, group: _Buffered, end: int) -> None:
         """Copy a prefilled group's keys and values into batch rows ``rows``, ending at position ``end``."""
         if not self.is_initialized:
@@ -78,6 +85,12 @@ class SlidingBufferLayer(_Buffered, DynamicSlidingWindowLayer):
         end = self.write(key_states, value_states)
         start = max(0, end - (self.sliding_window - 1 + key_states.shape[-2]))
         return self.key_buffer[:, :, start:end], self.value_buffer[:, :, start:end]
+
+
+def keep_rows(cache: Cache, rows: torch.Tensor) -> None:
+    """Keep only batch rows ``rows`` of a ``buffer_cache``, in every layer."""
+    for layer in cache.layers:
+        layer.keep_rows(rows)
 
 
 def buffer_cache(config, capacity: int) -> Cache:
