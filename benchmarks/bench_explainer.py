@@ -75,6 +75,7 @@ def child(args) -> None:
     import torch
 
     from recpie.cli.run import run_main
+    from recpie.explainer import llm
     from recpie.explainer.explainer import Explainer
 
     sampler = Sampler()
@@ -110,6 +111,9 @@ def child(args) -> None:
         owner, method = phase_owner(places)
         setattr(owner, method, timed(name, getattr(owner, method)))
     Explainer.generate = counted(Explainer.generate)
+    dtypes = []  # what the tree's explainer.dtype resolved to (load_llm reads the module's resolve_dtype)
+    resolve = llm.resolve_dtype
+    llm.resolve_dtype = lambda *a, **k: dtypes.append(resolve(*a, **k)) or dtypes[-1]
     overrides = [f"run.output_dir={args.out}", "run.resume=false", "recpie.cycles=1", "recpie.rec_steps_per_cycle=1",
                  f"recpie.sft_steps={args.sft_steps}", "recpie.ppo_iterations=1",
                  f"recpie.rollout_prompts={args.rollouts}", f"recpie.refresh_budget={args.greedy}",
@@ -127,7 +131,8 @@ def child(args) -> None:
     for rec in stats.values():
         rec["s"] /= rec["calls"]
     stats["_process"] = {"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                         "cpu": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+                         "cpu": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                         "dtype": " ".join(sorted({str(d).removeprefix("torch.") for d in dtypes})) or "?"}
     print("BENCH " + json.dumps(stats), flush=True)
 
 
@@ -176,8 +181,11 @@ def result(tree: Path, proc: subprocess.Popen) -> dict:
 
 
 def table(results: dict[str, list[dict]], names: tuple[str, str]) -> str:
+    """One row per phase; each tree's columns name the LLM dtype its runs resolved (explainer.dtype)."""
     med = statistics.median
-    rows = ["| phase | " + " | ".join(f"{n} s | {n} tok/s | {n} peak RSS GiB" for n in names) + " | speed-up |",
+    label = {n: f"{n} ({'/'.join(sorted({r['_process'].get('dtype', '?') for r in results[n]}))})" for n in names}
+    rows = ["| phase | " + " | ".join(f"{label[n]} s | {n} tok/s | {n} peak RSS GiB" for n in names)
+            + " | speed-up |",
             "|---|" + "---|" * (3 * len(names) + 1)]
     for phase in [*PHASES, "_process"]:
         cells, secs = [], []
@@ -199,6 +207,8 @@ def table(results: dict[str, list[dict]], names: tuple[str, str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", help="commit to compare with (default: only this tree)")
+    ap.add_argument("--work", help="a commit to run instead of the working tree (whose uncommitted edits of "
+                                   "other work would otherwise run too)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per tree, alternating")
     ap.add_argument("--sft-steps", type=int, default=2)
     ap.add_argument("--rollouts", type=int, default=8, help="PPO rollout prompts (the default config: 8)")
@@ -214,8 +224,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     import torch
 
+    from recpie.explainer.llm import cpu_features
+
     root = Path(__file__).resolve().parents[1]
-    trees = {"work": snapshot(root, None)}
+    trees = {f"work {args.work}" if args.work else "work": snapshot(root, args.work)}
     if args.base:
         trees = {f"base {args.base}": snapshot(root, args.base), **trees}
     out = Path(tempfile.mkdtemp(prefix="bench_runs_"))
@@ -226,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(args.repeats):
         if not backbone:  # train the backbone once (in the work tree), every run starts from it
             warm = out / "backbone"
-            result(trees["work"], start_tree(trees["work"], args, warm, "", data_root))
+            work = trees[next(n for n in trees if n.startswith("work"))]
+            result(work, start_tree(work, args, warm, "", data_root))
             backbone = str(next(p for p in (warm / "default").rglob("best*.ckpt") if "warmup" in str(p)))
         loads.append(os.getloadavg()[0])
         if args.parallel:
@@ -239,12 +252,17 @@ def main(argv: list[str] | None = None) -> None:
                                                              data_root)))
         print(f"run {r + 1}: done (load average at its start {loads[-1]:.1f})", file=sys.stderr, flush=True)
     proc = next(iter(results.values()))[0]["_process"]
+    dtypes = ", ".join(f"{n} {r[0]['_process'].get('dtype', '?')}" for n, r in results.items())
+    print(f"CPU: {cpu_features().describe()}; LLM dtype per tree: {dtypes}")
     print(f"CPU capability {proc['cpu']} ({torch.backends.cpu.get_cpu_capability()} here), {proc['threads']} "
           f"torch threads, {os.cpu_count()} CPUs; {args.sft_steps} warm-up steps, {args.rollouts} rollouts, "
           f"{args.greedy} greedy explanations; {args.repeats} run(s) per tree, "
           f"{'at the same time' if args.parallel else 'alternating'}, medians; "
           f"1-min load average at the runs' starts {min(loads):.1f}-{max(loads):.1f}\n")
     print(table(results, tuple(trees)))
+    rates = "; ".join(f"{n} {args.greedy / statistics.median(r['greedy explanations']['s'] for r in runs):.3f}"
+                      for n, runs in results.items())
+    print(f"\ngreedy explanations per second at batch {args.greedy}: {rates}")
 
 
 if __name__ == "__main__":
