@@ -84,8 +84,9 @@ def fusion_lines(fits: list[dict]) -> list[str]:
            f"disliked {f['fusion/fitted_disliked']:+.3f}, unnamed {f['fusion/fitted_unnamed']:+.3f})"
            if "fusion/fitted_liked_bonus" in f else ", nothing to fit on")
         for f in fits)
-    return [f"The verdict fusion, fitted in closed form on the explained train samples before each cycle's "
-            f"recommender steps (values at the middle rank, all-rows fit): {cycles}.", ""]
+    return [f"The verdict fusion, fitted in closed form on the samples of recpie.fusion_fit_split (each with its own "
+            f"and with the null explanation) before each cycle's recommender steps (values at the middle rank, "
+            f"all-rows fit): {cycles}.", ""]
 
 
 def seed_plots(report: SeedReport, run_dir: Path) -> None:
