@@ -65,12 +65,13 @@ def test_the_sizes_that_fit_pass(small_root):
     check_before_training(load_experiment("nyc_data_efficiency", _overrides(small_root)))
 
 
-def test_cli_refuses_before_writing_anything(small_root, tmp_path, capsys):
+def test_cli_refuses_before_any_training(small_root, tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["run", "nyc_baselines", *_overrides(small_root), "eval.topk=7", f"run.output_dir={out}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: eval.topk=7 is more than the 6 POIs") and err.count("\n") == 1
-    assert not out.exists()
+    # only what the run-folder check writes (recpie/utils/run_folder.py, provenance.py): no checkpoint, no log
+    assert {p.name for p in (out / "nyc_baselines").iterdir()} <= {"config.yaml", "provenance.json", ".recpie.lock"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for more GPUs than a CPU machine has")

@@ -44,8 +44,6 @@ def run_main(argv: list[str]) -> int:
     run_dir = run_dir_of(cfg)
     from recpie.data.load import input_files
 
-    check_before_training(cfg)  # sizes, kept targets, GPUs, the LLM: before any training (recpie/cli/preflight.py)
-
     with run_folder_lock(run_dir):  # held until the recipe returns: one process per run folder
         resumed = accept_run_folder(run_dir, cfg, OmegaConf.structured(ExperimentConfig))  # before any write
         if cfg.run.recipe == "recpie" and cfg.explainer.explanation_cache:  # hours before its first write
@@ -53,6 +51,7 @@ def run_main(argv: list[str]) -> int:
                            'or "" for no explanation cache')
         write_provenance(run_dir, cfg, input_files(data_config(cfg)), resumed=resumed,
                          accept_changed_inputs=cfg.run.accept_changed_inputs)
+        check_before_training(cfg)  # sizes, kept targets, GPUs, the LLM, before any training (cli/preflight.py)
         recipe = importlib.import_module(f"recpie.recipes.{cfg.run.recipe}")
         start = time.perf_counter()
         recipe.run(cfg, run_dir)

@@ -82,5 +82,9 @@ def check_lora_targets(names: Iterable[str], targets: Iterable[str], model: str)
 def check_llm(cfg: ExplainerConfig) -> None:
     """Before any training: the model resolves (a GGUF or the embedded model is converted once, as its first
     load would), its config loads, and the LoRA targets exist in it."""
-    names = module_names(model_config(cfg, resolve_model_path(cfg)))
+    try:
+        path = resolve_model_path(cfg)
+    except ImportError as e:  # the embedded model's package is missing: its message says what to install
+        raise ConfigError(f"explainer.model={cfg.model!r}: {e}") from None
+    names = module_names(model_config(cfg, path))
     check_lora_targets(names, cfg.lora.target_modules, cfg.model)
