@@ -178,3 +178,17 @@ def test_plain_and_gz_of_different_content_are_refused(tmp_path, source):
         with pytest.raises(DataError, match="are both there and differ") as err:
             _read(folder, source)
         assert str(folder / name) in str(err.value) and str(packed) in str(err.value)
+
+
+@pytest.mark.parametrize(("content", "line"), [
+    (b'venue_id,name\nv1,ok\nv2,"' + b"x" * 200_000 + b"\nv3,z\n", 3),  # an unclosed quote
+    (b"venue_id,name\nv1," + b"x" * 200_000 + b"\n", 2),
+])
+def test_unreadable_names_file_names_its_line(tmp_path, content, line):
+    """A csv.Error was a traceback without the file."""
+    from recpie.data.sources.foursquare import read_names
+
+    (tmp_path / "names.csv").write_bytes(content)
+    with pytest.raises(DataError, match=rf"names.csv:{line}: the record starting here is not readable as CSV "
+                                        r"\(field larger than field limit"):
+        read_names(tmp_path / "names.csv")

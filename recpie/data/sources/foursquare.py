@@ -61,10 +61,15 @@ def read_names(path: Path) -> dict[str, str]:
                         "as UTF-8, or set data.names_file='' to label POIs by category") from None
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
-        missing = {"venue_id", "name"} - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(f"{path}:1: header lacks column(s) {sorted(missing)}; need venue_id,name")
-        return {row["venue_id"]: row["name"].strip() for row in reader if row["name"]}
+        try:
+            missing = {"venue_id", "name"} - set(reader.fieldnames or [])
+            if missing:
+                raise DataError(f"{path}:1: header lacks column(s) {sorted(missing)}; need venue_id,name")
+            return {row["venue_id"]: row["name"].strip() for row in reader if row["name"]}
+        except csv.Error as e:  # e.g. an unclosed quote that runs past the field size limit
+            # line_num counts the lines of the records read whole: the bad record starts on the next line
+            raise DataError(f"{path}:{reader.line_num + 1}: the record starting here is not readable as CSV ({e}): "
+                            "fix it, or set data.names_file='' to label POIs by category") from None
 
 
 def input_files(cfg: DataConfig, folder: Path, root: Path) -> list[Path]:
