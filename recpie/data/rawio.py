@@ -136,8 +136,8 @@ def _mixed_encoding(path: Path, native: str) -> str:
                 first_utf8 = first_utf8 or lineno
     except (EOFError, gzip.BadGzipFile, zlib.error):
         pass  # read_lines reports the corrupt file with its line; count what came before
-    if native == "utf-8" or not utf8:
-        return native  # all its non-ASCII text is in the source's encoding: nothing to tell
+    if native == "utf-8" or not utf8 or first_invalid is None:
+        return native  # all its non-ASCII text is in the source's encoding (or the .gz broke first): nothing to tell
     line, bytes_ = first_invalid
     if utf8 > invalid:
         log.warning("%s: %d line(s) of UTF-8 text, but %d line(s) that are not UTF-8 (first: line %d, bytes %r): "
@@ -155,8 +155,7 @@ def read_lines(path: Path, encoding: str, bad: BadLines) -> Iterator[tuple[int, 
     """Yield (1-based line number, decoded line without its newline), skipping blank lines.
 
     A UTF-8 byte-order mark at the file's start is dropped. A line that does not decode goes to ``bad``;
-    a truncated or corrupt .gz always stops (the rest of
-    the file is unknowable, so skipping cannot help).
+    a truncated or corrupt .gz always stops (the rest of the file is unknowable, so skipping cannot help).
     """
     lineno = 0
     # progress in bytes of the file on disk (compressed bytes for .gz); hidden when not on a terminal
@@ -168,7 +167,7 @@ def read_lines(path: Path, encoding: str, bad: BadLines) -> Iterator[tuple[int, 
             for lineno, raw in enumerate(f, start=1):
                 if lineno % PROGRESS_EVERY == 0:
                     progress.update(disk.tell() - progress.n)
-                if lineno == 1:  # a byte-order mark is not text: kept, it made the first row's user "\ufeff470"
+                if lineno == 1:  # a byte-order mark is not text (kept, it made the first row's user "\ufeff470")
                     raw = raw.removeprefix(codecs.BOM_UTF8)
                 try:
                     line = raw.decode(encoding).rstrip("\r\n")
