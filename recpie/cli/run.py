@@ -8,6 +8,7 @@ the run there (config, commit, versions, input hashes) and hands over to the rec
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import time
 from pathlib import Path
@@ -18,9 +19,12 @@ from recpie.cli.console import setup_console
 from recpie.cli.preflight import check_before_training
 from recpie.config import ExperimentConfig, data_config, load_experiment
 from recpie.config_loading import available_experiments
+from recpie.errors import ConfigError
 from recpie.utils.files import check_writable
 from recpie.utils.provenance import write_provenance
 from recpie.utils.run_folder import accept_run_folder, run_dir_of, run_folder_lock
+
+FULL_DISK = {errno.ENOSPC, errno.EDQUOT}  # "No space left on device", "Disk quota exceeded"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +58,13 @@ def run_main(argv: list[str]) -> int:
         check_before_training(cfg)  # sizes, kept targets, GPUs, the LLM, before any training (cli/preflight.py)
         recipe = importlib.import_module(f"recpie.recipes.{cfg.run.recipe}")
         start = time.perf_counter()
-        recipe.run(cfg, run_dir)
+        try:
+            recipe.run(cfg, run_dir)
+        except OSError as e:  # a full disk hit a writer of another library (TensorBoard, Lightning)
+            if e.errno not in FULL_DISK:
+                raise
+            raise ConfigError(f"the disk is full ({e.strerror}{': ' + str(e.filename) if e.filename else ''}) while "
+                              f"writing {run_dir}: free space there (or set run.output_dir elsewhere) and run the same "
+                              "command again; it resumes from the last checkpoint") from None
     print(f"\nrun directory: {run_dir}  ({time.perf_counter() - start:.0f} s)")
     return 0
