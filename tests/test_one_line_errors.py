@@ -147,6 +147,9 @@ def _cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     (tmp_path / "cut.ckpt").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "tail.ckpt").write_bytes(whole[:-10])
     (tmp_path / "empty.ckpt").write_bytes(b"")
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(64)}, legacy, _use_new_zipfile_serialization=False)  # torch's pre-1.6 format
+    (tmp_path / "legacy_cut.pt").write_bytes(legacy.read_bytes()[:60])
     return {
         # whole zips that are not torch checkpoints, or whose pickle asks for code: never "truncated"
         "foreign_zip": (tmp_path / "other.zip", r"is not a torch checkpoint \(a zip archive of notes/readme.txt\)"),
@@ -155,6 +158,8 @@ def _cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "protocol_4": (_torch_zip_with(tmp_path, "p4.ckpt", pickle.dumps({"a": 1.5}, protocol=4)),
                        "refused to load .*Unsupported operand 149"),
         "inst_opcode": (_torch_zip_with(tmp_path, "inst.ckpt", b"(S'true'\nios\nsystem\n."), "refused to load"),
+        "no_stop": (_torch_zip_with(tmp_path, "nostop.ckpt", b"\x80\x02}q\x00"),  # a whole zip, its pickle cut
+                    "is not a torch checkpoint \\(a whole zip archive that torch cannot read: EOFError"),
         "raw_pickle": (tmp_path / "plain.pkl", "is not a torch checkpoint \\(Invalid magic number"),
         "text": (tmp_path / "notes.ckpt", "or not a checkpoint at all"),  # was a KeyError traceback
         "npy": (tmp_path / "array.npy", "or not a checkpoint at all"),
@@ -162,11 +167,12 @@ def _cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "half": (tmp_path / "cut.ckpt", "is truncated or corrupt .*disk was full"),
         "tail": (tmp_path / "tail.ckpt", "is truncated or corrupt"),
         "empty": (tmp_path / "empty.ckpt", "is truncated or corrupt"),
+        "legacy_cut": (tmp_path / "legacy_cut.pt", "is truncated or corrupt .*disk was full"),
     }
 
 
-CASES = ["foreign_zip", "blocked_module", "protocol_4", "inst_opcode", "raw_pickle", "text", "npy", "half", "tail",
-         "empty"]
+CUT = ["half", "tail", "empty", "legacy_cut"]
+CASES = ["foreign_zip", "blocked_module", "protocol_4", "inst_opcode", "no_stop", "raw_pickle", "text", "npy", *CUT]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -176,7 +182,7 @@ def test_foreign_or_crafted_checkpoints_are_not_called_truncated(tmp_path, case)
         load_checkpoint(path, "recpie.backbone_checkpoint")
     message = str(err.value)
     assert message.startswith("recpie.backbone_checkpoint: ") and "\n" not in message
-    assert ("disk was full" in message) == (case in ("half", "tail", "empty"))
+    assert ("disk was full" in message) == (case in CUT)
     assert "add_safe_globals" not in message  # torch's advice to allowlist what the file asks for
 
 

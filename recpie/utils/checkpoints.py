@@ -38,8 +38,7 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
 # torch's advice around the one line that says what is wrong (its texts changed across 2.x releases)
 _TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch 2.6",
                       "(1)", "(2)", "WeightsUnpickler error:")
-_TRUNCATED = ("truncated", "Ran out of input", "unexpected end", "failed finding central directory",
-              "failed reading zip archive")
+_TRUNCATED = ("truncated", "Ran out of input", "unexpected end")  # a pickle that ends early
 
 
 def _torch_detail(e: BaseException) -> str:
@@ -68,9 +67,9 @@ def _why_unreadable(path: Path, what: str, e: BaseException) -> str:
                f"could run code when loaded ({detail}); load only checkpoints written by this project")
     foreign = (f"{what}: {path} is not a torch checkpoint ({{}}): pass a .ckpt/.pt written by this project "
                "(torch.save; a run's checkpoints/)")
-    if not head or isinstance(e, EOFError) or any(word in detail for word in _TRUNCATED):
+    if not head:
         return cut
-    if head == b"PK\x03\x04":  # torch.save's zip format
+    if head == b"PK\x03\x04":  # torch.save's zip format: its structure tells a cut file from a whole one
         try:
             with zipfile.ZipFile(path) as archive:
                 names, broken = archive.namelist(), archive.testzip()
@@ -82,6 +81,8 @@ def _why_unreadable(path: Path, what: str, e: BaseException) -> str:
             return foreign.format(f"a zip archive of {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
         return crafted if isinstance(e, pickle.UnpicklingError) else foreign.format(
             f"a whole zip archive that torch cannot read: {detail}")
+    if isinstance(e, EOFError) or any(word in detail for word in _TRUNCATED):
+        return cut
     if head[:1] == b"\x80":  # a pickle: torch's legacy format, or a plain pickle (no torch magic number)
         return crafted if isinstance(e, pickle.UnpicklingError) else foreign.format(detail)
     return (f"{what}: {path} is truncated or corrupt, or not a checkpoint at all ({detail}): restore it from a "
