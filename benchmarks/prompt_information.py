@@ -10,7 +10,10 @@ If (c) does not beat (a), no reader of this prompt, an LLM included, can add acc
 unless it brings knowledge the prompt does not state (e.g. what a category's name implies). With
 ``--llm`` a fourth re-ranker also reads the explainer's log-likelihood of "may like: <candidate>" after the
 prompt: whatever the LLM knows beyond the stated facts (``--explainer-ckpt``: the LoRA and soft prompt of
-a trained `recpie` checkpoint, e.g. after the hindsight warm-up; default: the base model).
+a trained `recpie` checkpoint, e.g. after the hindsight warm-up; default: the base model). The relay rows
+are what a reading explainer could carry (issue 22): its "may like" names the prompt-only teacher's top-1
+(the bound's reader) on 100/90/70/50% of the samples (else the recommender's top-1), "may not like" the
+teacher's lowest, read by the verdict fusion fitted in closed form on the val samples.
 
     python benchmarks/prompt_information.py --backbone results/nyc_baselines/.../best-*.ckpt
     python benchmarks/prompt_information.py --backbone B.ckpt --llm --n 300 [--explainer-ckpt last.ckpt]
@@ -29,7 +32,7 @@ from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.tables import ci_text
 from recpie.explainer.explainer import Explainer
-from recpie.explainer.information import FACTS, prompt_facts, reader_ranks, top_k
+from recpie.explainer.information import FACTS, prompt_facts, reader_ranks, relay_ranks, top_k
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.soft_prompt import build_inputs
 from recpie.models.recpie_module import subset_ids
@@ -120,6 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = {"backbone order": test.ranks}
     for label, (width, logits) in readers.items():
         rows[label] = reader_ranks(val, val_facts[..., :width], test, test_facts[..., :width], logits)
+    bonus = {}  # what an explainer relaying the prompt-only teacher could carry through the fitted verdict fusion
+    for agree in (1.0, 0.9, 0.7, 0.5):
+        label = f"relay of the teacher's top-1 / lowest, {agree:.0%} agreement (verdict fusion fitted on val)"
+        rows[label], bonus[agree] = relay_ranks(val, val_facts[..., :len(FACTS)], test, test_facts[..., :len(FACTS)],
+                                                agree)
     inside = test.slot >= 0
     print(f"{args.config}: fitted on {int((val.slot >= 0).sum())} val samples with the target in the "
           f"top {args.k}; scored on {len(inside)} test samples ({int(inside.sum())} with the target in the top "
@@ -131,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
                                  e.bootstrap_seed) if label != "backbone order" else None
         delta = ci_text(ci) if ci else "-"
         print(f"| {label} | {np.mean(r == 1):.4f} | {np.mean(1.0 / r):.4f} | {np.mean(r[inside] == 1):.4f} | {delta} |")
+    print("\nThe relay's fitted fusion, liked minus unnamed (logits): "
+          + ", ".join(f"{agree:.0%} agreement {b:+.3f}" for agree, b in bonus.items()))
     if explainer is not None:
         facts, llm = (rows[k] for k in list(readers)[2:])
         ci = paired_bootstrap_ci(llm, facts, "mrr", e.bootstrap_samples, e.bootstrap_level, e.bootstrap_seed)

@@ -189,31 +189,18 @@ class ExplainedRecommender(nn.Module):
 
     @torch.no_grad()
     def fit_verdicts(self, batches, ridge: float) -> dict[str, float]:
-        """Fit the verdict head's weights in closed form (fusion.VerdictReranker.fit, cross-fitted) on
-        ``batches``: an iterable of (batch, z, present, candidates, ids) of train samples, each row once with
-        its stored explanation (where present) and once with the null one, so the null path (the control,
-        null dropout, unexplained samples) is fitted too. Rows whose target is not among the candidates say
-        nothing about the order of the K and are left out. Returns what the training log shows."""
-        phis, offsets, slots, row_ids, explained = [], [], [], [], 0
+        """Fit the verdict head's weights in closed form (fusion.VerdictReranker.fit_explained, cross-fitted)
+        on ``batches``: an iterable of (batch, z, present, candidates, ids), each sample with the candidates
+        its explanation is about. Returns what the training log shows."""
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in ("logits", "z", "present", "slot", "ids")}
         with self.predicting():
             for batch, z, present, candidates, ids in batches:
-                h = self.user_state(batch)
-                logits = self.backbone.score(h, batch)
-                k = candidates.shape[1]
                 hit = candidates == self.target(batch)[:, None]
-                inside = hit.any(1)
-                pairs, on = verdict_pairs(z, k), present.expand(-1, k)
-                explained_rows = on[:, 0] & inside
-                for use, feeds in ((explained_rows, on), (inside, torch.zeros_like(on))):  # own, then null
-                    phis.append(self.fusion.verdict_features(logits[use], candidates[use], pairs[use],
-                                                             feeds[use]).cpu())
-                    offsets.append(logits[use].gather(1, candidates[use]).cpu())
-                    slots.append(hit[use].float().argmax(1).cpu())
-                    row_ids.append(ids.cpu()[use.cpu()])
-                explained += int(explained_rows.sum())
-        if not phis:
+                values = (self.backbone.score(self.user_state(batch), batch).gather(1, candidates),
+                          verdict_pairs(z, candidates.shape[1]), present[:, 0],
+                          torch.where(hit.any(1), hit.float().argmax(1), -1), ids)
+                for name, value in zip(parts, values, strict=True):
+                    parts[name].append(value.cpu())
+        if not parts["ids"]:  # no samples to fit on (e.g. nothing refreshed yet): the weights stay
             return {"fusion/fit_rows": 0.0, "fusion/fit_explained_rows": 0.0}
-        self.fusion.fit(torch.cat(phis), torch.cat(offsets), torch.cat(slots), torch.cat(row_ids), ridge)
-        return {"fusion/fit_rows": float(sum(len(s) for s in slots)), "fusion/fit_explained_rows": float(explained),
-                "fusion/fitted_liked_bonus": self.fusion.liked_bonus().item(),
-                **{f"fusion/fitted_{c}": self.fusion.class_value(c).item() for c in ("liked", "disliked", "unnamed")}}
+        return self.fusion.fit_explained(*(torch.cat(v) for v in parts.values()), ridge=ridge)

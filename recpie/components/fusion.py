@@ -165,6 +165,28 @@ class VerdictReranker(nn.Module):
             use = fold != f  # f == folds: every row
             self.weight[f] = fit_listwise(phi[use], slot[use], offset[use], ridge).to(self.weight.device)
 
+    @torch.no_grad()
+    def fit_explained(self, logits: torch.Tensor, z: torch.Tensor, present: torch.Tensor, slot: torch.Tensor,
+                      ids: torch.Tensor, ridge: float) -> dict[str, float]:
+        """``fit`` on samples given by their K candidates' logits [n, K] (in the order the prompt showed them),
+        verdicts z [n, K, 2], present [n] (False: no explanation), the target's position slot [n] (-1: not
+        among the K; such rows say nothing about the order of the K and are left out) and ids [n]: each row
+        once with its explanation (where present) and once with the null one, so the null path (the control,
+        null dropout, unexplained samples) is fitted too. Returns the fit's summary for the training log."""
+        n, k = logits.shape
+        logits, z, present, slot, ids = (t.cpu() for t in (logits, z, present, slot, ids))
+        cand = torch.arange(k).expand(n, k)
+        inside = slot >= 0
+        own = inside & present
+        on = present[:, None].expand(n, k)
+        phi = torch.cat([self.verdict_features(logits[own], cand[own], z[own], on[own]),
+                         self.verdict_features(logits[inside], cand[inside], z[inside], torch.zeros_like(on[inside]))])
+        self.fit(phi, torch.cat([logits[own], logits[inside]]), torch.cat([slot[own], slot[inside]]),
+                 torch.cat([ids[own], ids[inside]]), ridge)
+        return {"fusion/fit_rows": float(len(phi)), "fusion/fit_explained_rows": float(own.sum()),
+                "fusion/fitted_liked_bonus": self.liked_bonus().item(),
+                **{f"fusion/fitted_{c}": self.class_value(c).item() for c in ("liked", "disliked", "unnamed")}}
+
     def class_value(self, name: str) -> torch.Tensor:
         """The all-rows fit's value of a verdict class at the middle rank, in logits."""
         return self.weight[self.folds, self.feature_index(name)]

@@ -26,7 +26,7 @@ import torch
 
 from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.backbone import Backbone
-from recpie.components.fusion import fit_listwise
+from recpie.components.fusion import VerdictReranker, fit_listwise
 from recpie.data.types import CheckinData
 from recpie.evaluation.ranking import ranks_from_scores
 from recpie.explainer.prompts import CandidateFacts, candidate_facts, context
@@ -123,10 +123,14 @@ def fit_reader(x: torch.Tensor, target_slot: torch.Tensor, ridge: float = 1e-4) 
 
 
 def reranked_ranks(model, x: torch.Tensor, slot: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """Full-ranking ranks after re-ordering the top-K by the model's scores (the evaluator's rank and tie
-    rule among the K; targets outside the K keep theirs)."""
+    """Full-ranking ranks after re-ordering the top-K by the model's scores (``ranks_within``)."""
     with torch.no_grad():
-        scores = model(x).squeeze(-1)
+        return ranks_within(model(x).squeeze(-1), slot, ranks)
+
+
+def ranks_within(scores: torch.Tensor, slot: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Full-ranking ranks after re-ordering the top-K by scores [n, K] (the evaluator's rank and tie rule
+    among the K; targets outside the K keep theirs)."""
     out = np.asarray(ranks, dtype=np.float64).copy()
     inside = slot >= 0
     out[inside] = ranks_from_scores(scores[torch.from_numpy(inside)], torch.from_numpy(slot[inside])).numpy()
@@ -176,3 +180,42 @@ def facts_bound(backbone: Backbone, data: CheckinData, cfg, val_ids: np.ndarray,
         views[split] = (view, prompt_facts(data, split, ids, view.candidates, cfg.explainer))
     return {"backbone": views["test"][0].ranks, "reader": reader_ranks(*views["val"], *views["test"]),
             "val_fitted": int((views["val"][0].slot >= 0).sum())}
+
+
+def relay_verdicts(order: np.ndarray, follow: np.ndarray) -> torch.Tensor:
+    """z [n, K, 2] of an explainer that relays a teacher's order of the K (best first): where ``follow``,
+    "may like" names the teacher's top-1, elsewhere the recommender's top-1; "may not like" names the
+    teacher's lowest (unless "may like" names it)."""
+    n, k = order.shape
+    like, dislike = np.where(follow, order[:, 0], 0), order[:, -1]
+    z = torch.zeros(n, k, 2)
+    rows = np.arange(n)
+    z[rows, like, 0] = 1.0
+    other = dislike != like
+    z[rows[other], dislike[other], 1] = 1.0
+    return z
+
+
+def relay_ranks(val: TopK, val_facts: np.ndarray, test: TopK, test_facts: np.ndarray, agree: float = 1.0,
+                ridge: float = 1e-3, seed: int = 0) -> tuple[np.ndarray, float]:
+    """What a reading explainer could carry: test ranks when its verdicts relay the prompt-only teacher
+    (``prompt_reader``, fitted on val) on a seeded share ``agree`` of the samples (``relay_verdicts``) and
+    the verdict fusion (components.fusion.VerdictReranker, fitted in closed form on the val samples' relayed
+    verdicts) re-ranks the top-K; and the fusion's fitted liked-minus-unnamed value in logits."""
+    teacher = prompt_reader(val, val_facts)
+    rng = np.random.default_rng(seed)
+
+    def verdicts(facts: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            scores = teacher(features(facts)).squeeze(-1).numpy()
+        return relay_verdicts(np.argsort(-scores, 1, kind="stable"), rng.random(len(scores)) < agree)
+
+    fusion = VerdictReranker(val.logits.shape[1])
+    n = len(val.slot)
+    fusion.fit_explained(torch.from_numpy(val.logits), verdicts(val_facts), torch.ones(n, dtype=torch.bool),
+                         torch.from_numpy(val.slot), torch.arange(n), ridge)
+    logits = torch.from_numpy(test.logits)
+    cand = torch.arange(logits.shape[1]).expand_as(logits)
+    with torch.no_grad():
+        scores, _ = fusion(logits, cand, verdicts(test_facts), torch.ones_like(cand, dtype=torch.bool))
+    return ranks_within(scores, test.slot, test.ranks), fusion.liked_bonus().item()
