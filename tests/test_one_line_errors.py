@@ -208,3 +208,13 @@ def test_explain_adapters_of_another_explainer_are_one_line(tmp_path, tiny_llm_d
     torch.save({**state, name: torch.zeros(*state[name].shape[:-1], state[name].shape[-1] + 1)}, tmp_path / "rank.pt")
     with pytest.raises(InputError, match=rf"--adapters: .*rank.pt: {name} has shape"):  # was a size-mismatch traceback
         explain_main([*base, "--adapters", str(tmp_path / "rank.pt")])
+
+
+def test_load_llm_refuses_a_misspelt_lora_target_beside_good_ones(tiny_llm_dir):  # noqa: F811
+    """The library path (no CLI preflight): peft adapted q_proj and dropped "qproj" without a word."""
+    from recpie.explainer.config import ExplainerConfig, LoraSection
+    from recpie.explainer.llm import load_llm
+
+    cfg = ExplainerConfig(model=str(tiny_llm_dir), device="cpu", lora=LoraSection(target_modules=["q_proj", "qproj"]))
+    with pytest.raises(ConfigError, match=r"explainer.lora.target_modules: \['qproj'\] name no module of"):
+        load_llm(cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,7 +183,20 @@ def load_llm(cfg: ExplainerConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM",
     )
+    check_lora_targets([name for name, _ in model.named_modules()], cfg.lora.target_modules, cfg.model)
     peft_model = get_peft_model(model, lora)
     if cfg.quantization == "nf4" and device.type == "cpu":
         log.info("AVX512-BF16 layout disabled on %d 4-bit layers", disable_avx512bf16(peft_model))
     return peft_model, tok
+
+
+def check_lora_targets(names: Iterable[str], targets: Iterable[str], model: str) -> None:
+    """Every LoRA target matches a module by peft's rule (its full name, or its last dotted parts); peft itself
+    fails only when none does. ConfigError naming the unmatched targets and the model's projection names."""
+    names = list(names)
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        leaves = {n.rpartition(".")[2] for n in names if n}
+        shown = sorted(leaf for leaf in leaves if leaf.endswith("proj")) or sorted(leaves)[:12]
+        raise ConfigError(f"explainer.lora.target_modules: {unmatched} name no module of {model} (its "
+                          f"projections: {', '.join(shown)})")

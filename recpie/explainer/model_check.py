@@ -3,12 +3,11 @@ whose config loads, and that every ``explainer.lora.target_modules`` entry names
 
 Without this a wrong path surfaced after the backbone's warm-up, as transformers' traceback blaming the
 internet connection (a missing folder is tried as a hub id), and a misspelt LoRA target was dropped by peft
-in silence as long as another one matched. The module names come from the model built on the meta device
-from its config: no weights are read.
+in silence as long as another one matched (llm.check_lora_targets, which load_llm asks too). The module
+names come from the model built on the meta device from its config: no weights are read.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from recpie.errors import ConfigError
 from recpie.explainer.config import ExplainerConfig
-from recpie.explainer.llm import resolve_model_path
+from recpie.explainer.llm import check_lora_targets, resolve_model_path
 
 
 def _first_line(e: BaseException) -> str:
@@ -65,18 +64,6 @@ def module_names(config: PretrainedConfig) -> list[str]:
         raise ConfigError(f"explainer.model: transformers cannot build a causal LM from its config "
                           f"({_first_line(e)[:200]})") from None
     return [name for name, _ in model.named_modules()]
-
-
-def check_lora_targets(names: Iterable[str], targets: Iterable[str], model: str) -> None:
-    """Every LoRA target matches a module by peft's rule (its full name, or its last dotted parts); peft itself
-    fails only when none does. ConfigError naming the unmatched targets and the model's projection names."""
-    names = list(names)
-    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    if unmatched:
-        leaves = sorted({n.rpartition(".")[2] for n in names if n.rpartition(".")[2].endswith("proj")}) or \
-            sorted({n.rpartition(".")[2] for n in names if n})[:12]
-        raise ConfigError(f"explainer.lora.target_modules: {unmatched} name no module of {model} (its "
-                          f"projections: {', '.join(leaves)})")
 
 
 def check_llm(cfg: ExplainerConfig) -> None:
