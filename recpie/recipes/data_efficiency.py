@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 from data_modules import CheckinDataModule
 from recpie.components.baselines import DecayedCounter, Markov
 from recpie.config import data_config, run_seeds, with_setting
-from recpie.data.fraction import kept_summary, with_train_fraction
+from recpie.data.fraction import kept_summary
+from recpie.data.load import train_fraction_data
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
 from recpie.evaluation.ranking import metrics_from_ranks
@@ -141,7 +142,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict:
     modules = {}
     for fraction in map(float, cfg.efficiency.fractions):
         dm = CheckinDataModule(dataclasses.replace(base, train_fraction=fraction))
-        dm.data = with_train_fraction(full.checkins, fraction, base.train_fraction_unit, base.train_fraction_seed)
+        dm.data = train_fraction_data(full.checkins, fraction, base.train_fraction_unit, base.train_fraction_seed,
+                                      "efficiency.fractions")
         modules[fraction] = dm  # the processed data is read once; each fraction only draws its mask
     # the search first (seed 0 of every setting at every fraction), then seed-major: an interrupted study has
     # every fraction of the first seeds rather than every seed of a few
