@@ -115,7 +115,8 @@ def test_damaged_config_yaml_is_one_line_naming_the_file_and_the_way_out(tmp_pat
     run_dir, overrides = _trained(tmp_path, _data_root(tmp_path / "a"))
     saved = run_dir / "config.yaml"
     text = saved.read_text()
-    saved.write_bytes({"half": text[: len(text) // 2].encode(), "cut_list": text[: text.index("seeds:") + 10].encode(),
+    half = text.index("\n", len(text) // 2) - 2  # mid-line, about half-way
+    saved.write_bytes({"half": text[:half].encode(), "cut_list": text[: text.index("seeds:") + 10].encode(),
                        "empty": b"", "binary": b"\x00\xff\xfe{[", "scalar": b"42\n"}[damage])
     assert main(["run", "nyc_baselines", *overrides]) == 2
     err = capsys.readouterr().err
@@ -207,6 +208,9 @@ def test_unwritable_explanation_cache_fails_before_any_work(tmp_path, capsys):
     for where in (blocker, blocker / "sub"):
         with pytest.raises(ConfigError, match=rf"explainer.explanation_cache: cannot write to {where} .*writable"):
             ExplanationCache(where)
+    (tmp_path / "c" / "explanations.jsonl").mkdir(parents=True)  # the cache file's name taken by a folder
+    with pytest.raises(ConfigError, match="explanations.jsonl is not a file"):
+        ExplanationCache(tmp_path / "c")
     assert main(["run", "nyc_recpie", f"run.output_dir={tmp_path / 'out'}",
                  f"explainer.explanation_cache={blocker}"]) == 2
     err = capsys.readouterr().err
@@ -304,3 +308,25 @@ def test_second_run_on_a_folder_is_refused_with_the_holders_pid(tmp_path, capsys
     with pytest.raises(ConfigError, match="cannot create the run folder .*run.output_dir"):
         with run_folder_lock(blocker / "run"):
             pass
+
+
+def test_a_run_in_another_process_holds_the_folder_until_it_exits(tmp_path, capsys):
+    run_dir = tmp_path / "out" / "nyc_baselines"
+    ready, release = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the first run: takes the lock, says so, waits to be released
+        try:
+            with run_folder_lock(run_dir):
+                os.write(ready[1], b"x")
+                os.read(release[0], 1)
+        finally:
+            os._exit(0)
+    assert os.read(ready[0], 1) == b"x"
+    try:
+        assert main(["run", "nyc_baselines", f"run.output_dir={tmp_path / 'out'}"]) == 2
+        assert f"{run_dir} is in use by another run (pid {pid})" in capsys.readouterr().err
+    finally:
+        os.write(release[1], b"x")
+        os.waitpid(pid, 0)
+    with run_folder_lock(run_dir):  # released when that process ended
+        assert (run_dir / LOCK).read_text() == f"{os.getpid()}\n"

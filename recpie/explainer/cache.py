@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from recpie.errors import ConfigError
 from recpie.utils.files import check_writable
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,9 @@ class ExplanationCache:
     def __init__(self, directory: str | Path):
         self.path = Path(directory) / "explanations.jsonl"
         check_writable(self.path.parent, "explainer.explanation_cache", 'or "" for no explanation cache')
+        if self.path.exists() and not self.path.is_file():
+            raise ConfigError(f"explainer.explanation_cache: {self.path} is not a file: move it away, or set "
+                              "explainer.explanation_cache to another folder")
         self.on_disk = True  # False once a write failed: the cache then lives in memory only
         self._data: dict[tuple[str, int], str] = {}
         self._needs_newline = False  # the file ends in a cut-off line: the next record starts a new one
