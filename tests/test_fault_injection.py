@@ -1,7 +1,8 @@
-"""Issue 26, fault injection: a tiny baselines run and a tiny data-efficiency study, killed with SIGKILL at
-random points and resumed, end with the uninterrupted run's numbers and weights, and leave no damaged file;
-a disk that fills up at a random write makes the run stop (or warn) without damaging a file, and the same
-command then resumes to the uninterrupted numbers.
+"""Issue 26, fault injection: a tiny baselines run, a tiny data-efficiency study and a tiny RecPIE run (the
+tiny LLM of tests/tiny_llm.py), killed with SIGKILL at random points and resumed, end with the uninterrupted
+run's numbers, weights and explanations, and leave no damaged file; a disk that fills up at a random write
+makes the run stop (or warn) without damaging a file, and the same command then resumes to the
+uninterrupted numbers.
 
 Each run is a ``python -m recpie run`` forked from this process after the imports (a fresh interpreter
 spends ~8 s importing torch and Lightning), on the synthetic TSMC data (tests/tsmc_synthetic.py).
@@ -26,10 +27,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 from tsmc_synthetic import tsmc_rows, write_tsmc
 
 import recpie.recipes.baselines  # noqa: F401  imported here once, not in every forked run
 import recpie.recipes.data_efficiency  # noqa: F401
+import recpie.recipes.recpie  # noqa: F401
 from recpie.cli import main
 from recpie.utils.checkpoints import recorded_best
 
@@ -41,7 +44,14 @@ TINY = ["data.names_file=", "data.min_poi_checkins=1", "data.min_user_checkins=1
         "baselines.bandwidth_grid_h=[2.0]", "eval.bootstrap_samples=50", "eval.topk=5"]
 RECIPES = {"baselines": ["nyc_baselines"],
            "study": ["nyc_data_efficiency", "efficiency.fractions=[0.5,1.0]", "efficiency.search=[]",
-                     "train.steps_per_epoch=0", "train.patience=3"]}
+                     "train.steps_per_epoch=0", "train.patience=3"],
+           "recpie": ["nyc_recpie", "explainer.quantization=none", "explainer.dtype=float32",
+                      "explainer.max_new_tokens=8", "explainer.history_len=3", "explainer.num_candidates=3",
+                      "explainer.few_shot=false", "rl.minibatch_size=2", "rl.ppo_epochs=1", "recpie.cycles=2",
+                      "recpie.rec_steps_per_cycle=3", "recpie.batch_size=8", "recpie.ppo_iterations=1",
+                      "recpie.rollout_prompts=2", "recpie.refresh_budget=4", "recpie.sft_steps=1",
+                      "recpie.sft_batch=2", "recpie.generation_batch=8", "recpie.val_samples=8",
+                      "recpie.test_samples=8"]}
 
 # Lightning's TensorBoardLogger writes hparams.yaml in place (a full disk leaves it cut short, and a finished
 # fit never rewrites it); nothing reads it back (TensorBoard reads the event files). Left to recipes/trainer.py.
@@ -56,10 +66,13 @@ def data(tmp_path_factory) -> Path:
     return write_tsmc(tmp_path_factory.mktemp("fault-data"), tsmc_rows(users=24, venues=6)).parent
 
 
-def _argv(recipe: str, out: Path, data: Path) -> list[str]:
+def _argv(recipe: str, out: Path, data: Path, llm: Path | None = None) -> list[str]:
+    """The command of a tiny run; the recpie recipe's explanation cache is per output folder, so that a
+    resumed run does not read the texts of the reference run."""
     name, *more = RECIPES[recipe]
+    llm_keys = [f"explainer.model={llm}", f"explainer.explanation_cache={out / 'explanations'}"] if llm else []
     return ["run", name, f"run.output_dir={out}", f"data.data_root={data}", f"data.dataset_dir={data}",
-            f"data.cache_dir={out.parent / 'cache'}", *TINY, *more]
+            f"data.cache_dir={out.parent / 'cache'}", *TINY, *more, *llm_keys]
 
 
 class _FullDiskFile:
@@ -126,7 +139,8 @@ def _numbers(run_dir: Path) -> dict:
     checkpoint's weights, the study's point arrays and the per-sample test predictions."""
     def strip(node):
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if "seconds" not in k and k != "best_checkpoint"}
+            return {k: strip(v) for k, v in node.items()
+                    if "seconds" not in k and k not in ("best_checkpoint", "config")}  # paths and timings
         return [strip(v) for v in node] if isinstance(node, list) else node
 
     out = {"results": strip(json.loads((run_dir / "results.json").read_text()))}
@@ -137,7 +151,7 @@ def _numbers(run_dir: Path) -> dict:
     for npz in sorted(run_dir.rglob("*.npz")):
         with np.load(npz) as z:
             out[str(npz.relative_to(run_dir))] = {k: z[k].tolist() for k in z.files}
-    for jsonl in sorted(run_dir.rglob("*topk*.jsonl")):
+    for jsonl in sorted(run_dir.rglob("*.jsonl")):  # top-K lists, and the explanations' texts
         out[str(jsonl.relative_to(run_dir))] = jsonl.read_text()
     return out
 
@@ -167,15 +181,16 @@ def _damaged(run_dir: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
-def test_killed_at_random_points_then_resumed_gives_the_uninterrupted_numbers(recipe, data, tmp_path):
+def test_killed_at_random_points_then_resumed_gives_the_uninterrupted_numbers(recipe, data, tmp_path, request):
     rng = random.Random(f"{SEED}-{recipe}")
+    llm = request.getfixturevalue("tiny_llm_dir") if recipe == "recpie" else None
     log = tmp_path / "stderr.log"
     start = time.perf_counter()
-    assert _exit_code(_fork(_argv(recipe, tmp_path / "ref", data), log)) == 0, log.read_text()[-3000:]
+    assert _exit_code(_fork(_argv(recipe, tmp_path / "ref", data, llm), log)) == 0, log.read_text()[-3000:]
     whole = time.perf_counter() - start
-    ref_dir = next((tmp_path / "ref").iterdir())
+    ref_dir = tmp_path / "ref" / RECIPES[recipe][0]
     reference = _numbers(ref_dir)
-    argv = _argv(recipe, tmp_path / "killed", data)
+    argv = _argv(recipe, tmp_path / "killed", data, llm)
     delays = sorted(rng.uniform(0.05, 1.0) * whole for _ in range(KILLS))  # points spread over one run's time
     for delay in delays:
         pid = _fork(argv, log)
