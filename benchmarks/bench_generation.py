@@ -22,7 +22,7 @@ import torch
 
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.explainer import Explainer
-from recpie.explainer.llm import resolve_model_path
+from recpie.explainer.llm import cpu_features, resolve_model_path
 from recpie.explainer.prompts import build_prompt
 
 
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded:gemma3-270m")
     ap.add_argument("--random-init", action="store_true", help="random weights of Gemma 270M's shape")
-    ap.add_argument("--dtype", default="float32", help="float32 is ~2x faster than bfloat16 on this CPU")
+    ap.add_argument("--dtype", default="auto",
+                    help="auto: bf16 on CPUs with native bf16 matmuls (AMX, AVX512-BF16), else float32")
     ap.add_argument("--quantization", default="none")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--n", type=int, default=32, help="prompts per configuration")
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-prompts", help="write the NYC prompts to this JSON file and stop")
     ap.add_argument("--train-check", action="store_true", help="also sample + backward with soft prompt/LoRA")
     ap.add_argument("--no-naive", action="store_true", help="skip the one-prompt-at-a-time loop")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile one greedy batch of the largest size (torch.profiler, ops by self CPU)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="passes per batch size, each over a new shuffle of the prompts (so other padded "
                          "lengths): with --static-cache the first pass compiles, the later ones show whether "
@@ -117,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_check:
         print(train_check(ex, prompts[:8]), flush=True)
     plen = [len(ex.tokenizer(p).input_ids) for p in prompts]
-    print(f"device {ex.device} ({torch.backends.cpu.get_cpu_capability()}), dtype {args.dtype}, quantization "
+    dtype = str(ex.model.get_input_embeddings().weight.dtype).removeprefix("torch.")
+    print(f"CPU: {cpu_features().describe()}")
+    print(f"device {ex.device} ({torch.backends.cpu.get_cpu_capability()}), dtype {dtype} ({args.dtype}), quantization "
           f"{args.quantization}, {args.vocabulary} vocabulary, static cache {args.static_cache}, {args.n} prompts "
           f"of {min(plen)}-{max(plen)} tokens "
           f"(mean {np.mean(plen):.0f}), up to {args.max_new_tokens} new tokens, greedy")
@@ -134,6 +139,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"batch {b:>3}, pass {r + 1}: {tok / sec:7.1f} tok/s, {sec / len(prompts):6.2f} s/explanation, "
                   f"{naive_s / sec:5.2f}x naive ({naive_tok / naive_s:.1f} tok/s), peak RSS {peak:.2f} GiB{gpu}",
                   flush=True)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run(ex, prompts[:max(int(x) for x in args.batches.split(","))], len(prompts))  # one batch
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
 
 if __name__ == "__main__":
     main()
