@@ -36,7 +36,7 @@ def report(cfg: DictConfig, results: dict) -> str:
         f"{name}: Acc@1 {v['acc@1']:.4f}, Acc@10 {v['acc@10']:.4f}, MRR {v['mrr']:.4f}"
         for name, v in results["lines"].items()), "",
         "## The prompt-information bound per fraction",
-        "The facts reader (rank, logit and the prompt's facts of the top "
+        "The facts reader (each candidate's rank and what the prompt states about it, of the top "
         f"{cfg.explainer.num_candidates}, fitted on val) minus the backbone's own order, test MRR, paired CI "
         "over the seed-mean per-sample difference:", "",
         "| fraction | test samples | backbone MRR | reader MRR (seed mean) | reader minus backbone | relative |",
