@@ -330,3 +330,17 @@ def test_a_run_in_another_process_holds_the_folder_until_it_exits(tmp_path, caps
         os.waitpid(pid, 0)
     with run_folder_lock(run_dir):  # released when that process ended
         assert (run_dir / LOCK).read_text() == f"{os.getpid()}\n"
+
+
+def test_a_full_disk_is_found_behind_another_librarys_exception():
+    from recpie.cli.run import _full_disk
+
+    disk = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise disk
+        except OSError as e:  # what Lightning's TensorBoard logger does with the writer's error
+            raise ValueError("\n you tried to log 0.0 which is currently not supported.") from e
+    except ValueError as wrapped:
+        assert _full_disk(wrapped) is disk
+    assert _full_disk(OSError(errno.ENOENT, "missing")) is None and _full_disk(ValueError("a bug")) is None

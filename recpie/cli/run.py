@@ -27,6 +27,18 @@ from recpie.utils.run_folder import accept_run_folder, run_dir_of, run_folder_lo
 FULL_DISK = {errno.ENOSPC, errno.EDQUOT}  # "No space left on device", "Disk quota exceeded"
 
 
+def _full_disk(exc: BaseException) -> OSError | None:
+    """The full-disk OSError behind ``exc``, if any: Lightning re-raises TensorBoard's as a ValueError ("you
+    tried to log 0.0 ..."), so the causes are followed too."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in FULL_DISK:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m recpie run",
@@ -60,11 +72,12 @@ def run_main(argv: list[str]) -> int:
         start = time.perf_counter()
         try:
             recipe.run(cfg, run_dir)
-        except OSError as e:  # a full disk hit a writer of another library (TensorBoard, Lightning)
-            if e.errno not in FULL_DISK:
+        except Exception as e:  # a full disk hit a writer of another library (TensorBoard, Lightning)
+            full = _full_disk(e)
+            if full is None:
                 raise
-            raise ConfigError(f"the disk is full ({e.strerror}{': ' + str(e.filename) if e.filename else ''}) while "
-                              f"writing {run_dir}: free space there (or set run.output_dir elsewhere) and run the same "
-                              "command again; it resumes from the last checkpoint") from None
+            raise ConfigError(f"the disk is full ({full.strerror}{': ' + str(full.filename) if full.filename else ''}) "
+                              f"while writing {run_dir}: free space there (or set run.output_dir elsewhere) and run "
+                              "the same command again; it resumes from the last checkpoint") from None
     print(f"\nrun directory: {run_dir}  ({time.perf_counter() - start:.0f} s)")
     return 0
