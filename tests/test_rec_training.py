@@ -19,6 +19,7 @@ from recpie.components.backbone import Backbone
 from recpie.components.config import TrainConfig
 from recpie.config import ExperimentConfig, data_config
 from recpie.data.fraction import with_train_fraction
+from recpie.errors import CheckpointError
 from recpie.evaluation import ranks_from_scores
 from recpie.models.recommender_module import (
     RecommenderModule,
@@ -28,6 +29,7 @@ from recpie.models.recommender_module import (
     window_ends,
 )
 from recpie.recipes.baselines import fit_backbone
+from recpie.recipes.trainer import finished_fit
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["data.max_len=8", "data.batch_size=64", "backbone.hidden_size=16", "backbone.num_layers=1",
@@ -243,3 +245,15 @@ def test_target_logits_equal_the_whole_window_logits_at_the_targets(nyc_data):
     assert len(rows) == int((batch["target"] >= 0).sum()) > 20
     assert len(pos.unique()) > 10 and (~batch["mask"]).any()  # targets at many positions, left-padded windows
     torch.testing.assert_close(sparse, full[rows, pos], atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_kill_between_the_new_best_and_last_ckpt_resumes(small_dm, data_root, tmp_path):
+    """The best callback writes the new best and deletes the old one before last.ckpt is rewritten: killed
+    in between, last.ckpt names a deleted file. An unfinished fit then resumes from last.ckpt (which writes
+    the best again); only a finished one needs the file, and the error names it."""
+    fit = fit_backbone(small_cfg(data_root, "train.fast_max_epochs=1"), small_dm, 0, tmp_path)
+    Path(fit["best_checkpoint"]).unlink()
+    assert finished_fit(tmp_path / "checkpoints", max_epochs=3, patience=3) is None  # resumes, no refusal
+    with pytest.raises(CheckpointError, match="best-epoch=0.ckpt as the best checkpoint, but"):
+        finished_fit(tmp_path / "checkpoints", max_epochs=1, patience=3)

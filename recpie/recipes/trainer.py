@@ -43,12 +43,18 @@ def finished_fit(folder: Path, max_epochs: int, patience: int | None) -> str | N
         return None
     checkpoint = load_checkpoint(last, "the run's last checkpoint")
     done = int(checkpoint.get("epoch", -1)) + 1  # epochs completed
-    best = re.fullmatch(r"best-epoch=(\d+)\.ckpt", recorded_best(folder, MONITOR).name)
+    recorded = recorded_best(folder, MONITOR, must_exist=False)
+    best = re.fullmatch(r"best-epoch=(\d+)\.ckpt", recorded.name)
     without_gain = done - 1 - int(best.group(1)) if best else 0
     if patience is not None and without_gain >= max(patience, 1):  # Lightning stops at wait_count >= patience
-        return f"stopped early after {done} epochs, {without_gain} without a val MRR gain"
-    if done >= max_epochs:
-        return f"reached max_epochs ({done} epochs)"
+        finished = f"stopped early after {done} epochs, {without_gain} without a val MRR gain"
+    elif done >= max_epochs:
+        finished = f"reached max_epochs ({done} epochs)"
+    else:
+        finished = None
+    if finished:
+        recorded_best(folder, MONITOR)  # the finished fit's best file must be there: an error naming it if not
+        return finished
     log.info("%s: %d epochs done (%d without a val MRR gain): training on to max_epochs=%d, patience=%s",
              folder, done, without_gain, max_epochs, patience)
     return None

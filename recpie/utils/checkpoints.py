@@ -147,9 +147,12 @@ def resume_from(last: Path, resume: bool) -> str | None:
     return str(last)
 
 
-def recorded_best(folder: Path, monitor: str = "val/mrr") -> Path:
+def recorded_best(folder: Path, monitor: str = "val/mrr", must_exist: bool = True) -> Path:
     """The best checkpoint of ``folder`` as its last.ckpt recorded it (the file name, inside ``folder``):
-    never a path of the folder the run was first written in, never a stale file of an earlier run."""
+    never a path of the folder the run was first written in, never a stale file of an earlier run.
+    ``must_exist=False`` returns the name even when the file is gone: the best callback deletes the old best
+    after writing a new one and before last.ckpt is rewritten, so a kill or a full disk in between leaves a
+    last.ckpt naming a deleted file, which resuming the fit from it writes again."""
     last = folder / "last.ckpt"
     if not last.is_file():
         raise CheckpointError(f"no last.ckpt in {folder}: is it the checkpoint folder of a finished run?")
@@ -161,7 +164,7 @@ def recorded_best(folder: Path, monitor: str = "val/mrr") -> Path:
         raise CheckpointError(f"{last} records no best checkpoint by {monitor}: was the run stopped before "
                               "its first validation? Resume it with the same command")
     path = folder / Path(best[0]).name
-    if not path.is_file():
+    if must_exist and not path.is_file():
         raise CheckpointError(f"{last} names {path.name} as the best checkpoint, but {path} is missing: "
                               "restore it, or re-run the experiment to retrain")
     return path
