@@ -93,7 +93,8 @@ def with_setting(cfg: DictConfig, setting: str, where: str = "efficiency.search"
     bad = [p for p in pairs if "=" not in p or not p.startswith(SEARCHABLE)]
     if bad:
         raise ConfigError(f"{where}: {setting!r}: {bad[0]!r} is not a key=value override of "
-                          f"{' or '.join(s.rstrip('.') for s in SEARCHABLE)} (e.g. \"train.lr=1e-3 backbone.dropout=0.5\")")
+                          f"{' or '.join(s.rstrip('.') for s in SEARCHABLE)} "
+                          '(e.g. "train.lr=1e-3 backbone.dropout=0.5")')
     try:
         merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(pairs))
     except OmegaConfBaseException as e:
