@@ -257,3 +257,15 @@ def test_a_kill_between_the_new_best_and_last_ckpt_resumes(small_dm, data_root, 
     assert finished_fit(tmp_path / "checkpoints", max_epochs=3, patience=3) is None  # resumes, no refusal
     with pytest.raises(CheckpointError, match="best-epoch=0.ckpt as the best checkpoint, but"):
         finished_fit(tmp_path / "checkpoints", max_epochs=1, patience=3)
+
+
+@pytest.mark.slow
+def test_a_best_checkpoint_left_by_a_killed_invocation_is_overwritten(small_dm, data_root, tmp_path):
+    """Killed after writing best-epoch=0.ckpt but before last.ckpt: the resumed fit writes that name again,
+    not a stray best-epoch=0-v1.ckpt beside a stale file."""
+    (tmp_path / "checkpoints").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "best-epoch=0.ckpt").write_bytes(b"left by the killed invocation")
+    fit = fit_backbone(small_cfg(data_root, "train.fast_max_epochs=1"), small_dm, 0, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == ["best-epoch=0.ckpt", "last.ckpt"]
+    assert Path(fit["best_checkpoint"]).name == "best-epoch=0.ckpt"
+    torch.load(fit["best_checkpoint"], map_location="cpu", weights_only=True)  # the new one, whole

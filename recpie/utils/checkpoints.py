@@ -124,7 +124,10 @@ class FolderCheckpoint(ModelCheckpoint):
 
 def checkpoint_callbacks(dirpath: Path, monitor: str) -> list[ModelCheckpoint]:
     """[best by ``monitor`` (max), latest as last.ckpt]; ``trainer.checkpoint_callback`` is the first."""
-    best = FolderCheckpoint(dirpath=dirpath, monitor=monitor, mode="max", filename="best-{epoch}")
+    # no "-v1" copies: a file of the same name is a leftover of this run's own interrupted invocation (the
+    # folder holds one run, locked), killed after writing its best but before last.ckpt: overwritten, not kept
+    best = FolderCheckpoint(dirpath=dirpath, monitor=monitor, mode="max", filename="best-{epoch}",
+                            enable_version_counter=False)
     latest = FolderCheckpoint(dirpath=dirpath, filename="last", enable_version_counter=False)
     return [best, latest]
 
