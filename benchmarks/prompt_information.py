@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from recpie.components.backbone import Backbone
 from recpie.config import data_config, load_experiment
+from recpie.data.fraction import supervision_draw
 from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.tables import ci_text
@@ -86,7 +87,8 @@ def explainer_from(cfg, user_dim: int, checkpoint: str | None, data) -> Explaine
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbone", required=True, help="a nyc_baselines backbone checkpoint (.ckpt)")
+    ap.add_argument("--backbone", required=True, help="a nyc_baselines backbone checkpoint (.ckpt); one of a "
+                    "data-efficiency study needs its data.train_fraction=F as an override (checked)")
     ap.add_argument("--config", default="nyc_recpie")
     ap.add_argument("--k", type=int, default=5, help="candidates shown (explainer.num_candidates)")
     ap.add_argument("--n", type=int, default=0, help="val and test samples each (a seeded subset; 0 = all)")
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
                                         *args.overrides])
     data = load_checkin_data(data_config(cfg))
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
-    backbone.load_state_dict(load_weights(args.backbone, "--backbone", "backbone."))
+    # a backbone fitted on a share of the train targets needs the same data.train_fraction (its prior)
+    backbone.load_state_dict(load_weights(args.backbone, "--backbone", "backbone.", draw=supervision_draw(data)))
     backbone.eval()
     explainer = explainer_from(cfg, backbone.hidden_size, args.explainer_ckpt, data) if args.llm else None
     split = {}
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
         label = f"relay of the teacher's top-1 / lowest, {agree:.0%} agreement (verdict fusion fitted on val)"
         rows[label], bonus[agree] = relay_ranks(val, val_facts[..., :len(FACTS)], test, test_facts[..., :len(FACTS)],
                                                 agree)
+    label = "relay of a teacher that also reads the logit margin (a prompt stating the score), 100% agreement"
+    rows[label], bonus["score-reading teacher"] = relay_ranks(val, val_facts[..., :len(FACTS)], test,
+                                                              test_facts[..., :len(FACTS)], teacher_logits=True)
     inside = test.slot >= 0
     print(f"{args.config}: fitted on {int((val.slot >= 0).sum())} val samples with the target in the "
           f"top {args.k}; scored on {len(inside)} test samples ({int(inside.sum())} with the target in the top "
@@ -140,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         delta = ci_text(ci) if ci else "-"
         print(f"| {label} | {np.mean(r == 1):.4f} | {np.mean(1.0 / r):.4f} | {np.mean(r[inside] == 1):.4f} | {delta} |")
     print("\nThe relay's fitted fusion, liked minus unnamed (logits): "
-          + ", ".join(f"{agree:.0%} agreement {b:+.3f}" for agree, b in bonus.items()))
+          + ", ".join(f"{a:.0%} agreement {b:+.3f}" if isinstance(a, float) else f"{a} {b:+.3f}"
+                    for a, b in bonus.items()))
     if explainer is not None:
         facts, llm = (rows[k] for k in list(readers)[2:])
         ci = paired_bootstrap_ci(llm, facts, "mrr", e.bootstrap_samples, e.bootstrap_level, e.bootstrap_seed)

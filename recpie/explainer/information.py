@@ -197,25 +197,27 @@ def relay_verdicts(order: np.ndarray, follow: np.ndarray) -> torch.Tensor:
 
 
 def relay_ranks(val: TopK, val_facts: np.ndarray, test: TopK, test_facts: np.ndarray, agree: float = 1.0,
-                ridge: float = 1e-3, seed: int = 0) -> tuple[np.ndarray, float]:
+                ridge: float = 1e-3, seed: int = 0, teacher_logits: bool = False) -> tuple[np.ndarray, float]:
     """What a reading explainer could carry: test ranks when its verdicts relay the prompt-only teacher
     (``prompt_reader``, fitted on val) on a seeded share ``agree`` of the samples (``relay_verdicts``) and
     the verdict fusion (components.fusion.VerdictReranker, fitted in closed form on the val samples' relayed
-    verdicts) re-ranks the top-K; and the fusion's fitted liked-minus-unnamed value in logits."""
-    teacher = prompt_reader(val, val_facts)
+    verdicts) re-ranks the top-K; and the fusion's fitted liked-minus-unnamed value in logits.
+    ``teacher_logits``: the teacher also reads the logit margin, i.e. what a prompt stating the recommender's
+    score per candidate would let a reader see."""
+    teacher = prompt_reader(val, val_facts, teacher_logits)
     rng = np.random.default_rng(seed)
 
-    def verdicts(facts: np.ndarray) -> torch.Tensor:
+    def verdicts(view: TopK, facts: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
-            scores = teacher(features(facts)).squeeze(-1).numpy()
+            scores = teacher(features(facts, view.logits if teacher_logits else None)).squeeze(-1).numpy()
         return relay_verdicts(np.argsort(-scores, 1, kind="stable"), rng.random(len(scores)) < agree)
 
     fusion = VerdictReranker(val.logits.shape[1])
     n = len(val.slot)
-    fusion.fit_explained(torch.from_numpy(val.logits), verdicts(val_facts), torch.ones(n, dtype=torch.bool),
+    fusion.fit_explained(torch.from_numpy(val.logits), verdicts(val, val_facts), torch.ones(n, dtype=torch.bool),
                          torch.from_numpy(val.slot), torch.arange(n), ridge)
     logits = torch.from_numpy(test.logits)
     cand = torch.arange(logits.shape[1]).expand_as(logits)
     with torch.no_grad():
-        scores, _ = fusion(logits, cand, verdicts(test_facts), torch.ones_like(cand, dtype=torch.bool))
+        scores, _ = fusion(logits, cand, verdicts(test, test_facts), torch.ones_like(cand, dtype=torch.bool))
     return ranks_within(scores, test.slot, test.ranks), fusion.liked_bonus().item()
