@@ -31,6 +31,7 @@ import torch
 
 from recpie.components.backbone import Backbone
 from recpie.config import data_config, load_experiment
+from recpie.data.fraction import supervision_draw
 from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci, paired_values_ci
 from recpie.evaluation.tables import ci_text, markdown_table
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_checkin_data(data_config(cfg))
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)  # the run's recommender, whose top-K was explained
     backbone.load_state_dict(load_weights(args.run / "checkpoints" / f"recpie-seed{args.seed}" / "last.ckpt",
-                                          "run", "backbone."))
+                                          "run", "backbone.", draw=supervision_draw(data)))
     ids, k, split = saved["ids"], cfg.explainer.num_candidates, args.split
     view = top_k(backbone, data, split, ids, k, cfg.data.max_len, cfg.data.history_summary)
     same = (view.candidates == saved["candidates"]).all(1)  # ties may order a few differently

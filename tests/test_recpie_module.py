@@ -27,7 +27,7 @@ from recpie.evaluation import metrics_from_ranks
 from recpie.explainer.prompts import build_prompt
 from recpie.models.recpie_module import RecPIEModule, subset_ids
 from recpie.recipes.recpie import fit_variant, per_sample_verdicts
-from recpie.utils.checkpoints import load_checkpoint
+from recpie.utils.checkpoints import load_checkpoint, recorded_draw
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,7 @@ def test_joint_training_runs_and_trains_both_sides(setup, nyc_data, tmp_path, ca
     assert np.all(out["ranks"] >= 1) and np.all(out["ranks"] <= nyc_data.num_pois)
     last = load_checkpoint(tmp_path / "checkpoints" / "recpie-seed0" / "last.ckpt", "test")
     assert last["recpie"]["policy_version"] == 1 + cfg.recpie.cycles * cfg.recpie.ppo_iterations  # SFT + PPO
+    assert recorded_draw(last) == {"fraction": 1.0, "unit": "targets", "seed": 0}  # for a loader of its backbone
     lora = [p for n, p in module.explainer.model.named_parameters() if "lora_B" in n]
     assert any(p.abs().sum() > 0 for p in lora), "LoRA B starts at zero: PPO/SFT must have moved it"
     assert not torch.equal(module.backbone.out_bias, backbone.out_bias), "the recommender must have trained"

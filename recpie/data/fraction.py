@@ -40,6 +40,18 @@ def with_train_fraction(data: CheckinData, fraction: float, unit: str, seed: int
                                train_fraction=dict(fraction=fraction, unit=unit, seed=seed))
 
 
+def supervision_draw(data: CheckinData) -> dict[str, float | str | int]:
+    """The draw behind ``data``'s train targets as plain values, {"fraction", "unit", "seed"}; fraction 1.0
+    (every target) is one draw whatever the unit and seed. What a checkpoint of a model trained on
+    ``data`` records (recpie.utils.checkpoints.DRAW_KEY): a backbone's transition prior is built from the
+    kept train steps, so its weights rank as fitted only on data of the same draw."""
+    draw = data.train_fraction or {}
+    fraction = float(draw.get("fraction", 1.0))
+    if fraction == 1.0:
+        return dict(fraction=1.0, unit="targets", seed=0)
+    return dict(fraction=fraction, unit=str(draw["unit"]), seed=int(draw["seed"]))
+
+
 def kept_summary(data: CheckinData) -> dict[str, int | float | str]:
     """What a model trained on ``data`` may be supervised by, for data stats, results and provenance."""
     in_train = data.train_mask()
@@ -47,7 +59,7 @@ def kept_summary(data: CheckinData) -> dict[str, int | float | str]:
     first[data.user_start[:-1]] = True
     steps = in_train & ~first  # a check-in a train window can predict: not its user's first
     kept = steps & data.supervised_targets()
-    return {**(data.train_fraction or dict(fraction=1.0, unit="targets", seed=0)),
+    return {**supervision_draw(data),
             "train_steps_kept": int(kept.sum()), "train_steps": int(steps.sum()),
             "train_targets_kept": len(data.splits["train"]), "users_with_kept_targets":
             int(len(np.unique(data.user[kept])))}

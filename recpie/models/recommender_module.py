@@ -22,11 +22,13 @@ import torch
 from data_modules.batches import IGNORE, StepStream
 from recpie.components.backbone import Backbone
 from recpie.components.config import BackboneConfig, TrainConfig
+from recpie.data.fraction import supervision_draw
 from recpie.data.types import CheckinData
 from recpie.evaluation import RankMetric, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.breakdowns import split_targets
 from recpie.evaluation.config import EvalConfig
 from recpie.evaluation.export import topk_from_scores, write_topk_jsonl
+from recpie.utils.checkpoints import DRAW_KEY
 from recpie.utils.seeds import epoch_seed
 
 
@@ -114,12 +116,15 @@ class RecommenderModule(L.LightningModule):
 
     # ------------------------------------------------------------------ the fit's own record
     # The seconds spent fitting, summed over every invocation that trained, travel in the checkpoints: a
-    # finished fit run again reports the seconds it took, not the zero of a run that trained nothing.
+    # finished fit run again reports the seconds it took, not the zero of a run that trained nothing. The
+    # supervision draw of the data travels too: the backbone's prior is built from the kept train steps, so a
+    # loader checks it (recpie.utils.checkpoints.check_draw).
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fit_seconds"] = self.fit_seconds
+        checkpoint[DRAW_KEY] = supervision_draw(self.data)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._fit_seconds_before = float(checkpoint.get("fit_seconds", 0.0))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from recpie.components.explained_recommender import ExplainedRecommender
+from recpie.data.fraction import supervision_draw
 from recpie.data.types import CheckinData
 from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, RankMetric, metrics_from_ranks, ranks_from_scores
@@ -44,6 +45,7 @@ from recpie.models.cycle_sampler import warmup_and_fusion_ids
 from recpie.models.recommender_module import sample_ends_trajectory, target_loss_weight
 from recpie.rl.explainer_trainer import ExplainerTrainer, optimizer_step
 from recpie.rl.value_head import value_head_for
+from recpie.utils.checkpoints import DRAW_KEY
 from recpie.utils.run_folder import config_fingerprint
 from recpie.utils.seeds import phase_seed
 
@@ -327,6 +329,7 @@ class RecPIEModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["recpie"] = {"store": self.store.state_dict(), "config_fingerprint": self.config_fingerprint(),
                                 "fusion_fits": self.fusion_fits, **self.explainer_trainer.state_dict()}
+        checkpoint[DRAW_KEY] = supervision_draw(self.data)  # whoever loads the backbone alone checks it
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         extra = checkpoint.get("recpie")

@@ -35,6 +35,7 @@ from data_modules.batches import SampleDataset, to_tensors
 from data_modules.checkin import CheckinDataModule
 from recpie.components.backbone import Backbone
 from recpie.config import data_config, run_seeds, validate
+from recpie.data.fraction import supervision_draw
 from recpie.errors import CheckpointError
 from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_scores
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
@@ -54,8 +55,10 @@ from recpie.utils.checkpoints import load_weights, resume_from
 def warm_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Path,
                   test_ids: torch.Tensor) -> tuple[Backbone, np.ndarray]:
     """The backbone both variants start from, and its test ranks on ``test_ids``: trained by the
-    baselines recipe's loop (val-MRR checkpoint, resumable), or read from recpie.backbone_checkpoint."""
+    baselines recipe's loop (val-MRR checkpoint, resumable), or read from recpie.backbone_checkpoint, which
+    must have been trained on this config's data.train_fraction draw (recpie.utils.checkpoints.check_draw)."""
     path = cfg.recpie.backbone_checkpoint
+    draw = supervision_draw(dm.checkins) if path else None  # a backbone fitted here is fitted on this data
     ranks = None
     if not path:
         fitted = fit_backbone(cfg, dm, seed, out_dir)
@@ -63,7 +66,7 @@ def warm_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pa
     data = dm.checkins
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)
     try:
-        backbone.load_state_dict(load_weights(path, "recpie.backbone_checkpoint", "backbone."))
+        backbone.load_state_dict(load_weights(path, "recpie.backbone_checkpoint", "backbone.", draw=draw))
     except RuntimeError as e:
         raise CheckpointError(f"recpie.backbone_checkpoint={path} does not fit this run's backbone (written by another "
                          "backbone config or an older version of it); retrain it with the same `backbone` and `data` "

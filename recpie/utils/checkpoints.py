@@ -3,12 +3,18 @@
 ``load_checkpoint`` reads with ``weights_only=True`` (tensors and plain containers: a crafted file cannot
 run code) and turns a truncated or foreign file into an error naming it and the fix.
 
+A model's checkpoint records the supervision draw of the data it was trained on (``DRAW_KEY``, written by
+the modules from recpie.data.fraction.supervision_draw): a backbone's transition prior is built from the
+kept train steps, so a backbone loaded into data of another ``data.train_fraction`` ranks differently.
+``load_weights(..., draw=)`` refuses such a pair (``check_draw``).
+
 Lightning's ``save_last=True`` only refreshes last.ckpt when a top-k checkpoint is written, so after an
 epoch without improvement it would point at an older epoch; a second, monitor-less callback keeps
 ``last.ckpt`` at the end of every epoch (after its validation), which is where runs resume.
 """
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import zipfile
@@ -19,6 +25,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from recpie.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+DRAW_KEY = "supervision_draw"  # {"fraction", "unit", "seed"} of the training data (see the module docstring)
+# the config keys of a draw's fields (recpie.data.config.DataConfig)
+DRAW_KEYS = {"fraction": "data.train_fraction", "unit": "data.train_fraction_unit", "seed": "data.train_fraction_seed"}
 
 
 def load_checkpoint(path: str | Path, what: str) -> Any:
@@ -89,9 +100,47 @@ def _why_unreadable(path: Path, what: str, e: BaseException) -> str:
             "copy, or delete it (a run then retrains what it held)")
 
 
-def load_weights(path: str | Path, what: str, prefix: str) -> dict[str, torch.Tensor]:
-    """The weights of one module (``prefix``, e.g. "backbone.") in a Lightning checkpoint, prefix removed."""
+def recorded_draw(checkpoint: Any) -> dict | None:
+    """The supervision draw a checkpoint's model was trained on ({"fraction", "unit", "seed"}); None for a
+    file written before checkpoints recorded it."""
+    draw = checkpoint.get(DRAW_KEY) if isinstance(checkpoint, dict) else None
+    return dict(draw) if isinstance(draw, dict) else None
+
+
+def _draw_text(draw: dict) -> str:
+    if float(draw["fraction"]) == 1.0:
+        return f"{DRAW_KEYS['fraction']}=1.0 (every train target)"
+    return ", ".join(f"{DRAW_KEYS[k]}={draw[k]}" for k in DRAW_KEYS)
+
+
+def check_draw(checkpoint: Any, path: str | Path, what: str, draw: dict) -> None:
+    """CheckpointError when ``checkpoint`` records another supervision draw than ``draw`` (the data it is
+    loaded into: recpie.data.fraction.supervision_draw); a checkpoint without the record is let through with
+    a warning. Never adapts the data to the checkpoint: the config says what the data is."""
+    recorded = recorded_draw(checkpoint)
+    if recorded is None:
+        log.warning("%s: %s does not record the training data's supervision draw (written before checkpoints "
+                    "recorded it): it is loaded as before, unchecked against this config's %s; if it was trained "
+                    "on a share of the train targets, pass the same data.train_fraction, unit and seed",
+                    what, path, _draw_text(draw))
+        return
+    if recorded == draw:
+        return
+    fields = DRAW_KEYS if float(recorded["fraction"]) != 1.0 else {"fraction": DRAW_KEYS["fraction"]}
+    fix = " ".join(f"{key}={recorded[k]}" for k, key in fields.items() if recorded[k] != draw.get(k))
+    raise CheckpointError(
+        f"{what}: {path} was trained on {_draw_text(recorded)}, but this config's data is {_draw_text(draw)}; "
+        "the backbone's transition prior comes from the kept train steps, so it would rank differently from "
+        f"its fit: pass {fix} (or a checkpoint trained on this config's data)")
+
+
+def load_weights(path: str | Path, what: str, prefix: str, draw: dict | None = None) -> dict[str, torch.Tensor]:
+    """The weights of one module (``prefix``, e.g. "backbone.") in a Lightning checkpoint, prefix removed.
+    ``draw``: the supervision draw of the data the weights go into (recpie.data.fraction.supervision_draw),
+    checked against the checkpoint's record (``check_draw``); None: not checked."""
     checkpoint = load_checkpoint(path, what)
+    if draw is not None:
+        check_draw(checkpoint, path, what, draw)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     weights = {k.removeprefix(prefix): v for k, v in (state or {}).items() if k.startswith(prefix)}
     if not weights:
