@@ -41,8 +41,10 @@ def nyc_prompts(n: int, cfg: ExplainerConfig, seed: int) -> list[str]:
     rows = rng.choice(len(data.splits["test"]), n, replace=False)
     top = np.argsort(-DecayedCounter(0.99).fit(data).score(data, "test", rows), 1)[:, : cfg.num_candidates]
     lens = rng.integers(2, 11, n)
-    return [build_prompt(data, "test", int(r), c, dataclasses.replace(cfg, history_len=int(k)))
-            for r, c, k in zip(rows, top, lens, strict=True)]
+    scores = np.random.default_rng([seed, 1]).normal(0.0, 2.0, top.shape)  # made-up logits (show_scores)
+    scores = np.sort(scores, 1)[:, ::-1]
+    return [build_prompt(data, "test", int(r), c, dataclasses.replace(cfg, history_len=int(k)), logits=z)
+            for r, c, k, z in zip(rows, top, lens, scores, strict=True)]
 
 
 def random_init_dir(src: str, out: str) -> str:
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--prompts-file", help="JSON list of prompts (default: built from the NYC data)")
     ap.add_argument("--save-prompts", help="write the NYC prompts to this JSON file and stop")
+    ap.add_argument("--show-scores", action="store_true",
+                    help="prompts state each candidate's recommender share (explainer.show_scores; made-up logits)")
     ap.add_argument("--train-check", action="store_true", help="also sample + backward with soft prompt/LoRA")
     ap.add_argument("--no-naive", action="store_true", help="skip the one-prompt-at-a-time loop")
     ap.add_argument("--profile", action="store_true",
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     cfg = ExplainerConfig(model=args.model, dtype=args.dtype, quantization=args.quantization, soft_tokens=4,
                           max_new_tokens=args.max_new_tokens, static_cache=args.static_cache,
-                          vocabulary=args.vocabulary)
+                          vocabulary=args.vocabulary, show_scores=args.show_scores)
     if args.prompts_file:
         prompts = json.loads(Path(args.prompts_file).read_text())[: args.n]
     else:

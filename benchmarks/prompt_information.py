@@ -13,10 +13,13 @@ prompt: whatever the LLM knows beyond the stated facts (``--explainer-ckpt``: th
 a trained `recpie` checkpoint, e.g. after the hindsight warm-up; default: the base model). The relay rows
 are what a reading explainer could carry (issue 22): its "may like" names the prompt-only teacher's top-1
 (the bound's reader) on 100/90/70/50% of the samples (else the recommender's top-1), "may not like" the
-teacher's lowest, read by the verdict fusion fitted in closed form on the val samples.
+teacher's lowest, read by the verdict fusion fitted in closed form on the val samples. With
+``explainer.show_scores=true`` the prompt also states each candidate's share of the recommender's
+probability among the K, and every "prompt facts" reader (the bound, the relayed teacher) reads it as printed.
 
     python benchmarks/prompt_information.py --backbone results/nyc_baselines/.../best-*.ckpt
     python benchmarks/prompt_information.py --backbone B.ckpt --llm --n 300 [--explainer-ckpt last.ckpt]
+    python benchmarks/prompt_information.py --backbone B.ckpt data.train_fraction=0.03 explainer.show_scores=true
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.tables import ci_text
 from recpie.explainer.explainer import Explainer
-from recpie.explainer.information import FACTS, prompt_facts, reader_ranks, relay_ranks, top_k
+from recpie.explainer.information import fact_names, prompt_facts, reader_ranks, relay_ranks, top_k
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.soft_prompt import build_inputs
 from recpie.models.recpie_module import subset_ids
@@ -108,36 +111,37 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("val", "test"):
         ids = subset_ids(len(data.splits[name]), args.n, cfg.recpie.subset_seed).numpy()
         view = top_k(backbone, data, name, ids, args.k, cfg.data.max_len, cfg.data.history_summary)
-        facts = prompt_facts(data, name, ids, view.candidates, cfg.explainer)
+        facts = prompt_facts(data, name, ids, view.candidates, cfg.explainer, view.logits)
         if explainer is not None:
-            prompts = [build_prompt(data, name, int(i), c, cfg.explainer) for i, c in zip(ids, view.candidates,
-                                                                                        strict=True)]
+            prompts = [build_prompt(data, name, int(i), c, cfg.explainer, logits=z)
+                       for i, c, z in zip(ids, view.candidates, view.logits, strict=True)]
             labels = [[data.catalogue.label(int(p)) for p in c] for c in view.candidates]
             llm = llm_label_logprobs(explainer, prompts, labels, view.states if args.explainer_ckpt else None)
             facts = np.concatenate([facts, (llm - llm.max(1, keepdims=True))[..., None]], -1)
         split[name] = (view, facts)
     # (facts read, logit margin read): the bound reads the prompt alone (rank + prompt facts)
-    readers = {"re-ranked: rank + logit": (0, True), "re-ranked: rank + prompt facts (the bound)": (len(FACTS), False),
-               "re-ranked: rank + logit + prompt facts": (len(FACTS), True)}
+    names = fact_names(cfg.explainer)  # with explainer.show_scores: the printed score too
+    width = len(names)
+    readers = {"re-ranked: rank + logit": (0, True), "re-ranked: rank + prompt facts (the bound)": (width, False),
+               "re-ranked: rank + logit + prompt facts": (width, True)}
     if explainer is not None:
-        readers["re-ranked: rank + logit + prompt facts + LLM log p(label)"] = (len(FACTS) + 1, True)
+        readers["re-ranked: rank + logit + prompt facts + LLM log p(label)"] = (width + 1, True)
     (val, val_facts), (test, test_facts) = split["val"], split["test"]
     e = cfg.eval
     rows = {"backbone order": test.ranks}
-    for label, (width, logits) in readers.items():
-        rows[label] = reader_ranks(val, val_facts[..., :width], test, test_facts[..., :width], logits)
+    for label, (read, logits) in readers.items():
+        rows[label] = reader_ranks(val, val_facts[..., :read], test, test_facts[..., :read], logits)
     bonus = {}  # what an explainer relaying the prompt-only teacher could carry through the fitted verdict fusion
     for agree in (1.0, 0.9, 0.7, 0.5):
         label = f"relay of the teacher's top-1 / lowest, {agree:.0%} agreement (verdict fusion fitted on val)"
-        rows[label], bonus[agree] = relay_ranks(val, val_facts[..., :len(FACTS)], test, test_facts[..., :len(FACTS)],
-                                                agree)
+        rows[label], bonus[agree] = relay_ranks(val, val_facts[..., :width], test, test_facts[..., :width], agree)
     label = "relay of a teacher that also reads the logit margin (a prompt stating the score), 100% agreement"
-    rows[label], bonus["score-reading teacher"] = relay_ranks(val, val_facts[..., :len(FACTS)], test,
-                                                              test_facts[..., :len(FACTS)], teacher_logits=True)
+    rows[label], bonus["score-reading teacher"] = relay_ranks(val, val_facts[..., :width], test,
+                                                              test_facts[..., :width], teacher_logits=True)
     inside = test.slot >= 0
     print(f"{args.config}: fitted on {int((val.slot >= 0).sum())} val samples with the target in the "
           f"top {args.k}; scored on {len(inside)} test samples ({int(inside.sum())} with the target in the top "
-          f"{args.k}); prompt facts: {', '.join(FACTS)}\n")
+          f"{args.k}); prompt facts: {', '.join(names)}\n")
     print(f"| ranking | Acc@1 | MRR | top-1 is the target, when it is in the top {args.k} | MRR minus backbone order |")
     print("|---|---|---|---|---|")
     for label, r in rows.items():

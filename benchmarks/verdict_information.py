@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     ids, k, split = saved["ids"], cfg.explainer.num_candidates, args.split
     view = top_k(backbone, data, split, ids, k, cfg.data.max_len, cfg.data.history_summary)
     same = (view.candidates == saved["candidates"]).all(1)  # ties may order a few differently
-    facts = prompt_facts(data, split, ids, view.candidates, cfg.explainer)
+    facts = prompt_facts(data, split, ids, view.candidates, cfg.explainer, view.logits)
     own = np.where(same[:, None, None], saved["verdicts"], 0).astype(np.float32)
     other = np.roll(own, 1, axis=0)
     none = np.zeros((len(ids), k, 0), np.float32)
@@ -105,10 +105,18 @@ def main(argv: list[str] | None = None) -> None:
     # the gate: the teacher reads the prompts the explanations were written from (the saved candidates)
     val_ids = np.arange(len(data.splits["val"]))
     val = top_k(backbone, data, "val", val_ids, k, cfg.data.max_len, cfg.data.history_summary)
-    teacher = prompt_reader(val, prompt_facts(data, "val", val_ids, val.candidates, cfg.explainer))
+    teacher = prompt_reader(val, prompt_facts(data, "val", val_ids, val.candidates, cfg.explainer, val.logits))
     shown = np.where(saved["candidates"] >= 0, saved["candidates"], view.candidates)
+    shown_logits = None  # what a prompt of explainer.show_scores stated beside the candidates
+    if cfg.explainer.show_scores:
+        if "logits" not in saved:
+            raise SystemExit(f"{saved_file}: no candidate logits saved, but the run's prompts stated the "
+                             "recommender's scores (explainer.show_scores); a run of this code saves them")
+        kept = (saved["candidates"] >= 0).all(1) & np.isfinite(saved["logits"]).all(1)
+        shown_logits = np.where(kept[:, None], saved["logits"], view.logits)
     with torch.no_grad():
-        scores = teacher(features(prompt_facts(data, split, ids, shown, cfg.explainer))).squeeze(-1).numpy()
+        scores = teacher(features(prompt_facts(data, split, ids, shown, cfg.explainer, shown_logits))
+                         ).squeeze(-1).numpy()
     g = gate(saved["verdicts"][..., 0], shown, view.target, scores.argmax(1), boot)
     beyond = paired_bootstrap_ci(ranks["rank + logit + own verdict"], ranks["rank + logit"], "mrr", **boot)
     print(f"\nGate ({split}, {len(ids)} samples; parsed {g['parsed']:.3f}): \"may like\" names the teacher's top-1 "

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from test_rec_recipe import tiny_recipe_config
 
 from recpie.recipes.data_efficiency import run
@@ -35,6 +36,12 @@ def test_recipe_writes_the_curve_and_resumes_from_its_points(data_root, tmp_path
     again = run(cfg, tmp_path)
     assert again["fractions"][1]["bound"] == results["fractions"][1]["bound"]
     assert json.loads(point.read_text()) == meta  # the fit's own record is kept
+    # a bound of prompts that state the recommender's score is another facts version: recomputed, never mixed
+    scored = run(OmegaConf.merge(cfg, {"explainer": {"show_scores": True}}), tmp_path)
+    assert json.loads(point.read_text())["facts_version"] == "3+scores"
+    assert scored["fractions"][1]["backbone"] == results["fractions"][1]["backbone"]
+    assert run(cfg, tmp_path)["fractions"][1]["bound"] == results["fractions"][1]["bound"]
+    assert json.loads(point.read_text()) == meta
     # the points hold everything: without the trained models the study reports the same numbers
     for folder in ("f0.03", "f1"):
         shutil.rmtree(tmp_path / folder)

@@ -59,3 +59,24 @@ def test_warmup_once_then_the_reference_is_a_snapshot_and_ppo_moves_the_policy(t
     trainer.policy_version, trainer.sft_done = 0, False
     trainer.load_state_dict(state)
     assert (trainer.policy_version, trainer.sft_done) == (2, True)
+
+
+@pytest.mark.slow
+def test_the_facts_warm_up_and_rollouts_read_prompts_with_scores(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
+    """explainer.show_scores with the facts teacher: the warm-up's and PPO's prompts state each candidate's
+    recommender share (the writer gets the candidates' logits), and the teacher reads them."""
+    writer, trainer, host = joint_parts(tmp_path, nyc_data, tiny_llm_dir, **{"explainer.show_scores": "true",
+                                                                            "recpie.sft_target": "facts"})
+    seen, prompts = [], writer.prompts
+
+    def recording(split, ids, candidates, logits=None):
+        out = prompts(split, ids, candidates, logits)
+        seen.append(out)
+        return out
+
+    writer.prompts = recording
+    opt = torch.optim.AdamW(trainer.explainer.trainable_parameters(), lr=1e-2)
+    trainer.prepare(opt)
+    trainer.ppo_iteration(opt, 0)
+    assert len(seen) == trainer.rc.sft_steps + 1 and len(host.logged["sft/loss"]) == trainer.rc.sft_steps
+    assert all(", recommender " in p.split("Candidates")[1] for batch in seen for p in batch)

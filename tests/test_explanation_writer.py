@@ -68,3 +68,33 @@ def test_candidate_granularity_writes_one_prompt_about_each_candidate(tmp_path, 
     prompts = writer.prompts("val", torch.tensor([10, 20]), candidates)
     assert writer.slots == 3 and len(set(prompts)) == 6
     assert prompts[1] == build_prompt(nyc_data, "val", 10, [5, 9, 2], writer.cfg.explainer, focus=9)
+
+
+def test_with_scores_the_prompts_state_them_and_no_text_of_a_prompt_without_them_is_served(
+        tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
+    """explainer.show_scores: the writer's prompts state the recommender's shares of the candidates it stores
+    with their logits, and the disk cache, holding texts of the same samples' prompts without scores (same
+    run tag, same weights), generates them anew: the key names the very prompt."""
+    plain, _, _ = joint_parts(tmp_path, nyc_data, tiny_llm_dir)
+    ids = torch.tensor([3, 7])
+    batch = plain.batch("test", ids)
+    plain.explain("test", ids, batch, version=1)
+    writer, _, _ = joint_parts(tmp_path, nyc_data, tiny_llm_dir, **{"explainer.show_scores": "true"})
+    generated, generate = [], writer.explainer.generate
+
+    def counting(prompts, *args, **kwargs):
+        generated.append(prompts)
+        return generate(prompts, *args, **kwargs)
+
+    writer.explainer.generate = counting
+    _, candidates = writer.explain("test", ids, batch, version=1)
+    assert len(generated) == 1 and all(", recommender " in p.split("Candidates")[1] for p in generated[0])
+    _, top, logits = writer.recommender.predict_top(batch)
+    assert top.tolist() == candidates.tolist() == [writer.store.candidates["test"][i] for i in (3, 7)]
+    assert [writer.store.logits["test"][i] for i in (3, 7)] == logits.tolist()
+    prompt = build_prompt(nyc_data, "test", 7, candidates[1].tolist(), writer.cfg.explainer, logits=logits[1].tolist())
+    assert generated[0][1] == prompt
+    keys = [json.loads(line)["key"] for line in open(tmp_path / "expl" / "explanations.jsonl")]
+    assert sum(k.startswith(f"test-run/test/7/0/{hashlib.sha1(prompt.encode()).hexdigest()[:12]}@") for k in keys) == 1
+    writer.explain("test", ids, batch, version=1)  # the store holds them, written for these shares
+    assert len(generated) == 1

@@ -228,6 +228,27 @@ def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, caps
         assert (tmp_path / "run" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
 
 
+def test_recipe_with_the_recommenders_scores_in_the_prompt(tmp_path, nyc_data, tiny_llm_dir, capsys):  # noqa: F811
+    """explainer.show_scores with the facts warm-up and verdicts, as nyc_recpie_3pct runs: the saved verdicts
+    keep the logits of the candidates whose shares their prompts stated, and verdict_information's gate reads
+    those prompts again."""
+    from benchmarks.verdict_information import main as verdict_information
+    from recpie.recipes.recpie import run
+
+    cfg = small_cfg(tmp_path, tiny_llm_dir, **{"recpie.cycles": 1, "run.fast": True, "train.fast_max_epochs": 1,
+                                               "train.fast_limit_batches": 0.02, "explainer.show_scores": True,
+                                               "explainer.encoder": "verdict", "recpie.sft_target": "facts"})
+    run(cfg, tmp_path / "run")
+    with np.load(tmp_path / "run" / "test_ranks_seed0.npz", allow_pickle=False) as saved:
+        stored = (saved["candidates"] >= 0).all(1)
+        assert saved["logits"].shape == saved["candidates"].shape and stored.all()
+        assert (np.diff(saved["logits"], axis=1) <= 0).all()  # the top-K's logits, best first
+    capsys.readouterr()
+    OmegaConf.save(cfg, tmp_path / "run" / "config.yaml")  # what the command writes beside its results
+    verdict_information([str(tmp_path / "run")])
+    assert "Gate (test, 8 samples" in capsys.readouterr().out
+
+
 def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
     """rl.kl_reference=warmup: the reference is the policy frozen right after the format warm-up, so the
     first PPO iteration's rollout is at KL 0 from it (against the base it is not), the next one, after a
@@ -255,9 +276,9 @@ def test_hindsight_warmup_and_verdict_fusion(tmp_path, nyc_data, tiny_llm_dir, m
     liked = []
     template = trainer_file.templated_choice
 
-    def recording(data, split, i, candidates, cfg, focus=None, like=None, dislike=None):
+    def recording(data, split, i, candidates, cfg, focus=None, like=None, dislike=None, logits=None):
         liked.append((i, like, list(candidates)))
-        return template(data, split, i, candidates, cfg, focus, like, dislike)
+        return template(data, split, i, candidates, cfg, focus, like, dislike, logits)
 
     monkeypatch.setattr(trainer_file, "templated_choice", recording)
     cfg = small_cfg(tmp_path, tiny_llm_dir, **{"recpie.sft_target": "hindsight", "explainer.encoder": "verdict",

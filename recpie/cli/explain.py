@@ -148,10 +148,10 @@ def explain_with_run(module, data: CheckinData, k: int) -> tuple[list[int], list
 
     dataset = SampleDataset(data, QUERY, module.cfg.data.max_len, module.cfg.data.history_summary)
     batch = to_tensors(dataset.__getitems__([0]))
-    h, top = module.predict(batch, k)
-    top = top[0].tolist()
+    h, top, logits = module.predict_top(batch, k)
+    top, logits = top[0].tolist(), logits[0].tolist()  # the logits: what explainer.show_scores states
     cfg = OmegaConf.merge(module.cfg.explainer, {"num_candidates": k})
-    prompts = [build_prompt(data, QUERY, 0, top, cfg, focus=p) for p in top]
+    prompts = [build_prompt(data, QUERY, 0, top, cfg, focus=p, logits=logits) for p in top]
     return top, module.explainer.generate(prompts, h.expand(k, -1), sample=False).texts
 
 

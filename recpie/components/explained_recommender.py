@@ -145,9 +145,15 @@ class ExplainedRecommender(nn.Module):
     def logits(self, batch: Batch, h, z, present, candidates=None, crossfit_ids=None) -> torch.Tensor:
         return self.fuse(batch, h, z, present, candidates, crossfit_ids).logits
 
+    def top(self, batch: Batch, h: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(candidates, their logits), each [B, K]: the recommender's own top-K with the null explanation,
+        what a prompt shows (explainer.show_scores: with each one's share of their softmax)."""
+        top = self.logits(batch, h, *self.null_explanations(h)).topk(k or self.num_candidates, dim=-1)
+        return top.indices, top.values
+
     def candidates(self, batch: Batch, h: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """The recommender's own top-K with the null explanation: what a prompt shows."""
-        return self.logits(batch, h, *self.null_explanations(h)).topk(k or self.num_candidates, dim=-1).indices
+        return self.top(batch, h, k)[0]
 
     @contextmanager
     def predicting(self):
@@ -164,9 +170,13 @@ class ExplainedRecommender(nn.Module):
 
     def predict(self, batch: Batch, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(h, top-k candidates; k defaults to num_candidates) as the recommender predicts before any explanation."""
+        return self.predict_top(batch, k)[:2]
+
+    def predict_top(self, batch: Batch, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h, top-k candidates, their logits) as the recommender predicts before any explanation."""
         with self.predicting():
             h = self.user_state(batch)
-            return h, self.candidates(batch, h, k)
+            return h, *self.top(batch, h, k)
 
     def log_likelihood_gain(self, batch: Batch, h, candidates, rows: torch.Tensor, slot: torch.Tensor,
                             z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

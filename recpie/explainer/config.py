@@ -51,6 +51,11 @@ class ExplainerConfig:
     history_len: int = 8  # most recent check-ins shown in a prompt
     num_candidates: int = 5  # top-K candidates of the recommender shown in a prompt
     few_shot: bool = True  # prepend one worked example to each prompt (format hint for a base model)
+    # each candidate line also states the recommender's score: the candidate's share of the recommender's
+    # probability among the K shown (softmax of their logits) in percent to two significant digits
+    # ("recommender 34%", "0.081%", "<0.01%"), so a reader of the prompt (the LLM, the facts teacher, the
+    # information bound) may weigh it; false keeps every prompt as it was (the bounds: docs/results.md)
+    show_scores: bool = False
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
     # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too
     temperature: float = 1.0

@@ -16,6 +16,11 @@ them up. The same fitted reader is the warm-up's teacher (``recpie.sft_target=fa
 ``features(facts, logits)`` can still add the logit margin for readers of more than the prompt
 (benchmarks/verdict_information.py's "rank + logit"). benchmarks/prompt_information.py adds the LLM's
 own log-likelihood of each candidate as a further feature.
+
+With ``explainer.show_scores`` the prompt also states each candidate's share of the recommender's
+probability among the K (prompts.py), and the reader reads it as printed (``SCORE_FEATURES``: the log of
+the printed percent, "<0.01%" read as 0.005%), so the bound, the facts teacher and the relay see the score a
+reader of that prompt sees (``fact_names``: the features of a config's prompts).
 """
 from __future__ import annotations
 
@@ -29,11 +34,15 @@ from recpie.components.backbone import Backbone
 from recpie.components.fusion import VerdictReranker, fit_listwise
 from recpie.data.types import CheckinData
 from recpie.evaluation.ranking import ranks_from_scores
-from recpie.explainer.prompts import CandidateFacts, candidate_facts, context
+from recpie.explainer.prompts import SHARE_FLOOR, CandidateFacts, candidate_facts, context
 
 # what the facts of a prompt are; bump it when they change, so saved bounds are recomputed (2: a tie in
 # a place's usual part of the day goes to its most recent visit, no longer to a per-process set order;
-# 3: only what the prompt states, no same-category counts, the distance as printed, no logit margin)
+# 3: only what the prompt states, no same-category counts, the distance as printed, no logit margin).
+# A prompt that states the recommender's score (explainer.show_scores) has other facts, so its bound is
+# recorded as FACTS_VERSION with "+scores" (``facts_version``: "3+scores"), never equal to a bound of the
+# prompt without scores: a study point read under the other setting is recomputed, never mixed. The
+# version of prompts without scores stays the plain number, so their saved bounds stay valid.
 FACTS_VERSION = 3
 # the reader's features, each a function of what the prompt states about one candidate (its rank enters
 # as a one-hot in ``features``)
@@ -43,7 +52,23 @@ FACT_FEATURES = {
     "log1p km from the last place": lambda f: np.log1p(f.km),
     "visited at all": lambda f: float(f.visits > 0),
 }
-FACTS = list(FACT_FEATURES)
+# with explainer.show_scores: the recommender's share as printed (percent, two significant digits; "<0.01%",
+# a share of 0.0, read as half the floor)
+SCORE_FEATURES = {
+    "log printed recommender share": lambda f: np.log(max(f.share, SHARE_FLOOR / 2) / 100),
+}
+FACTS = list(FACT_FEATURES)  # the features of a prompt without scores (``fact_names``: of any config's)
+
+
+def fact_names(explainer_cfg) -> list[str]:
+    """The reader's features of the prompts of ``explainer_cfg`` (``FACTS``, and the score where shown)."""
+    return FACTS + (list(SCORE_FEATURES) if explainer_cfg.show_scores else [])
+
+
+def facts_version(explainer_cfg) -> int | str:
+    """What a bound read from the prompts of ``explainer_cfg`` records: ``FACTS_VERSION``, or with
+    explainer.show_scores f"{FACTS_VERSION}+scores"."""
+    return f"{FACTS_VERSION}+scores" if explainer_cfg.show_scores else FACTS_VERSION
 
 
 @dataclass
@@ -88,16 +113,18 @@ def top_k(backbone: Backbone, data: CheckinData, split: str, ids: np.ndarray, k:
 
 
 def fact_vector(f: CandidateFacts) -> list[float]:
-    """The reader's features of one candidate (``FACTS``)."""
-    return [float(fn(f)) for fn in FACT_FEATURES.values()]
+    """The reader's features of one candidate (``FACTS``, then ``SCORE_FEATURES`` where its score is shown)."""
+    fns = [*FACT_FEATURES.values(), *(SCORE_FEATURES.values() if f.share is not None else ())]
+    return [float(fn(f)) for fn in fns]
 
 
-def prompt_facts(data: CheckinData, split: str, ids: np.ndarray, candidates: np.ndarray, explainer_cfg
-                 ) -> np.ndarray:
-    """float32 [n, K, len(FACTS)]: what the prompt states about each candidate (history before the sample only)."""
-    out = np.zeros((*candidates.shape, len(FACTS)), dtype=np.float32)
+def prompt_facts(data: CheckinData, split: str, ids: np.ndarray, candidates: np.ndarray, explainer_cfg,
+                 logits: np.ndarray | None = None) -> np.ndarray:
+    """float32 [n, K, len(fact_names(explainer_cfg))]: what the prompt states about each candidate (history
+    before the sample only); ``logits`` [n, K]: the candidates' logits, which explainer.show_scores states."""
+    out = np.zeros((*candidates.shape, len(fact_names(explainer_cfg))), dtype=np.float32)
     for i, (sample, row) in enumerate(zip(ids, candidates, strict=True)):
-        ctx = context(data, split, int(sample), row, explainer_cfg)
+        ctx = context(data, split, int(sample), row, explainer_cfg, None if logits is None else logits[i])
         out[i] = [fact_vector(f) for f in candidate_facts(data, ctx)]
     return out
 
@@ -172,12 +199,13 @@ def crossfit_ranks(x: torch.Tensor, slot: np.ndarray, ranks: np.ndarray, folds: 
 def facts_bound(backbone: Backbone, data: CheckinData, cfg, val_ids: np.ndarray, test_ids: np.ndarray
                 ) -> dict[str, np.ndarray]:
     """Test ranks of the backbone's order and of the facts reader (fitted on val; what the prompt states,
-    nothing else) over the top ``cfg.explainer.num_candidates``, for paired CIs."""
+    nothing else: with explainer.show_scores the printed score too) over the top
+    ``cfg.explainer.num_candidates``, for paired CIs."""
     views = {}
     for split, ids in (("val", val_ids), ("test", test_ids)):
         view = top_k(backbone, data, split, ids, cfg.explainer.num_candidates, cfg.data.max_len,
                      cfg.data.history_summary)
-        views[split] = (view, prompt_facts(data, split, ids, view.candidates, cfg.explainer))
+        views[split] = (view, prompt_facts(data, split, ids, view.candidates, cfg.explainer, view.logits))
     return {"backbone": views["test"][0].ranks, "reader": reader_ranks(*views["val"], *views["test"]),
             "val_fitted": int((views["val"][0].slot >= 0).sum())}
 

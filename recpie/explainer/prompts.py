@@ -9,9 +9,20 @@ field of it into the candidate's line (and the part of the day into the "Now:" l
 that the prompt says about a candidate is read by a reader downstream: the information bound and the
 warm-up's teacher (explainer/information.py) and the warm-up's reasons (explainer/warmup.py) read these
 fields alone (tests/test_prompt_facts.py parses them back out of the prompt text).
+
+With ``explainer.show_scores`` each candidate line also states the recommender's score: the candidate's
+share of the recommender's probability among the K shown (softmax of their K logits) in percent to two
+significant digits ("..., mostly evening, recommender 34%", "9.4%", "0.081%"; below 0.01% "<0.01%"). Two
+digits down to 0.01%, not whole percents: a tuned low-fraction backbone gives its top-1 a median 87% and
+ranks 3-5 medians of 0.6%, 0.08% and 0.02%, and the bound read through whole percents ("<1%" below) kept
++0.0101 of the exact logit margin's +0.0143 test MRR at 3% of the targets, through two digits +0.0152
+(seed 0; docs/results.md). Every builder of a prompt or of its facts then needs the candidates' logits
+(``context``'s ``logits``); without the flag they are ignored and every prompt is what it was before the
+flag existed, byte for byte.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -29,6 +40,12 @@ FEW_SHOT = (
     "Explanation: may like: the Coffee Shop, visited on weekday mornings and 0.2 km away"
     " / may not like: the Bar, an evening place 1.1 km away at breakfast time\n\n"
 )
+# the header of the candidate list, and the worked example, when the prompt states the recommender's score
+CANDIDATES = "Candidates (distance from the last place):"
+SCORED_CANDIDATES = "Candidates (distance from the last place; the recommender's share among them):"
+FEW_SHOT_SCORED = (FEW_SHOT.replace(CANDIDATES, SCORED_CANDIDATES)
+                   .replace("mostly morning\n", "mostly morning, recommender 81%\n")
+                   .replace("never visited\n", "never visited, recommender 19%\n"))
 
 
 def part_of_day(hour: int) -> str:
@@ -53,6 +70,8 @@ class Context:
     now_local: int  # the sample's local time in seconds (the moment the recommendation is asked for)
     candidates: np.ndarray  # POI indices, the recommender's top-K, best first
     distance_km: np.ndarray  # [K] distance of each candidate from the last history place
+    # [K] each candidate's recommender share among the K in percent as printed (``shares``); None: not shown
+    shares: tuple[float, ...] | None = None
 
 
 def _when(local_seconds: int) -> str:
@@ -61,8 +80,30 @@ def _when(local_seconds: int) -> str:
     return f"{day} {int(hours % 24):02d}:{int(local_seconds % 3600 // 60):02d}"
 
 
-def context(data: CheckinData, split: str, i: int, candidates, cfg) -> Context:
-    """The sample's history slice, its own local time and the first cfg.num_candidates candidates."""
+SHARE_FLOOR = 0.01  # percent: a smaller share is printed "<0.01%" (its ``shares`` value is 0.0)
+
+
+def shares(logits) -> tuple[float, ...]:
+    """Each candidate's share of the recommender's probability among these candidates (softmax of their
+    logits) in percent, rounded to two significant digits as the prompt prints it (0.0: below
+    ``SHARE_FLOOR``, printed "<0.01%")."""
+    z = np.asarray(logits, dtype=np.float64)
+    p = np.exp(z - z.max())
+    out = []
+    for x in (100 * p / p.sum()).tolist():
+        out.append(0.0 if x < SHARE_FLOOR else round(x, 1 - math.floor(math.log10(x))))
+    return tuple(out)
+
+
+def share_text(share: float) -> str:
+    """How the prompt prints a share of ``shares``: "34%", "9.4%", "0.081%", or "<0.01%" for 0.0."""
+    return f"{share:g}%" if share > 0 else f"<{SHARE_FLOOR:g}%"
+
+
+def context(data: CheckinData, split: str, i: int, candidates, cfg, logits=None) -> Context:
+    """The sample's history slice, its own local time and the first cfg.num_candidates candidates;
+    ``logits``: the recommender's logits of those candidates (same order), read only with cfg.show_scores
+    (which needs them)."""
     hist = data.history(split, i)
     if len(hist) == 0:
         raise ValueError(f"sample {split}:{i} has an empty history; the protocol never produces one")
@@ -71,19 +112,32 @@ def context(data: CheckinData, split: str, i: int, candidates, cfg) -> Context:
     last = data.poi[hist[-1]]
     dist = haversine_km(cat.lat[last], cat.lon[last], cat.lat[cands], cat.lon[cands])
     now = int(data.local_seconds(data.splits[split].target[i]))
-    return Context(f"{split}:{i}", hist, hist[-cfg.history_len:], now, cands, dist)
+    shown = None
+    if cfg.show_scores:
+        if logits is None:
+            raise ValueError(f"explainer.show_scores: the prompt of {split}:{i} states the recommender's score of "
+                             "each candidate, so its builder needs the candidates' logits")
+        scores = np.asarray(logits, dtype=np.float64).reshape(-1)[: cfg.num_candidates]
+        if len(scores) != len(cands):
+            raise ValueError(f"{split}:{i}: {len(scores)} logits for {len(cands)} candidates")
+        shown = shares(scores)
+    return Context(f"{split}:{i}", hist, hist[-cfg.history_len:], now, cands, dist, shown)
 
 
 @dataclass(frozen=True)
 class CandidateFacts:
     """What the prompt states about one candidate, field by field (its line: "<rank>. <label>, <km> km,
-    <visits> earlier visits, mostly <usual>" or "never visited"; ``now`` is on the "Now:" line)."""
+    <visits> earlier visits, mostly <usual>" or "never visited", then with explainer.show_scores
+    ", recommender <share>%"; ``now`` is on the "Now:" line)."""
 
     rank: int  # its number in the list (1 = the recommender's top)
     km: float  # distance from the last history place, rounded as printed (0.1 km)
     visits: int  # check-ins at it in the whole history (the prompt shows only the recent part of the history)
     usual: str  # the most common part of the day of those visits ("" when never visited)
     now: str  # the part of the day of the sample's own time
+    # the recommender's probability of it among the K shown, in percent as printed (two significant digits;
+    # 0.0: "<0.01%"); None: the prompt states no score (explainer.show_scores=false)
+    share: float | None = None
 
     @property
     def habit(self) -> str:
@@ -91,6 +145,11 @@ class CandidateFacts:
         if self.visits == 0:
             return "never visited"
         return f"{self.visits} earlier visit{'s' if self.visits > 1 else ''}, mostly {self.usual}"
+
+    @property
+    def score(self) -> str:
+        """What the candidate line ends with about the recommender's score ("" when none is shown)."""
+        return "" if self.share is None else f", recommender {share_text(self.share)}"
 
 
 def candidate_facts(data: CheckinData, ctx: Context) -> list[CandidateFacts]:
@@ -100,7 +159,8 @@ def candidate_facts(data: CheckinData, ctx: Context) -> list[CandidateFacts]:
     for j, p in enumerate(ctx.candidates):
         seen = visits(data, ctx, int(p))
         out.append(CandidateFacts(j + 1, round(float(ctx.distance_km[j]), 1), len(seen),
-                                  usual_time(data, seen) if len(seen) else "", now))
+                                  usual_time(data, seen) if len(seen) else "", now,
+                                  None if ctx.shares is None else ctx.shares[j]))
     return out
 
 
@@ -130,14 +190,17 @@ def render(data: CheckinData, ctx: Context, cfg, focus: int | None = None) -> st
     lines = ["Recent check-ins (oldest first):"]
     lines += [f"- {_when(int(data.local_seconds(c)))} {cat.label(int(data.poi[c]))}" for c in ctx.shown]
     lines.append(f"Now: {_when(ctx.now_local)} ({now_part(ctx)})")
-    lines.append("Candidates (distance from the last place):")
+    scored = ctx.shares is not None
+    lines.append(SCORED_CANDIDATES if scored else CANDIDATES)
     facts = candidate_facts(data, ctx)
-    lines += [f"{n + 1}. {cat.label(int(ctx.candidates[j]))}, {facts[j].km:.1f} km, {facts[j].habit}"
+    lines += [f"{n + 1}. {cat.label(int(ctx.candidates[j]))}, {facts[j].km:.1f} km, {facts[j].habit}{facts[j].score}"
               for n, j in enumerate(keep)]
-    head = FEW_SHOT if cfg.few_shot else ""
+    head = (FEW_SHOT_SCORED if scored else FEW_SHOT) if cfg.few_shot else ""
     return head + "\n".join(lines) + f"\nExplanation: {PREFIX}"
 
 
-def build_prompt(data: CheckinData, split: str, i: int, candidates, cfg, focus: int | None = None) -> str:
-    """Prompt of sample i of `split` given the recommender's top-K `candidates` (POI indices, best first)."""
-    return render(data, context(data, split, i, candidates, cfg), cfg, focus)
+def build_prompt(data: CheckinData, split: str, i: int, candidates, cfg, focus: int | None = None,
+                 logits=None) -> str:
+    """Prompt of sample i of `split` given the recommender's top-K `candidates` (POI indices, best first) and,
+    with cfg.show_scores, their ``logits``."""
+    return render(data, context(data, split, i, candidates, cfg, logits), cfg, focus)

@@ -1,8 +1,8 @@
 """Supervised format warm-up: templated explanations grounded in the user's history and the candidates.
 
 The templates read only what the prompt states (``prompts.CandidateFacts``: rank, distance, visits, the
-usual part of the day and now's), so the reasons of every target are facts the explainer can see. What
-"may like" names (``recpie.sft_target``):
+usual part of the day and now's, with explainer.show_scores the recommender's share), so the reasons of
+every target are facts the explainer can see. What "may like" names (``recpie.sft_target``):
 
 - ``template``: the recommender's top candidate (teaches the format and grounding, not the answer);
 - ``hindsight``: the sample's true next POI, on train samples held out of everything else (teaches the
@@ -26,7 +26,7 @@ from recpie.components.backbone import Backbone
 from recpie.data.types import CheckinData
 from recpie.explainer.information import features, prompt_facts, prompt_reader, top_k
 from recpie.explainer.parse import PREFIX, format_explanation
-from recpie.explainer.prompts import CandidateFacts, candidate_facts, context
+from recpie.explainer.prompts import CandidateFacts, candidate_facts, context, share_text
 from recpie.utils.batching import length_groups
 
 
@@ -42,6 +42,8 @@ def _for(f: CandidateFacts, k: int) -> list[str]:
         reasons.append("right where they were last")
     elif f.km < 1.0:
         reasons.append(f"only {f.km:.1f} km from the last place")
+    if not reasons and f.share is not None:
+        return [f"ranked {f.rank} of {k} candidates, {share_text(f.share)} by the recommender"]
     return reasons or [f"ranked {f.rank} of {k} candidates"]
 
 
@@ -65,11 +67,12 @@ class Templated:
 
 
 def templated_choice(data: CheckinData, split: str, i: int, candidates, cfg, focus: int | None = None,
-                     like: int | None = None, dislike: int | None = None) -> Templated:
+                     like: int | None = None, dislike: int | None = None, logits=None) -> Templated:
     """'may like: ... / may not like: ...' about the `like` candidate (default: the top one) vs the
     `dislike` one (default: the least supported other one) (user granularity), or for and against the
-    `focus` candidate (candidate granularity), with the names the text chooses."""
-    ctx = context(data, split, i, candidates, cfg)
+    `focus` candidate (candidate granularity), with the names the text chooses; ``logits``: the
+    candidates' logits (needed with cfg.show_scores, whose prompt states them)."""
+    ctx = context(data, split, i, candidates, cfg, logits)
     facts, label, k = candidate_facts(data, ctx), data.catalogue.label, len(ctx.candidates)
     if focus is not None:
         j = int(np.flatnonzero(ctx.candidates == focus)[0])
@@ -88,10 +91,10 @@ def templated_choice(data: CheckinData, split: str, i: int, candidates, cfg, foc
                                         f"{names[1]}, {', '.join(_against(facts[worst])[:2])}"), names)
 
 
-def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg,
-                          focus: int | None = None, like: int | None = None, dislike: int | None = None) -> str:
+def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg, focus: int | None = None,
+                          like: int | None = None, dislike: int | None = None, logits=None) -> str:
     """The text of ``templated_choice``."""
-    return templated_choice(data, split, i, candidates, cfg, focus, like, dislike).text
+    return templated_choice(data, split, i, candidates, cfg, focus, like, dislike, logits).text
 
 
 class FactsTeacher:
@@ -114,20 +117,23 @@ class FactsTeacher:
         ids = np.arange(len(data.splits["val"]))
         view = top_k(backbone, data, "val", ids, cfg.explainer.num_candidates, cfg.data.max_len,
                      cfg.data.history_summary)
-        reader = prompt_reader(view, prompt_facts(data, "val", ids, view.candidates, cfg.explainer))
+        reader = prompt_reader(view, prompt_facts(data, "val", ids, view.candidates, cfg.explainer, view.logits))
         return cls(reader, int((view.slot >= 0).sum()))
 
     @torch.no_grad()
-    def order(self, data: CheckinData, split: str, ids, candidates, explainer_cfg) -> np.ndarray:
-        """int64 [n, K]: each sample's candidate positions, the teacher's best first, from its prompt alone."""
-        facts = prompt_facts(data, split, np.asarray(ids), np.asarray(candidates), explainer_cfg)
+    def order(self, data: CheckinData, split: str, ids, candidates, explainer_cfg, logits=None) -> np.ndarray:
+        """int64 [n, K]: each sample's candidate positions, the teacher's best first, from its prompt alone
+        (``logits`` [n, K]: the candidates' logits, which a prompt of explainer.show_scores states)."""
+        facts = prompt_facts(data, split, np.asarray(ids), np.asarray(candidates), explainer_cfg,
+                             None if logits is None else np.asarray(logits))
         scores = self.reader(features(facts)).squeeze(-1).numpy()
         return np.argsort(-scores, axis=1, kind="stable")
 
-    def choice(self, data: CheckinData, split: str, ids, candidates, explainer_cfg) -> tuple[list[int], list[int]]:
+    def choice(self, data: CheckinData, split: str, ids, candidates, explainer_cfg, logits=None
+               ) -> tuple[list[int], list[int]]:
         """(the POI "may like" names, the POI "may not like" names) per sample: the teacher's top-1 and lowest."""
         cands = np.asarray(candidates)
-        order = self.order(data, split, ids, cands, explainer_cfg)
+        order = self.order(data, split, ids, cands, explainer_cfg, logits)
         rows = np.arange(len(cands))
         return cands[rows, order[:, 0]].tolist(), cands[rows, order[:, -1]].tolist()
 

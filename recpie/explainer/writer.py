@@ -72,11 +72,14 @@ class ExplanationWriter:
         """What each slot's explanation is about: every candidate, or the sample."""
         return candidates if self.recommender.per_candidate else [None]
 
-    def prompts(self, split: str, ids: torch.Tensor, candidates: torch.Tensor) -> list[str]:
-        """One prompt per (sample, slot), sample-major."""
+    def prompts(self, split: str, ids: torch.Tensor, candidates: torch.Tensor, logits: torch.Tensor | None = None
+                ) -> list[str]:
+        """One prompt per (sample, slot), sample-major; ``logits`` [n, K]: the candidates' logits (the prompt
+        states their shares with explainer.show_scores, which needs them)."""
         prompts = []
-        for i, cands in zip(ids.tolist(), candidates.tolist(), strict=True):
-            prompts += [build_prompt(self.data, split, i, cands, self.cfg.explainer, focus=f)
+        rows = logits.tolist() if logits is not None else [None] * len(ids)
+        for i, cands, row in zip(ids.tolist(), candidates.tolist(), rows, strict=True):
+            prompts += [build_prompt(self.data, split, i, cands, self.cfg.explainer, focus=f, logits=row)
                         for f in self.focus(cands)]
         return prompts
 
@@ -88,11 +91,12 @@ class ExplanationWriter:
     def explain(self, split: str, ids: torch.Tensor, batch: Batch, version: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy explanations of samples ``ids`` by policy ``version``, for those the store lacks (the disk
         cache answers prompts explained before); returns (h, candidates) of the batch for reuse."""
-        h, candidates = self.recommender.predict(batch)
-        todo = self.store.missing(split, ids, version, candidates)
+        h, candidates, logits = self.recommender.predict_top(batch)
+        scored = logits if self.cfg.explainer.show_scores else None  # what the prompt states beside the candidates
+        todo = self.store.missing(split, ids, version, candidates, scored)
         if len(todo) and self.explainer is not None:
             pick = torch.isin(ids, todo)
-            prompts = self.prompts(split, ids[pick], candidates[pick])
+            prompts = self.prompts(split, ids[pick], candidates[pick], logits[pick])
             slots = [(i, s) for i in ids[pick].tolist() for s in range(self.slots)]
             keys = [self.cache_key(split, i, s, p) for (i, s), p in zip(slots, prompts, strict=True)]
             states = h[pick].repeat_interleave(self.slots, 0)
@@ -104,7 +108,7 @@ class ExplanationWriter:
             z, present = self.encode(texts, candidates[pick].repeat_interleave(self.slots, 0))
             grouped = [texts[k * self.slots:(k + 1) * self.slots] for k in range(len(todo))]
             self.store.put(split, ids[pick], z.view(len(todo), self.slots, -1), grouped, version,
-                           candidates[pick].tolist(), present.view(len(todo), self.slots))
+                           candidates[pick].tolist(), present.view(len(todo), self.slots), logits[pick].tolist())
         return h, candidates
 
     def labels(self, candidates: torch.Tensor) -> list[list[str]]:
@@ -140,8 +144,10 @@ class ExplanationWriter:
             return
         gathered = [None] * self.host.world_size
         store = self.store
+        logits = [store.logits["train"].get(i) for i in ids.tolist()]
         payload = (ids, store.z["train"][ids], [store.texts["train"][i] for i in ids.tolist()],
-                   [store.candidates["train"][i] for i in ids.tolist()], store.present["train"][ids])
+                   [store.candidates["train"][i] for i in ids.tolist()], store.present["train"][ids],
+                   None if any(row is None for row in logits) else logits)
         torch.distributed.all_gather_object(gathered, payload)
-        for other_ids, z, texts, candidates, present in gathered:
-            store.put("train", other_ids, z, texts, version, candidates, present)
+        for other_ids, z, texts, candidates, present, other_logits in gathered:
+            store.put("train", other_ids, z, texts, version, candidates, present, other_logits)

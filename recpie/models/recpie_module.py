@@ -136,6 +136,10 @@ class RecPIEModule(L.LightningModule):
         """(h, top-k candidates) of a sample batch as the recommender predicts before any explanation."""
         return self.recommender.predict(batch, k)
 
+    def predict_top(self, batch, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h, top-k candidates, their logits): what a prompt of explainer.show_scores also states."""
+        return self.recommender.predict_top(batch, k)
+
     # ------------------------------------------------------------------ what the collaborators call (host)
     @property
     def world_size(self) -> int:

@@ -30,7 +30,7 @@ from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
 from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
-from recpie.explainer.information import FACTS_VERSION, facts_bound
+from recpie.explainer.information import facts_bound, facts_version
 from recpie.models.recpie_module import subset_ids
 from recpie.recipes.baselines import fit_backbone, slug, tune_counter
 from recpie.reporting.data_efficiency import METRICS, write_results
@@ -77,9 +77,9 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
     """One (fraction, seed): the backbone's test ranks and the facts reader's, from disk when already done.
 
     ``setting``: the search's choice at this fraction (the backbone trains with it). A point whose bound
-    was read with older prompt facts (``FACTS_VERSION``) keeps its backbone numbers and has its bound
-    recomputed from the backbone's checkpoint (a finished fit is not trained again); a point of another
-    setting is computed again."""
+    was read with other prompt facts (``facts_version``: older ones, or the other explainer.show_scores)
+    keeps its backbone numbers and has its bound recomputed from the backbone's checkpoint (a finished fit
+    is not trained again); a point of another setting is computed again."""
     name = point_name(fraction, seed)
     point = read_point(run_dir, name)
     stored = {**point[0], **point[1]} if point else {}
@@ -87,7 +87,7 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
         log.info("f%g seed %d: the point was fitted with setting %r, the search chose %r: fitting it",
                  fraction, seed, stored.get("setting", ""), setting)
         stored = {}
-    if stored.get("facts_version") == FACTS_VERSION:
+    if stored.get("facts_version") == facts_version(cfg.explainer):
         return stored
     if stored:
         log.info("f%g seed %d: the bound was read with older prompt facts; recomputing it", fraction, seed)
@@ -105,7 +105,7 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
     arrays = {"ranks": fitted.pop("ranks"), "bound_ids": test_ids, "bound_backbone": bound["backbone"],
               "bound_reader": bound["reader"]}
     meta = {"fraction": fraction, "seed": seed, "setting": setting, **fitted,
-            "reader_val_fitted": bound["val_fitted"], "facts_version": FACTS_VERSION}
+            "reader_val_fitted": bound["val_fitted"], "facts_version": facts_version(cfg.explainer)}
     if rank_zero_only.rank == 0:
         write_point(run_dir, name, meta, arrays)
     return {**meta, **arrays}

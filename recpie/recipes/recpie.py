@@ -176,8 +176,9 @@ def per_sample_verdicts(cfg: DictConfig, data, full: dict, split: str = "test", 
                         ) -> dict[str, np.ndarray] | None:
     """With the verdict encoder (whose embedding is each candidate's ("may like", "may not like") share), per
     sample of ``split`` in ``ids`` order (default: the test samples in ``full["ids"]`` order): ``verdicts``
-    [n, K, 2], the ``candidates`` [n, K] they are about (-1: none stored) and ``liked_target`` [n], the "may
-    like" share on the target. None with other encoders."""
+    [n, K, 2], the ``candidates`` [n, K] they are about (-1: none stored), their ``logits`` [n, K] (what a
+    prompt of explainer.show_scores states; NaN: none stored) and ``liked_target`` [n], the "may like" share
+    on the target. None with other encoders."""
     if cfg.explainer.encoder != "verdict":
         return None
     store, k = full["module"].store, cfg.explainer.num_candidates
@@ -186,7 +187,8 @@ def per_sample_verdicts(cfg: DictConfig, data, full: dict, split: str = "test", 
     verdicts = verdict_pairs(z, k)
     candidates = torch.tensor([store.candidates[split].get(int(i), [-1] * k) for i in ids]).view(len(ids), k)
     target = torch.as_tensor(data.poi[data.splits[split].target[ids]])
-    return {"verdicts": verdicts.numpy(), "candidates": candidates.numpy(),
+    logits = np.array([store.logits[split].get(int(i), [np.nan] * k) for i in ids], dtype=np.float32).reshape(-1, k)
+    return {"verdicts": verdicts.numpy(), "candidates": candidates.numpy(), "logits": logits,
             "liked_target": liked_target_share(verdicts[..., 0], candidates, target).numpy()}
 
 
@@ -196,8 +198,8 @@ def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path)
     boot = dict(n_boot=e.bootstrap_samples, level=e.bootstrap_level, seed=e.bootstrap_seed)
     store = full["module"].store
     ids = [int(i) for i in full["ids"] if int(i) in store.texts["test"]]
-    contexts = [context(data, "test", i, store.candidates["test"][i], cfg.explainer) for i in ids
-                for _ in store.texts["test"][i]]
+    contexts = [context(data, "test", i, store.candidates["test"][i], cfg.explainer, store.logits["test"].get(i))
+                for i in ids for _ in store.texts["test"][i]]
     texts = [t for i in ids for t in store.texts["test"][i]]
     # attribution: the trained RecPIE model on the same samples fed its own, the null and another's explanation
     fed = {"own explanation": full["ranks"], "null explanation": full["null_ranks"],

@@ -114,24 +114,28 @@ class ExplainerTrainer:
             draw = self.rc.sft_batch * (4 if hindsight else 1)  # hindsight drops rows whose target is not a candidate
             ids = self.sft_ids[torch.randint(len(self.sft_ids), (draw,), generator=g)]
             batch = writer.batch("train", ids)
-            h, candidates = self.recommender.predict(batch)
+            h, candidates, logits = self.recommender.predict_top(batch)
             like = dislike = None
             if teacher is not None:
                 like, dislike = teacher.choice(self.data, "train", ids.numpy(), candidates.cpu().numpy(),
-                                               self.cfg.explainer)
+                                               self.cfg.explainer, logits.cpu().numpy())
             if hindsight:
                 target = self.recommender.target(batch)
                 keep = (candidates == target[:, None]).any(1).nonzero().squeeze(1)[:self.rc.sft_batch]
                 ids, h, candidates, like = ids[keep.cpu()], h[keep], candidates[keep], target[keep].tolist()
+                logits = logits[keep]
                 if not like:  # no target among any drawn row's candidates: draw again
                     continue
-            prompts = writer.prompts("train", ids, candidates)
+            prompts = writer.prompts("train", ids, candidates, logits)
             targets = [templated_choice(self.data, "train", i, c, self.cfg.explainer, focus=f,
-                                        like=like[r] if like else None, dislike=dislike[r] if dislike else None)
-                       for r, (i, c) in enumerate(zip(ids.tolist(), candidates.tolist(), strict=True))
+                                        like=like[r] if like else None, dislike=dislike[r] if dislike else None,
+                                        logits=z)
+                       for r, (i, c, z) in enumerate(zip(ids.tolist(), candidates.tolist(), logits.tolist(),
+                                                         strict=True))
                        for f in writer.focus(c)]
-            losses = sft_losses(self.explainer, prompts, [t.text for t in targets], h.repeat_interleave(writer.slots, 0),
-                                [t.names for t in targets], self.rc.sft_choice_weight)
+            losses = sft_losses(self.explainer, prompts, [t.text for t in targets],
+                                h.repeat_interleave(writer.slots, 0), [t.names for t in targets],
+                                self.rc.sft_choice_weight)
             loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip)
             self.host.log("sft/loss", loss, on_step=False, on_epoch=True)
         self.policy_version += 1
@@ -175,8 +179,8 @@ class ExplainerTrainer:
         group = rl.group_size if rl.estimator in ("grpo", "rloo") else 1
         ids = self.draw_train_ids(self.rc.rollout_prompts, f"ppo{iteration}")
         batch = self.writer.batch("train", ids)
-        h, candidates = self.recommender.predict(batch)
-        prompts = self.writer.prompts("train", ids, candidates)
+        h, candidates, logits = self.recommender.predict_top(batch)
+        prompts = self.writer.prompts("train", ids, candidates, logits)
         slots = self.writer.slots
         # rows: (sample, slot) pairs, each repeated `group` times contiguously (grpo/rloo groups)
         rows = torch.arange(len(ids), device=h.device).repeat_interleave(slots * group)

@@ -67,13 +67,26 @@ def changed_keys(old: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any]]
             if a.get(k) != b.get(k) and not _may_change(k)}
 
 
+# keys added after runs were written -> the value every earlier run had in effect: at that value a key is
+# left out of ``config_fingerprint``, so an earlier run's checkpoints resume and its cached explanations
+# (keyed by the fingerprint) are found again; at any other value it changes the fingerprint
+ADDED_SINCE = {
+    "explainer.show_scores": False,
+}
+
+
 def config_fingerprint(cfg: DictConfig, sections: tuple[str, ...]) -> str:
-    """A short hash of ``sections`` of the config without the keys that may change on resume."""
+    """A short hash of ``sections`` of the config without the keys that may change on resume (nor those of
+    ``ADDED_SINCE`` at the value runs had before the key existed)."""
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) for k in sections}
     for key in MAY_CHANGE:
         section, _, rest = key.partition(".")
         if section in parts and rest:
             parts[section].pop(rest, None)
+    for key, before in ADDED_SINCE.items():
+        section, _, rest = key.partition(".")
+        if section in parts and rest in parts[section] and parts[section][rest] == before:
+            parts[section].pop(rest)
     return f"{zlib.crc32(repr(sorted(parts.items())).encode()):08x}"
 
 
