@@ -77,3 +77,15 @@ def test_the_search_picks_by_val_mrr_and_a_finished_study_trains_nothing(data_ro
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")} == checkpoints
     assert again["fractions"][0]["backbone"] == row["backbone"]
     assert (tmp_path / "results.md").read_text() == md
+    # a raised budget (train.max_epochs; here its run.fast twin) reopens every fit that ended at the old cap:
+    # the trials and the point train on from last.ckpt and are computed again, then stay finished
+    longer = OmegaConf.merge(cfg, OmegaConf.from_dotlist(["train.fast_max_epochs=2"]))
+    more = run(longer, tmp_path)
+    assert {t["epochs"] for t in more["fractions"][0]["search"]} == {2}
+    point = json.loads((tmp_path / "points" / "f0.03_seed0.json").read_text())
+    assert point["epochs"] == 2 and point["setting"] == more["fractions"][0]["setting"]
+    checkpoints = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")}
+    md = (tmp_path / "results.md").read_text()
+    run(longer, tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")} == checkpoints
+    assert (tmp_path / "results.md").read_text() == md

@@ -52,7 +52,7 @@ def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pat
                                export_path=out_dir / "test_topk.jsonl",
                                session_gap_hours=dm.cfg.session_gap_hours)
     tc = cfg.train
-    max_epochs, batches = (tc.fast_max_epochs, tc.fast_limit_batches) if cfg.run.fast else (tc.max_epochs, 1.0)
+    max_epochs, batches = fit_budget(cfg)
     trainer = make_trainer(cfg, out_dir, out_dir / "checkpoints", max_epochs, early_stopping_patience=tc.patience,
                            limit_train_batches=batches, gradient_clip_val=tc.grad_clip or None)
     last = out_dir / "checkpoints" / "last.ckpt"
@@ -68,6 +68,25 @@ def fit_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Pat
                  weights_only=True)
     ids, ranks, _ = module.results["test"]
     return {"ranks": ranks, **record, "module": module}
+
+
+def fit_budget(cfg: DictConfig) -> tuple[int, float]:
+    """(max_epochs, limit_train_batches) of a fit under ``cfg`` (run.fast shortens both)."""
+    tc = cfg.train
+    return (tc.fast_max_epochs, tc.fast_limit_batches) if cfg.run.fast else (tc.max_epochs, 1.0)
+
+
+def fit_moved_on(cfg: DictConfig, out_dir: Path, epochs: int) -> bool:
+    """Whether a saved result of the fit in ``out_dir``, computed after ``epochs`` epochs, no longer
+    describes it: its checkpoints say it trains on under ``cfg``'s budget (a raised train.max_epochs or
+    train.patience), or they hold another number of epochs (another result trained it on). A folder
+    without checkpoints (a results folder copied without them) keeps its saved results."""
+    folder = out_dir / "checkpoints"
+    if not cfg.run.resume or not (folder / "last.ckpt").is_file():
+        return False
+    if finished_fit(folder, fit_budget(cfg)[0], cfg.train.patience) is None:
+        return True
+    return int(load_checkpoint(folder / "last.ckpt", "the run's last checkpoint")["epoch"]) + 1 != epochs
 
 
 def fit_record(folder: Path) -> dict:

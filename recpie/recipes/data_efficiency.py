@@ -32,7 +32,7 @@ from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.explainer.information import facts_bound, facts_version
 from recpie.models.recpie_module import subset_ids
-from recpie.recipes.baselines import fit_backbone, slug, tune_counter
+from recpie.recipes.baselines import fit_backbone, fit_moved_on, slug, tune_counter
 from recpie.reporting.data_efficiency import METRICS, write_results
 from recpie.reporting.study_points import COUNTERS, point_name, read_point, write_point
 
@@ -47,12 +47,14 @@ def fit_folder(run_dir: Path, fraction: float, setting: str, seed: int) -> Path:
 
 def search_trial(cfg: DictConfig, dm: CheckinDataModule, fraction: float, setting: str, run_dir: Path) -> dict:
     """Seed 0 of one search setting at one fraction: its val MRR (what the search selects on), test MRR,
-    epochs and fit seconds; saved as a point when done, its backbone kept for the seed-0 point."""
+    epochs and fit seconds; saved as a point when done (computed again when a raised budget trains its fit
+    on), its backbone kept for the seed-0 point."""
     name = f"search_f{fraction:g}_{slug(setting)}"
     stored = read_point(run_dir, name)
-    if stored:
+    folder, trial_cfg = fit_folder(run_dir, fraction, setting, 0), with_setting(cfg, setting)
+    if stored and not fit_moved_on(trial_cfg, folder, stored[0]["epochs"]):
         return stored[0]
-    fit = fit_backbone(with_setting(cfg, setting), dm, 0, fit_folder(run_dir, fraction, setting, 0))
+    fit = fit_backbone(trial_cfg, dm, 0, folder)
     meta = {"fraction": fraction, "setting": setting, "best_val_mrr": fit["best_val_mrr"],
             "test_mrr": metrics_from_ranks(fit["ranks"], ["mrr"])["mrr"], "epochs": fit["epochs"],
             "fit_seconds": fit["fit_seconds"]}
@@ -79,7 +81,8 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
     ``setting``: the search's choice at this fraction (the backbone trains with it). A point whose bound
     was read with other prompt facts (``facts_version``: older ones, or the other explainer.show_scores)
     keeps its backbone numbers and has its bound recomputed from the backbone's checkpoint (a finished fit
-    is not trained again); a point of another setting is computed again."""
+    is not trained again); a point of another setting, or whose fit trained on since or trains on under a
+    raised budget (``fit_moved_on``), is computed again."""
     name = point_name(fraction, seed)
     point = read_point(run_dir, name)
     stored = {**point[0], **point[1]} if point else {}
@@ -87,13 +90,17 @@ def fraction_point(cfg: DictConfig, dm: CheckinDataModule, fraction: float, seed
         log.info("f%g seed %d: the point was fitted with setting %r, the search chose %r: fitting it",
                  fraction, seed, stored.get("setting", ""), setting)
         stored = {}
+    if setting:
+        cfg = with_setting(cfg, setting)
+    folder = fit_folder(run_dir, fraction, setting, seed)
+    if stored and fit_moved_on(cfg, folder, stored["epochs"]):
+        log.info("f%g seed %d: the fit trains on (a raised budget) or did; computing the point again", fraction, seed)
+        stored = {}
     if stored.get("facts_version") == facts_version(cfg.explainer):
         return stored
     if stored:
         log.info("f%g seed %d: the bound was read with older prompt facts; recomputing it", fraction, seed)
-    if setting:
-        cfg = with_setting(cfg, setting)
-    fit = fit_backbone(cfg, dm, seed, fit_folder(run_dir, fraction, setting, seed))
+    fit = fit_backbone(cfg, dm, seed, folder)
     data, e = dm.checkins, cfg.efficiency
     val_ids = subset_ids(len(data.splits["val"]), e.bound_val_samples, cfg.recpie.subset_seed).numpy()
     test_ids = subset_ids(len(data.splits["test"]), e.bound_test_samples, cfg.recpie.subset_seed).numpy()
