@@ -39,8 +39,8 @@ def test_liked_target_share_per_sample():
 
 def test_verdict_pairs_read_the_encoders_flat_layout():
     """What the verdict encoder flattens, every reader (fusion, counts, saved verdicts) reads back the same."""
-    from recpie.explainer.encoder import VerdictEncoder
     from recpie.evaluation.verdicts import verdict_pairs
+    from recpie.explainer.encoder import VerdictEncoder
 
     z = VerdictEncoder(3)(["may like: Bar / may not like: Gym"], [["Gym", "Bar", "Park"]])
     assert verdict_pairs(z, 3).tolist() == [[[0, 1], [1, 0], [0, 0]]]

@@ -80,8 +80,9 @@ def fusion_lines(fits: list[dict]) -> list[str]:
         return []
     cycles = "; ".join(
         f"cycle {f['cycle']}: {f['fusion/fit_rows']:.0f} rows ({f['fusion/fit_explained_rows']:.0f} explained)"
-        + (f", liked minus unnamed {f['fusion/fitted_liked_bonus']:+.3f} logits (liked {f['fusion/fitted_liked']:+.3f}, "
-           f"disliked {f['fusion/fitted_disliked']:+.3f}, unnamed {f['fusion/fitted_unnamed']:+.3f})"
+        + (f", liked minus unnamed {f['fusion/fitted_liked_bonus']:+.3f} logits "
+           f"(liked {f['fusion/fitted_liked']:+.3f}, disliked {f['fusion/fitted_disliked']:+.3f}, "
+           f"unnamed {f['fusion/fitted_unnamed']:+.3f})"
            if "fusion/fitted_liked_bonus" in f else ", nothing to fit on")
         for f in fits)
     return [f"The verdict fusion, fitted in closed form on the samples of recpie.fusion_fit_split (each with its own "
