@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     import torch
 
-    from recpie.explainer.llm import cpu_features
+    from recpie.utils.machine import cpu_features
 
     root = Path(__file__).resolve().parents[1]
     trees = {f"work {args.work}" if args.work else "work": snapshot(root, args.work)}

@@ -22,8 +22,9 @@ import torch
 
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.explainer import Explainer
-from recpie.explainer.llm import cpu_features, resolve_model_path
+from recpie.explainer.llm import resolve_model_path
 from recpie.explainer.prompts import build_prompt
+from recpie.utils.machine import cpu_features
 
 
 def nyc_data():

@@ -11,8 +11,9 @@ from transformers import AutoConfig, AutoTokenizer, Gemma3ForCausalLM
 import recpie.explainer.generate as generation
 from recpie.explainer.forward import decoder_of
 from recpie.explainer.generate import decode, eos_ids, merged_lora
-from recpie.explainer.llm import cpu_features, resolve_dtype
+from recpie.explainer.llm import resolve_dtype
 from recpie.explainer.soft_prompt import build_inputs
+from recpie.utils.machine import cpu_features
 
 CPU = torch.device("cpu")
 XEON_AMX = """processor\t: 0

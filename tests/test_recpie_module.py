@@ -219,6 +219,8 @@ def test_recipe_end_to_end_writes_results(tmp_path, nyc_data, tiny_llm_dir, caps
     results = json.loads((tmp_path / "run" / "results.json").read_text())["per_seed"]
     assert set(results) == {"backbone (warm-up only)", "control (null explanations)", "RecPIE"}
     assert all(r[0]["n"] == 8 for r in results.values())
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert "(none) in float32 (explainer.dtype=float32)," in md and "Machine: " in md  # the loaded model's dtype
     assert (tmp_path / "run" / "test_explanations_seed0.jsonl").read_text().count("\n") == 8
     with np.load(tmp_path / "run" / "test_ranks_seed0.npz", allow_pickle=False) as saved:
         assert set(saved.files) == {"ids", "backbone", "control", "recpie", "null", "other"}  # llm encoder: no verdict

@@ -20,7 +20,8 @@ USAGE = """usage: python -m recpie COMMAND ...
 
 commands:
   run NAME [key=value ...] [--print-config]   run a named experiment (experiments/configs/NAME.yaml)
-  data stats NAME [key=value ...]             users, POIs, check-ins, samples and time ranges of its data
+  data stats NAME [key=value ...]             users, POIs, check-ins, samples and time ranges of its data;
+                                              the machine and the dtype its explainer would load in
   evaluate ...                                score an external file of per-sample scores or top-K lists
   explain ...                                 a user's top-K places, each with an explanation
 

@@ -39,8 +39,8 @@ class ExplainerConfig:
     device: Device = Device.auto  # "auto" (cuda if present), "cpu" or "cuda"
     # unquantised weights: auto, bfloat16, float32, float16. auto: bf16 on CUDA and on CPUs with native bf16
     # matmuls (AMX-BF16 or AVX512-BF16 in /proc/cpuinfo), float32 on other CPUs (AVX2: bf16 emulated, ~2x slower);
-    # the choice and the CPU's features are logged at load (llm.cpu_features). Sampling, the warm-up and every
-    # log-prob pass run the one loaded model, so they share the dtype
+    # the choice and the CPU's features are logged at load and stated in results.md (recpie.utils.machine). Sampling,
+    # the warm-up and every log-prob pass run the one loaded model, so they share the dtype
     dtype: Dtype = Dtype.auto
     cache_dir: str = ""  # where converted models are kept; "" = $RECPIE_CACHE or ~/.cache/recpie
     lora: LoraSection = field(default_factory=LoraSection)

@@ -5,7 +5,6 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from recpie.config_checks import check_choice
 from recpie.errors import ConfigError
 from recpie.explainer.config import EMBEDDED_GEMMA, Device, Dtype, ExplainerConfig, Quantization
+from recpie.utils.machine import CpuFeatures, cpu_features
 
 log = logging.getLogger(__name__)
 
@@ -56,47 +56,6 @@ def _convert_gguf(gguf: Path, out: Path, dtype: torch.dtype) -> Path:
     return out
 
 
-# /proc/cpuinfo flags that tell how a CPU runs the LLM's matmuls: the first two are native bf16 ones
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-SIMD_FLAGS = (*BF16_FLAGS, "amx_tile", "amx_int8", "avx512f", "avx2")
-
-
-@dataclass(frozen=True)
-class CpuFeatures:
-    """What decides the CPU's dtype under explainer.dtype=auto, and what a run records about its CPU."""
-
-    model: str  # lscpu's "model name"
-    flags: tuple[str, ...]  # the SIMD_FLAGS the CPU has
-    capability: str  # torch.backends.cpu.get_cpu_capability(): the widest ISA of torch's own kernels
-
-    @property
-    def native_bf16(self) -> bool:
-        """bf16 matmuls in hardware (AMX-BF16 or AVX512-BF16): there bf16 beats float32 (Gemma 3 270M's no-grad
-        forward 2.9x on an AMX Xeon, docs/results.md); elsewhere bf16 is emulated and slower than float32."""
-        return any(f in self.flags for f in BF16_FLAGS)
-
-    def describe(self) -> str:
-        return (f"{self.model or 'unknown CPU'}; flags {' '.join(self.flags) or 'none of ' + '/'.join(SIMD_FLAGS)}; "
-                f"torch capability {self.capability}; native bf16 {'yes' if self.native_bf16 else 'no'}")
-
-
-def cpu_features(cpuinfo: str | None = None) -> CpuFeatures:
-    """The CPU's features, from ``cpuinfo`` (the text of /proc/cpuinfo; read here when None, empty where absent)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():  # the first processor's block names them all
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
-    have = set(fields.get("flags", "").split())
-    return CpuFeatures(fields.get("model name", ""), tuple(f for f in SIMD_FLAGS if f in have),
-                       torch.backends.cpu.get_cpu_capability())
-
-
 def resolve_dtype(name: str, device: torch.device, cpu: CpuFeatures | None = None) -> torch.dtype:
     """The LLM's dtype. "auto": bf16 on CUDA; on a CPU bf16 where it has native bf16 matmuls, else float32.
     Every pass (sampling, PPO's log-probs, the warm-up) runs the one loaded model, so they share it."""
@@ -106,6 +65,28 @@ def resolve_dtype(name: str, device: torch.device, cpu: CpuFeatures | None = Non
         return torch.bfloat16 if (cpu or cpu_features()).native_bf16 else torch.float32
     check_choice("explainer.dtype", name, Dtype)
     return _DTYPES[name]
+
+
+def describe_dtype(name: str, dtype: torch.dtype, device: torch.device, cpu: CpuFeatures | None = None) -> str:
+    """``dtype`` (what explainer.dtype=``name`` resolved to on ``device``) and why, as reports state it, e.g.
+    'float32 (explainer.dtype=auto: no native bf16 on AMD EPYC 7B12, AVX2)'."""
+    if name != "auto":
+        why = f"explainer.dtype={name}"
+    elif device.type == "cuda":
+        why = "explainer.dtype=auto: bf16 on CUDA"
+    else:
+        cpu = cpu or cpu_features()
+        why = (f"explainer.dtype=auto: {'native' if cpu.native_bf16 else 'no native'} bf16 on "
+               f"{cpu.model or 'an unknown CPU'}, {cpu.capability}")
+    return f"{str(dtype).removeprefix('torch.')} ({why})"
+
+
+def planned_dtype(cfg: ExplainerConfig) -> str:
+    """describe_dtype of the dtype the explainer would load in under ``cfg`` on this machine, without loading it:
+    on CUDA where explainer.device allows it and one is visible, else on the CPU."""
+    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    cpu = cpu_features() if device.type == "cpu" else None
+    return describe_dtype(cfg.dtype, resolve_dtype(cfg.dtype, device, cpu), device, cpu)
 
 
 def resolve_model_path(cfg: ExplainerConfig) -> str:
@@ -160,7 +141,7 @@ def load_llm(cfg: ExplainerConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     device = resolve_device(cfg.device)
     cpu = cpu_features() if device.type == "cpu" else None
     dtype = resolve_dtype(cfg.dtype, device, cpu)
-    log.info("explainer: %s on %s (explainer.dtype=%s)%s", str(dtype).removeprefix("torch."), device.type, cfg.dtype,
+    log.info("explainer: %s on %s%s", describe_dtype(cfg.dtype, dtype, device, cpu), device.type,
              f"; CPU {cpu.describe()}" if cpu else "")
     path = resolve_model_path(cfg)
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}}

@@ -41,6 +41,7 @@ from recpie.evaluation import METRIC_NAMES, metrics_from_ranks, ranks_from_score
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.export import write_topk_jsonl
 from recpie.evaluation.verdicts import liked_target_share, verdict_pairs
+from recpie.explainer.llm import describe_dtype
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
@@ -165,11 +166,20 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
             if val_verdicts is not None:
                 np.savez(run_dir / f"val_verdicts_seed{seed}.npz", ids=eval_ids["val"].numpy(), **val_verdicts)
         reports.append(_seed_report(cfg, data, seed, control, full, run_dir))
+        dtype = explainer_dtype(cfg, full["module"])
     write_results(cfg, data, run_dir, per_seed, reports, n_test=len(eval_ids["test"]), seeds=run_seeds(cfg),
-                  peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+                  peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, explainer_dtype=dtype)
     if rank_zero_only.rank == 0:  # after results.md, so that a failing plot cannot cost the tables
         for report in reports:
             seed_plots(report, run_dir)
+
+
+def explainer_dtype(cfg: DictConfig, module: RecPIEModule) -> str:
+    """The dtype the module's explainer was loaded in and why, for results.md (from the loaded model itself)."""
+    ex = module.explainer
+    if ex is None:
+        return "no explainer (recpie.use_explanations=false)"
+    return describe_dtype(cfg.explainer.dtype, ex.model.dtype, ex.device)
 
 
 def per_sample_verdicts(cfg: DictConfig, data, full: dict, split: str = "test", ids: np.ndarray | None = None

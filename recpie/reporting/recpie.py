@@ -14,6 +14,7 @@ from recpie.evaluation.tables import ci_table, ci_text, mean_std_table, metrics_
 from recpie.evaluation.verdicts import verdict_table
 from recpie.reporting.plots import attribution_plot, cycle_trends_plot
 from recpie.utils.files import write_or_explain
+from recpie.utils.machine import machine_line
 
 HEADLINE = ("acc@1", "acc@10", "mrr")
 
@@ -99,16 +100,17 @@ def seed_plots(report: SeedReport, run_dir: Path) -> None:
 
 
 def write_results(cfg: DictConfig, data: CheckinData, run_dir: Path, per_seed: dict, reports: list[SeedReport], *,
-                  n_test: int, seeds: list[int], peak_gb: float) -> None:
+                  n_test: int, seeds: list[int], peak_gb: float, explainer_dtype: str) -> None:
     """results.md (protocol, mean +- std over seeds, one section per seed) and results.json; prints a summary.
-    ``per_seed``: {variant: [test metrics of each seed]}; ``peak_gb``: the run's peak resident memory."""
+    ``per_seed``: {variant: [test metrics of each seed]}; ``peak_gb``: the run's peak resident memory;
+    ``explainer_dtype``: the loaded explainer's dtype and why (recpie.explainer.llm.describe_dtype)."""
     head = [f"# {cfg.name}: RecPIE vs its own backbone", "",
             f"Protocol: {cfg.data.source} {cfg.data.city}, chronological 80/10/10 cut, full ranking over all "
             f"POIs; {n_test} test samples (subset seed {cfg.recpie.subset_seed}, 0 = all), seeds "
-            f"{seeds}; explainer {cfg.explainer.model} ({cfg.explainer.quantization}), "
+            f"{seeds}; explainer {cfg.explainer.model} ({cfg.explainer.quantization}) in {explainer_dtype}, "
             f"{cfg.recpie.cycles} cycles x {cfg.recpie.rec_steps_per_cycle} recommender steps, "
             f"{cfg.recpie.ppo_iterations} PPO iteration(s) per cycle; test scores the "
-            f"{cfg.recpie.test_checkpoint} checkpoint. Peak RSS {peak_gb:.1f} GiB.", "",
+            f"{cfg.recpie.test_checkpoint} checkpoint. Peak RSS {peak_gb:.1f} GiB. Machine: {machine_line()}.", "",
             f"Supervision (backbone, fusion, explainer warm-up, rollouts, refreshes): {fraction_line(data)}; "
             "histories, prompts, val and test keep every check-in.", "",
             "Mean +- std over seeds:", "", mean_std_table(per_seed), ""]

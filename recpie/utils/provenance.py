@@ -1,4 +1,4 @@
-"""What a run directory keeps so that the run can be reproduced: config, commit, versions, input hashes.
+"""What a run directory keeps so that the run can be reproduced: config, commit, versions, input hashes, machine.
 
 The input hashes are part of the run's identity: a resumed run whose input files' sha256 differ from
 those its provenance.json records is refused (``changed_inputs``) unless ``run.accept_changed_inputs=true``,
@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recpie.errors import ConfigError
 from recpie.utils.files import write_or_explain
+from recpie.utils.machine import machine_record
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def write_provenance(run_dir: Path, cfg: DictConfig, input_files: list[Path], re
         "command": sys.argv,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "machine": machine_record(),  # the CPU and its features, cores, GPUs: every timing names them
         "git": git_state(Path(__file__).resolve().parents[2]),
         "packages": package_versions(),
         "inputs": inputs,
