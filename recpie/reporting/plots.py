@@ -62,6 +62,7 @@ def data_efficiency_plot(results: dict, path: Path) -> None:
             ax.axhline(value[metric], color=f"C{2 + i}", linestyle=":", label=f"{name} (training-free)")
         ax.set(xscale="log", xlabel="share of the train targets", ylabel=f"test {label}", title=f"test {label}")
         ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.set_xticks([], minor=True)  # a log axis's minor labels would overprint the fractions
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
@@ -71,6 +72,7 @@ def data_efficiency_plot(results: dict, path: Path) -> None:
     axes[2].set(xscale="log", xlabel="share of the train targets", ylabel="MRR gain over the backbone's order",
                 title="prompt-information bound (facts reader - backbone)")
     axes[2].set_xticks(x, [f"{v:g}" for v in x])
+    axes[2].set_xticks([], minor=True)
     axes[2].grid(alpha=0.3)
     fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the shared legend below the panels
     _save(fig, path)

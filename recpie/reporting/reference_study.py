@@ -27,11 +27,11 @@ def check_reference_study(study: str, test_samples: int, fraction: float, seeds:
     if test_samples:
         raise ConfigError(f"recpie.reference_study={study} compares on every test sample (the study's): set "
                           f"recpie.test_samples=0 (it is {test_samples}) or recpie.reference_study=''")
-    names = [COUNTERS] + [point_name(f, s) for s in seeds for f in sorted({fraction, 1.0})]
+    names = [COUNTERS] + [point_name(fraction, s) for s in seeds]  # the 100% points are compared when there
     missing = [str(point_files(Path(study), n)[1]) for n in names if read_point(Path(study), n) is None]
     if missing:  # absent, or damaged (read_point warned)
         raise ConfigError(f"recpie.reference_study={study}: missing or damaged {', '.join(missing)}; run the "
-                          "data_efficiency recipe (nyc_data_efficiency) with this fraction, 1.0 and these seeds "
+                          "data_efficiency recipe (nyc_data_efficiency) with this fraction and these seeds "
                           "into that folder, or set recpie.reference_study=''")
     for seed in seeds:
         _, point = read_point(Path(study), point_name(fraction, seed))
@@ -47,21 +47,23 @@ def reference_lines(study: Path, fraction: float, seed: int, ids: np.ndarray, ra
     the facts reader's and the backbone's top-1. ``ids`` [n] test sample ids, ``ranks`` [n] RecPIE's;
     ``liked_target`` [n] the "may like" share on the target (explainer.encoder=verdict), else None."""
     meta, point = read_point(study, point_name(fraction, seed))
-    _, full = read_point(study, point_name(1.0, seed))
+    full = read_point(study, point_name(1.0, seed))  # None while the study has no 100% point of this seed
     names, counters = read_point(study, COUNTERS)
     reader = np.empty_like(point["ranks"])
     reader[point["bound_ids"]] = point["bound_reader"]
-    refs = {f"backbone, 100% of the targets (seed {seed})": full["ranks"][ids],
-            names[-1]: counters[f"line{len(names) - 1}"][ids],
-            f"backbone, {fraction:g} of the targets (seed {seed})": point["ranks"][ids],
-            "facts reader of that backbone's top K (the bound)": reader[ids]}
+    backbone = f"backbone, {fraction:g} of the targets (seed {seed})"
+    bound = ("facts reader of that backbone's top K (the study's bound, prompt facts version "
+             f"{meta.get('facts_version')})")
+    refs = {**({f"backbone, 100% of the targets (seed {seed})": full[1]["ranks"][ids]} if full else {}),
+            names[-1]: counters[f"line{len(names) - 1}"][ids], backbone: point["ranks"][ids], bound: reader[ids]}
     rows = [[name, *(ci_text(paired_bootstrap_ci(ranks, ref, m, **boot)) for m in COMPARED)]
             for name, ref in refs.items()]
+    absent = [] if full else [f"(The study has no 100% point of seed {seed} yet: that row is left out.)", ""]
     lines = [f"Against the data-efficiency study ({study}), same test samples, paired bootstrap:", "",
-             markdown_table(["RecPIE minus", *COMPARED], rows), ""]
+             markdown_table(["RecPIE minus", *COMPARED], rows), "", *absent]
     if liked_target is None:
         return lines
-    top1 = {name: per_sample_metric(r, "acc@1") for name, r in list(refs.items())[2:]}
+    top1 = {name: per_sample_metric(refs[name], "acc@1") for name in (backbone, bound)}
     rows = [['"may like" names the target', f"{liked_target.mean():.4f}", ""]]
     rows += [[f"top-1 of the {name}", f"{hit.mean():.4f}",
               ci_text(paired_values_ci(liked_target, hit, "hit", **boot))] for name, hit in top1.items()]
