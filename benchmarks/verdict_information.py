@@ -17,7 +17,8 @@ It also prints the gate of ``recpie.sft_target=facts``: how often "may like" nam
 against the recommender's own top-1 (paired CI), and the verdicts' gain beyond rank + logit (paired CI).
 Run it on val after a warm-up (a run with ``recpie.cycles=1``, ``recpie.ppo_iterations=0`` and as many val
 samples as the gate needs, e.g. ``recpie.val_samples=512``) before spending a long run's budget; if the
-gate fails, change the warm-up, not the budget.
+gate fails, change the warm-up, not the budget. The same numbers along the warm-up, from one run, are the
+warm-up curve (``recpie.sft_eval_every``: warmup_curve_seed{S}.json), read by the same ``teacher_agreement``.
 
     python benchmarks/verdict_information.py results/nyc_recpie_3pct [--seed 0] [--split val]
 """
@@ -35,7 +36,7 @@ from recpie.data.fraction import supervision_draw
 from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci, paired_values_ci
 from recpie.evaluation.tables import ci_text, markdown_table
-from recpie.evaluation.verdicts import liked_target_share
+from recpie.evaluation.verdicts import teacher_agreement
 from recpie.explainer.information import crossfit_ranks, features, prompt_facts, prompt_reader, top_k
 from recpie.utils.checkpoints import load_weights
 
@@ -47,14 +48,13 @@ def gate(liked: np.ndarray, candidates: np.ndarray, target: np.ndarray, teacher_
     """The gate's numbers per sample: liked [n, K] "may like" shares, candidates [n, K] as the prompt showed
     them, target [n], teacher_top [n] the teacher's top-1 position. Agreement: the "may like" share on the
     teacher's top-1; hit rate: the share on the target, against the recommender's top-1 being it."""
-    rows = np.arange(len(liked))
-    agree = liked[rows, teacher_top]
-    hit = liked_target_share(torch.as_tensor(liked), torch.as_tensor(candidates), torch.as_tensor(target)).numpy()
-    top1 = (candidates[:, 0] == target).astype(np.float64)
-    teacher_hit = (candidates[rows, teacher_top] == target).astype(np.float64)
-    return {"agreement": float(agree.mean()), "parsed": float((liked.sum(1) > 0).mean()),
-            "hit": float(hit.mean()), "top1_hit": float(top1.mean()), "teacher_hit": float(teacher_hit.mean()),
-            "hit_minus_top1": paired_values_ci(hit, top1, "hit rate", **boot)}
+    cols = {name: col.double().numpy() for name, col in teacher_agreement(
+        torch.as_tensor(liked), torch.as_tensor(candidates), torch.as_tensor(target),
+        torch.as_tensor(teacher_top)).items()}
+    return {"agreement": float(cols["agreement"].mean()), "parsed": float(cols["named"].mean()),
+            "hit": float(cols["hit"].mean()), "top1_hit": float(cols["top1_hit"].mean()),
+            "teacher_hit": float(cols["teacher_hit"].mean()),
+            "hit_minus_top1": paired_values_ci(cols["hit"], cols["top1_hit"], "hit rate", **boot)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -77,7 +77,7 @@ RANGES: dict[str, Rule] = {
     "recpie.fusion_lr": _gt(0), "recpie.llm_lr": _gt(0), "recpie.grad_clip": _ge(0),
     "recpie.batch_size": _ge(1), "recpie.generation_batch": _ge(1), "recpie.val_samples": _ge(0),
     "recpie.test_samples": _ge(0), "recpie.sft_choice_weight": _ge(0), "recpie.fusion_ridge": _gt(0),
-    "recpie.fusion_folds": _ge(2),
+    "recpie.fusion_folds": _ge(2), "recpie.sft_eval_every": _ge(0), "recpie.sft_eval_samples": _ge(1),
     "efficiency.fractions": _within(0, 1, open_lo=True), "efficiency.bound_val_samples": _ge(0),
     "efficiency.bound_test_samples": _ge(0),
 }
@@ -173,6 +173,10 @@ def check_explanation_modes(cfg: Any) -> None:
         if value in ("hindsight", "facts", "verdict") and cfg.explainer.granularity != "user":
             raise ConfigError(f"{key}={value} is about one user-level explanation naming one of the K "
                               "candidates: it needs explainer.granularity=user")
+    if cfg.recpie.sft_eval_every > 0 and cfg.explainer.granularity != "user":
+        raise ConfigError(f"recpie.sft_eval_every={cfg.recpie.sft_eval_every}: the warm-up curve asks whether one "
+                          "user-level explanation names the teacher's top-1 of the K candidates: it needs "
+                          "explainer.granularity=user (or recpie.sft_eval_every=0)")
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...], unknown: str = "is unknown") -> None:

@@ -32,6 +32,9 @@ class Host:
     def log_text(self, tag: str, text: str) -> None:
         self.logged.setdefault(tag, []).append(text)
 
+    def log_curve(self, values: dict[str, float], examples: int) -> None:
+        self.logged.setdefault("sft_eval", []).append((examples, values))
+
     def manual_backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
@@ -59,4 +62,5 @@ def joint_parts(tmp_path, data, llm_dir, **overrides) -> tuple[ExplanationWriter
     host = Host()
     writer = ExplanationWriter(cfg, data, recommender, explainer, "test-run", host)
     sft_ids, explainable = warmup_and_fusion_ids(data, "template", 0.5, 0)
-    return writer, ExplainerTrainer(cfg, data, explainer, None, writer, host, sft_ids, explainable, seed=0), host
+    return writer, ExplainerTrainer(cfg, data, explainer, None, writer, host, sft_ids, explainable, seed=0,
+                                    curve_file=tmp_path / "warmup_curve_seed0.json"), host

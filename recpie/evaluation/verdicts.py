@@ -28,6 +28,22 @@ def liked_target_share(liked: torch.Tensor, candidates: torch.Tensor, target: to
     return (liked.float() * (candidates == target[:, None])).sum(1)
 
 
+def teacher_agreement(liked: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor,
+                      teacher_top: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per sample [n], what the gate of a facts warm-up reads (benchmarks/verdict_information.py, the warm-up
+    curve): liked [n,K] "may like" shares, candidates [n,K] as the prompt showed them, target [n],
+    teacher_top [n] the position of the teacher's top-1. ``named``: "may like" names a candidate;
+    ``agreement``: its share on the teacher's top-1 (a mention shared by candidates of one label counts its
+    share); ``hit``: its share on the target (``liked_target_share``); ``top1_hit`` / ``teacher_hit``: the
+    recommender's / the teacher's top-1 is the target."""
+    rows = torch.arange(len(liked), device=liked.device)
+    liked = liked.float()
+    return {"named": (liked.sum(1) > 0).float(), "agreement": liked[rows, teacher_top],
+            "hit": liked_target_share(liked, candidates, target),
+            "top1_hit": (candidates[:, 0] == target).float(),
+            "teacher_hit": (candidates[rows, teacher_top] == target).float()}
+
+
 def verdict_summary(counts: torch.Tensor) -> dict:
     """Headline rates and the per-rank table's columns from summed counts."""
     k = (len(counts) - 1) // 3

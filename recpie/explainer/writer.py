@@ -100,16 +100,32 @@ class ExplanationWriter:
             slots = [(i, s) for i in ids[pick].tolist() for s in range(self.slots)]
             keys = [self.cache_key(split, i, s, p) for (i, s), p in zip(slots, prompts, strict=True)]
             states = h[pick].repeat_interleave(self.slots, 0)
-            texts = []
-            for start in progress(range(0, len(prompts), self.generation_batch),
-                                  f"explaining {len(prompts)} {split} prompts (batches)", self.host.global_rank):
-                sl = slice(start, start + self.generation_batch)
-                texts += self.explainer.explain(prompts[sl], keys[sl], states[sl], version)
+            texts = self.in_batches(len(prompts), f"explaining {len(prompts)} {split} prompts (batches)",
+                                    lambda sl: self.explainer.explain(prompts[sl], keys[sl], states[sl], version))
             z, present = self.encode(texts, candidates[pick].repeat_interleave(self.slots, 0))
             grouped = [texts[k * self.slots:(k + 1) * self.slots] for k in range(len(todo))]
             self.store.put(split, ids[pick], z.view(len(todo), self.slots, -1), grouped, version,
                            candidates[pick].tolist(), present.view(len(todo), self.slots), logits[pick].tolist())
         return h, candidates
+
+    def in_batches(self, n: int, desc: str, generate) -> list[str]:
+        """The texts of ``n`` prompts, ``generate(slice)`` of recpie.generation_batch prompts at a time."""
+        texts = []
+        for start in progress(range(0, n, self.generation_batch), desc, self.host.global_rank):
+            texts += generate(slice(start, start + self.generation_batch))
+        return texts
+
+    def drafts(self, split: str, ids: torch.Tensor, batch: Batch) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """Greedy explanations of samples ``ids`` (their ``batch``) by the current policy, from the prompts
+        ``explain`` writes, in the same batches, but outside the store and the disk cache: the warm-up
+        curve's texts, by an intermediate policy that no later explanation may find. Returns (texts, one per
+        (sample, slot); candidates [n, K]; their logits [n, K])."""
+        h, candidates, logits = self.recommender.predict_top(batch)
+        prompts = self.prompts(split, ids, candidates, logits)
+        states = h.repeat_interleave(self.slots, 0)
+        texts = self.in_batches(len(prompts), f"drafting {len(prompts)} {split} prompts (batches)",
+                                lambda sl: self.explainer.generate(prompts[sl], states[sl], sample=False).texts)
+        return texts, candidates, logits
 
     def labels(self, candidates: torch.Tensor) -> list[list[str]]:
         """The names a prompt shows for each row of candidates [n,K] (what a text names them by)."""

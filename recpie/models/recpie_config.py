@@ -60,6 +60,17 @@ class RecPIEConfig:
     # the rollouts and the fusion's explained rows (an explainer fitted to a sample's answer would hand it
     # to the fusion, which would learn to trust the explanations more than they deserve on val/test)
     sft_share: float = 0.5
+    # the warm-up curve: every this many warm-up steps, and after the last one, greedy explanations of
+    # recpie.sft_eval_samples val samples by the policy so far (the run's val prompts, explainer.show_scores
+    # honoured), parsed and set against the facts teacher's top-1 (warmup.FactsTeacher, fitted on val):
+    # parse rate, agreement, the teacher's, "may like"'s and the recommender's top-1 target hit rates per
+    # examples seen; to TensorBoard (sft_eval/*), warmup_curve_seed{S}.json/.csv and results.md. 0 = off.
+    # Measurement only: the texts never enter the store or the explanation cache, the random state is
+    # restored after each point, so what is trained (and tested) is the same as with 0
+    sft_eval_every: int = 0
+    # val samples of each warm-up curve point: the first of the val subset permutation of subset_seed (those
+    # of recpie.val_samples when fewer); each point costs ceil(samples / generation_batch) generate calls
+    sft_eval_samples: int = 64
     # initial bias of the fusion gate (negative: explanations start with little say)
     gate_bias: float = -2.0
     # learning rate of the backbone in the joint phase (it is fine-tuned from its warm-up)

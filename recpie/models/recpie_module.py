@@ -2,7 +2,8 @@
 
 One training epoch is one *cycle* (so every checkpoint falls on a cycle boundary):
 
-1. ``on_train_epoch_start``: the explainer's turn. In the first cycle a short supervised format warm-up;
+1. ``on_train_epoch_start``: the explainer's turn. In the first cycle a short supervised format warm-up
+   (with ``recpie.sft_eval_every``, measured along the way on val: the warm-up curve);
    then ``recpie.ppo_iterations`` PPO iterations, each on fresh sampled explanations of train samples,
    rewarded by the recommender's log-likelihood gain on the true next POI with the sample's own explanation
    over another sample's (rl.reward) and penalised for a missing EOS or unparseable text. PPO runs against
@@ -27,8 +28,9 @@ train explanations; never the frozen base LLM.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -47,7 +49,7 @@ from recpie.rl.explainer_trainer import ExplainerTrainer, optimizer_step
 from recpie.rl.value_head import value_head_for
 from recpie.utils.checkpoints import DRAW_KEY
 from recpie.utils.run_folder import config_fingerprint
-from recpie.utils.seeds import phase_seed
+from recpie.utils.seeds import phase_seed, subset_ids  # noqa: F401  (subset_ids: where its importers find it)
 
 CONTROL_EXPLANATION_DIM = 16  # the control never sees an explanation: its null vector's size is immaterial
 RECOMMENDER_PARTS = ("backbone.", "fusion.")  # checkpoint names of the recommender's weights, at the top level
@@ -64,14 +66,15 @@ class RecPIEModule(L.LightningModule):
     store) and ``explainer_trainer`` (warm-up and PPO), built in ``configure_model``."""
 
     def __init__(self, cfg: DictConfig, data: CheckinData, backbone: torch.nn.Module,
-                 eval_ids: dict[str, torch.Tensor], seed: int):
+                 eval_ids: dict[str, torch.Tensor], seed: int, curve_file: Path | None = None):
         """eval_ids: the fixed val/test sample ids scored (a subset or all; chosen by the recipe); seed: the
-        run's seed (one of run.seeds), from which every random choice of the joint training derives."""
+        run's seed (one of run.seeds), from which every random choice of the joint training derives;
+        curve_file: where the warm-up curve (recpie.sft_eval_every) is written, a .json and a .csv beside it."""
         super().__init__()
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints leave out the frozen base LLM
         self.cfg, self.rc, self.data = cfg, cfg.recpie, data
-        self.eval_ids, self.seed = eval_ids, seed
+        self.eval_ids, self.seed, self.curve_file = eval_ids, seed, curve_file
         # train samples the warm-up reads / those refreshed, rolled out and fused (disjoint with hindsight)
         self.sft_ids, self.explainable = warmup_and_fusion_ids(data, cfg.recpie.sft_target, cfg.recpie.sft_share, seed)
         self.verdicts = cfg.explainer.encoder == "verdict"  # evaluation also counts what the verdicts know
@@ -109,7 +112,7 @@ class RecPIEModule(L.LightningModule):
         cache_tag = f"{self.cfg.name}-seed{self.seed}-{self.config_fingerprint()}"
         self.writer = ExplanationWriter(self.cfg, self.data, self.recommender, self.explainer, cache_tag, self)
         self.explainer_trainer = ExplainerTrainer(self.cfg, self.data, self.explainer, self.value_head, self.writer,
-                                                  self, self.sft_ids, self.explainable, self.seed)
+                                                  self, self.sft_ids, self.explainable, self.seed, self.curve_file)
 
     def configure_optimizers(self):
         groups = [{"params": list(self.backbone.parameters()), "lr": self.rc.rec_lr},
@@ -158,6 +161,11 @@ class RecPIEModule(L.LightningModule):
         if self.logger is not None:
             self.logger.log_metrics({f"ppo_iteration/{name}": stats[key] for key, name in ITERATION_SCALARS.items()},
                                     step=self.policy_version)
+
+    def log_curve(self, values: dict[str, float], examples: int) -> None:
+        """A point of the warm-up curve as TensorBoard scalars sft_eval/*, at x = the warm-up examples seen."""
+        if self.logger is not None:
+            self.logger.log_metrics({f"sft_eval/{name}": value for name, value in values.items()}, step=examples)
 
     def log_text(self, tag: str, text: str) -> None:
         """Explanation text on TensorBoard's text tab (other loggers skip it)."""
@@ -351,13 +359,6 @@ class RecPIEModule(L.LightningModule):
         """What must match for a checkpoint to be resumable: data, model shapes and the schedule, less the
         keys that may change on resume (recpie.utils.run_folder.MAY_CHANGE)."""
         return config_fingerprint(self.cfg, ("data", "backbone", "explainer", "rl", "recpie"))
-
-
-def subset_ids(n: int, k: int, seed: int) -> torch.Tensor:
-    """A fixed, documented subset: the first k of a seeded permutation, sorted (all when k = 0 or k >= n)."""
-    if k <= 0 or k >= n:
-        return torch.arange(n)
-    return torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(n)[:k]))
 
 
 def _checkpoint_names(module, state_dict, prefix, local_metadata) -> None:

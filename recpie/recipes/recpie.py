@@ -13,7 +13,9 @@ shows the test MRR with the own / null / another sample's explanation and cycle_
 per-cycle reward, KL, parse and EOS rates and fusion gate from the TensorBoard events (recpie.reporting.recpie).
 test_ranks_seed{S}.npz keeps every test rank (and a verdict run's per-sample verdicts), val_verdicts_seed{S}.npz a
 verdict run's per-sample val verdicts (benchmarks/verdict_information.py --split val: the gate after a
-warm-up); results.md and results.json report what a fitted fusion fitted before each cycle; with
+warm-up); with ``recpie.sft_eval_every`` warmup_curve_seed{S}.json/.csv hold the warm-up curve (agreement with
+the facts teacher and hit rates on val per warm-up examples), also a table of results.md; results.md and
+results.json report what a fitted fusion fitted before each cycle; with
 ``recpie.reference_study`` results.md also compares RecPIE with a data-efficiency study's models
 (recpie.reporting.reference_study).
 """
@@ -103,7 +105,8 @@ def _loader(dataset, ids: torch.Tensor | None, batch_size: int, sampler=None, tr
 
 def fit_variant(cfg, data, backbone, eval_ids, run_dir: Path, variant: str, seed: int) -> dict:
     """Train one variant from a copy of the warm backbone; return its test ranks and bookkeeping."""
-    module = RecPIEModule(cfg, data, copy.deepcopy(backbone), eval_ids, seed)
+    module = RecPIEModule(cfg, data, copy.deepcopy(backbone), eval_ids, seed,
+                          curve_file=run_dir / f"warmup_curve_seed{seed}.json" if variant == "recpie" else None)
     events = run_dir / "tensorboard" / variant / f"seed{seed}"
     ckpt_dir = run_dir / "checkpoints" / f"{variant}-seed{seed}"
     trainer = make_trainer(cfg, events, ckpt_dir, cfg.recpie.cycles, unused_parameters=True, distributed_sampler=False)
@@ -219,6 +222,7 @@ def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path)
         fed={name: metrics_from_ranks(ranks) for name, ranks in fed.items()},
         own_vs={name: paired_bootstrap_ci(full["ranks"], fed[name], "mrr", **boot) for name in list(fed)[1:]},
         verdicts=full.get("verdicts"), fusion=list(full["module"].fusion_fits),
+        warmup_curve=list(full["module"].explainer_trainer.curve),
         quality=QualityScorer(data).report(texts, contexts, run_dir / f"test_explanations_seed{seed}.jsonl"),
         seconds={"RecPIE": full["seconds"], "control": control["seconds"]}, explained=full["explained"],
         examples={i: full["texts"][i] for i in list(full["texts"])[:3]}, events=full["events"],

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from recpie.data.stats import fraction_line
 from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import PairedCI
-from recpie.evaluation.tables import ci_table, ci_text, mean_std_table, metrics_table
+from recpie.evaluation.tables import ci_table, ci_text, markdown_table, mean_std_table, metrics_table
 from recpie.evaluation.verdicts import verdict_table
 from recpie.reporting.plots import attribution_plot, cycle_trends_plot
 from recpie.utils.files import write_or_explain
@@ -34,6 +34,7 @@ class SeedReport:
     events: Path  # the RecPIE variant's TensorBoard events, for the per-cycle trends
     reference: list[str] = field(default_factory=list)  # recpie.reference_study: lines against the study's models
     fusion: list[dict] = field(default_factory=list)  # per cycle, what a fitted fusion fitted (fit_fusion)
+    warmup_curve: list[dict] = field(default_factory=list)  # recpie.sft_eval_every: the warm-up curve's points
 
 
 def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
@@ -42,7 +43,8 @@ def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
              ci_table(report.vs_control), "", *attribution_lines(report),
              f"![own, null and another sample's explanation](attribution_seed{report.seed}.png) "
              f"![per-cycle reward, KL, parse and EOS rates](cycle_trends_seed{report.seed}.png)", "",
-             *verdict_lines(report.verdicts), *fusion_lines(report.fusion), *report.reference,
+             *warmup_curve_lines(report.warmup_curve), *verdict_lines(report.verdicts),
+             *fusion_lines(report.fusion), *report.reference,
              "Explanation quality (greedy, test samples):", "",
              metrics_table({"RecPIE": report.quality}, names=[k for k in report.quality if k != "n"], first="run"),
              "", f"Cost: RecPIE {report.seconds['RecPIE']:.0f} s, control {report.seconds['control']:.0f} s in this "
@@ -62,6 +64,21 @@ def attribution_lines(report: SeedReport) -> list[str]:
             metrics_table(report.fed, first="RecPIE model, fed"), "",
             "Own minus " + "; own minus ".join(f"{name.removesuffix(' explanation')}: MRR {ci_text(ci)}"
                                                for name, ci in report.own_vs.items()) + ".", ""]
+
+
+def warmup_curve_lines(points: list[dict]) -> list[str]:
+    """recpie.sft_eval_every: the warm-up curve, one row per point (ExplainerTrainer.curve_point)."""
+    if not points:
+        return []
+    rows = [[f"{p['examples']:.0f}", f"{p['step']:.0f}", f"{p['parse_rate']:.3f}", f"{p['agreement']:.3f}",
+             f"{p['like_hit']:.3f}", f"{p['teacher_hit']:.3f}", f"{p['top1_hit']:.3f}"] for p in points]
+    first = points[0]
+    return [f"Warm-up curve ({first['samples']:.0f} val samples, greedy explanations by the policy after each "
+            "number of warm-up examples; agreement: the \"may like\" share on the facts teacher's top-1 of the "
+            "same prompt; hit rates: how often \"may like\", the teacher's and the recommender's top-1 name the "
+            f"target; {first['generate_calls']:.0f} generate call(s) per point):", "",
+            markdown_table(["warm-up examples", "steps", "parse rate", "agreement with the teacher",
+                            "\"may like\" hit rate", "teacher's hit rate", "recommender top-1 hit rate"], rows), ""]
 
 
 def verdict_lines(v: dict | None) -> list[str]:
@@ -118,8 +135,10 @@ def write_results(cfg: DictConfig, data: CheckinData, run_dir: Path, per_seed: d
     write_or_explain(run_dir / "results.md", "\n".join(head + body), "run.output_dir")
     summary = {name: [{k: float(v) for k, v in m.items()} for m in runs] for name, runs in per_seed.items()}
     fusion = {str(report.seed): report.fusion for report in reports if report.fusion}
+    curves = {str(report.seed): report.warmup_curve for report in reports if report.warmup_curve}
     write_or_explain(run_dir / "results.json", json.dumps({"config": OmegaConf.to_container(cfg, resolve=True),
-                                                           "per_seed": summary, "fusion_fits": fusion}, indent=2),
+                                                           "per_seed": summary, "fusion_fits": fusion,
+                                                           **({"warmup_curve": curves} if curves else {})}, indent=2),
                      "run.output_dir")
     print("\n" + "\n".join(head[:3]))
     print(mean_std_table(per_seed, names=HEADLINE))

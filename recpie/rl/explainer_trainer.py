@@ -1,4 +1,5 @@
-"""Training the explainer: the format warm-up, PPO iterations rewarded by the recommender's log-likelihood
+"""Training the explainer: the format warm-up (measured along the way on val with recpie.sft_eval_every: the
+warm-up curve, ``curve_point``), PPO iterations rewarded by the recommender's log-likelihood
 gain from each sample's own explanation over another sample's (rl.reward), the policy's log-prob forward and
 the KL reference (rl.kl_reference).
 
@@ -8,9 +9,13 @@ one optimizer step of the joint method, the recommender's included.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -18,7 +23,7 @@ from omegaconf import DictConfig
 
 from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.types import CheckinData
-from recpie.evaluation.verdicts import liked_target_share, verdict_pairs
+from recpie.evaluation.verdicts import liked_target_share, teacher_agreement, verdict_pairs
 from recpie.explainer.encoder import VerdictEncoder
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
@@ -26,7 +31,8 @@ from recpie.explainer.warmup import FactsTeacher, sft_losses, templated_choice
 from recpie.explainer.writer import ExplanationWriter, WriterHost, progress
 from recpie.rl.ppo import Rollout, ppo_update
 from recpie.rl.reward import KLController, RunningMoments, explanation_reward, other_rows, parse_flags, shape_scores
-from recpie.utils.seeds import phase_seed
+from recpie.utils.files import write_or_explain
+from recpie.utils.seeds import phase_seed, subset_ids
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,23 @@ class TrainerHost(WriterHost, Protocol):
     def reduced(self, x: torch.Tensor, op: str) -> torch.Tensor: ...
 
     def log_text(self, tag: str, text: str) -> None: ...
+
+    def log_curve(self, values: dict[str, float], examples: int) -> None: ...
+
+
+# the warm-up curve's names of teacher_agreement's columns, where they differ
+CURVE_COLUMNS = {"named": "names_a_candidate", "hit": "like_hit"}
+
+
+def write_curve(path: Path, points: list[dict[str, float]]) -> None:
+    """The warm-up curve's points as ``path`` (JSON, a list) and the same stem's .csv (a header row)."""
+    write_or_explain(path, json.dumps(points, indent=1), "run.output_dir")
+    if points:
+        out = io.StringIO()
+        rows = csv.DictWriter(out, fieldnames=list(points[0]))
+        rows.writeheader()
+        rows.writerows(points)
+        write_or_explain(path.with_suffix(".csv"), out.getvalue(), "run.output_dir")
 
 
 def optimizer_step(host: TrainerHost, opt, losses: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor:
@@ -67,8 +90,9 @@ class ExplainerTrainer:
 
     def __init__(self, cfg: DictConfig, data: CheckinData, explainer: Explainer | None,
                  value_head: torch.nn.Module | None, writer: ExplanationWriter, host: TrainerHost,
-                 sft_ids: torch.Tensor, explainable: torch.Tensor, seed: int):
-        """sft_ids: the train samples the warm-up reads; explainable: those rolled out; seed: the run's."""
+                 sft_ids: torch.Tensor, explainable: torch.Tensor, seed: int, curve_file: Path | None = None):
+        """sft_ids: the train samples the warm-up reads; explainable: those rolled out; seed: the run's;
+        curve_file: where the warm-up curve is written (a .json, and a .csv beside it; None: not written)."""
         self.cfg, self.rc, self.data, self.seed = cfg, cfg.recpie, data, seed
         self.explainer, self.value_head, self.writer, self.host = explainer, value_head, writer, host
         self.recommender: ExplainedRecommender = writer.recommender
@@ -76,17 +100,22 @@ class ExplainerTrainer:
         self.moments, self.kl_ctl = RunningMoments(), KLController(cfg.rl.kl)
         self.policy_version, self.sft_done = 0, False
         self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
+        # the warm-up curve (recpie.sft_eval_every): its val samples, points (checkpointed) and file
+        self.curve_ids = subset_ids(len(data.splits["val"]), self.rc.sft_eval_samples, self.rc.subset_seed)
+        self.curve: list[dict[str, float]] = []
+        self.curve_file = curve_file
 
     def state_dict(self) -> dict:
         return {"moments": self.moments.state_dict(), "kl": self.kl_ctl.state_dict(),
                 "policy_version": self.policy_version, "sft_done": self.sft_done,
-                "reference_weights": self.reference_weights}
+                "reference_weights": self.reference_weights, "warmup_curve": self.curve}
 
     def load_state_dict(self, state: dict) -> None:
         self.moments.load_state_dict(state["moments"])
         self.kl_ctl.load_state_dict(state["kl"])
         self.policy_version, self.sft_done = state["policy_version"], state["sft_done"]
         self.reference_weights = state["reference_weights"]
+        self.curve = list(state.get("warmup_curve", []))  # none in a checkpoint written before the curve
 
     def prepare(self, opt) -> None:
         """Before the cycle's PPO: the format warm-up (once per run), then the KL reference snapshot."""
@@ -104,41 +133,100 @@ class ExplainerTrainer:
     def format_warmup(self, opt) -> None:
         """Supervised warm-up on templated explanations, so the base LLM emits the parseable format; with
         hindsight targets "may like" names the true next POI (rows whose target is among the candidates),
-        with facts targets the choice of the prompt-only facts reader fitted on val (warmup.FactsTeacher)."""
+        with facts targets the choice of the prompt-only facts reader fitted on val (warmup.FactsTeacher).
+        With recpie.sft_eval_every, a point of the warm-up curve (``curve_point``, rank 0) every that many
+        steps and after the last."""
         g = torch.Generator().manual_seed(phase_seed(self.seed, "sft", self.host.global_rank))
-        hindsight = self.rc.sft_target == "hindsight"
-        writer = self.writer
         teacher = FactsTeacher.fit(self.recommender.backbone, self.data, self.cfg) if self.rc.sft_target == "facts" \
             else None
-        for _ in progress(range(self.rc.sft_steps), "format warm-up (SFT steps)", self.host.global_rank):
-            draw = self.rc.sft_batch * (4 if hindsight else 1)  # hindsight drops rows whose target is not a candidate
-            ids = self.sft_ids[torch.randint(len(self.sft_ids), (draw,), generator=g)]
-            batch = writer.batch("train", ids)
-            h, candidates, logits = self.recommender.predict_top(batch)
-            like = dislike = None
-            if teacher is not None:
-                like, dislike = teacher.choice(self.data, "train", ids.numpy(), candidates.cpu().numpy(),
-                                               self.cfg.explainer, logits.cpu().numpy())
-            if hindsight:
-                target = self.recommender.target(batch)
-                keep = (candidates == target[:, None]).any(1).nonzero().squeeze(1)[:self.rc.sft_batch]
-                ids, h, candidates, like = ids[keep.cpu()], h[keep], candidates[keep], target[keep].tolist()
-                logits = logits[keep]
-                if not like:  # no target among any drawn row's candidates: draw again
-                    continue
-            prompts = writer.prompts("train", ids, candidates, logits)
-            targets = [templated_choice(self.data, "train", i, c, self.cfg.explainer, focus=f,
-                                        like=like[r] if like else None, dislike=dislike[r] if dislike else None,
-                                        logits=z)
-                       for r, (i, c, z) in enumerate(zip(ids.tolist(), candidates.tolist(), logits.tolist(),
-                                                         strict=True))
-                       for f in writer.focus(c)]
-            losses = sft_losses(self.explainer, prompts, [t.text for t in targets],
-                                h.repeat_interleave(writer.slots, 0), [t.names for t in targets],
-                                self.rc.sft_choice_weight)
-            loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip)
-            self.host.log("sft/loss", loss, on_step=False, on_epoch=True)
+        every, steps = self.rc.sft_eval_every, self.rc.sft_steps
+        judge = None  # the teacher the curve sets the explanations against: the warm-up's, or one fitted for it
+        if every > 0 and self.host.global_rank == 0:
+            judge = teacher if teacher is not None else self.isolated(
+                lambda: FactsTeacher.fit(self.recommender.backbone, self.data, self.cfg))
+        seen = 0  # the rows trained on so far: steps x sft_batch (hindsight: the rows kept)
+        for step in progress(range(1, steps + 1), "format warm-up (SFT steps)", self.host.global_rank):
+            seen += self.warmup_step(opt, g, teacher)
+            if judge is not None and (step % every == 0 or step == steps):
+                self.curve_point(judge, step, seen)
         self.policy_version += 1
+
+    def warmup_step(self, opt, g: torch.Generator, teacher: FactsTeacher | None) -> int:
+        """One warm-up step on rows drawn with ``g``; returns how many rows it trained on (hindsight: those
+        whose target is among their candidates, none when no drawn row's is: no step then)."""
+        hindsight = self.rc.sft_target == "hindsight"
+        writer = self.writer
+        draw = self.rc.sft_batch * (4 if hindsight else 1)  # hindsight drops rows whose target is not a candidate
+        ids = self.sft_ids[torch.randint(len(self.sft_ids), (draw,), generator=g)]
+        batch = writer.batch("train", ids)
+        h, candidates, logits = self.recommender.predict_top(batch)
+        like = dislike = None
+        if teacher is not None:
+            like, dislike = teacher.choice(self.data, "train", ids.numpy(), candidates.cpu().numpy(),
+                                           self.cfg.explainer, logits.cpu().numpy())
+        if hindsight:
+            target = self.recommender.target(batch)
+            keep = (candidates == target[:, None]).any(1).nonzero().squeeze(1)[:self.rc.sft_batch]
+            ids, h, candidates, like = ids[keep.cpu()], h[keep], candidates[keep], target[keep].tolist()
+            logits = logits[keep]
+            if not like:  # no target among any drawn row's candidates: the next step draws again
+                return 0
+        prompts = writer.prompts("train", ids, candidates, logits)
+        targets = [templated_choice(self.data, "train", i, c, self.cfg.explainer, focus=f,
+                                    like=like[r] if like else None, dislike=dislike[r] if dislike else None,
+                                    logits=z)
+                   for r, (i, c, z) in enumerate(zip(ids.tolist(), candidates.tolist(), logits.tolist(),
+                                                     strict=True))
+                   for f in writer.focus(c)]
+        losses = sft_losses(self.explainer, prompts, [t.text for t in targets],
+                            h.repeat_interleave(writer.slots, 0), [t.names for t in targets],
+                            self.rc.sft_choice_weight)
+        loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip)
+        self.host.log("sft/loss", loss, on_step=False, on_epoch=True)
+        return len(ids)
+
+    def isolated(self, fn):
+        """fn() with the global random state (CPU, and the CUDA devices of the host and the explainer)
+        restored afterwards: a measurement must not move any later draw of the run."""
+        devices = sorted({d for d in (self.host.device, self.explainer.device) if torch.device(d).type == "cuda"},
+                         key=str)
+        with torch.random.fork_rng(devices=devices):
+            return fn()
+
+    def curve_point(self, teacher: FactsTeacher, step: int, examples: int) -> dict[str, float]:
+        """One point of the warm-up curve (recpie.sft_eval_every): greedy explanations by the policy so far of
+        the fixed val samples ``curve_ids`` (``writer.drafts``: the run's val prompts, never stored or cached;
+        the random state restored after), read as the verdict encoder reads them and set against ``teacher``'s
+        top-1 of the same prompts (``evaluation.verdicts.teacher_agreement``). Appended to ``curve``, logged
+        (sft_eval/* at x = examples) and written to ``curve_file`` (.json and .csv); returns the point."""
+        if self.writer.slots != 1:
+            raise ValueError("the warm-up curve reads one user-level explanation per sample "
+                             "(explainer.granularity=user)")
+        began, ids = time.perf_counter(), self.curve_ids
+
+        def measure():
+            batch = self.writer.batch("val", ids)
+            texts, candidates, logits = self.writer.drafts("val", ids, batch)
+            top = teacher.order(self.data, "val", ids.numpy(), candidates.cpu().numpy(), self.cfg.explainer,
+                                logits.cpu().numpy())[:, 0]
+            return texts, candidates.cpu(), self.recommender.target(batch).cpu(), torch.as_tensor(top)
+
+        texts, candidates, target, top = self.isolated(measure)
+        cols = teacher_agreement(self.liked(texts, candidates), candidates, target, top)
+        point = {"step": step, "examples": examples, "samples": len(ids),
+                 "parse_rate": sum(parse(t).ok for t in texts) / max(len(texts), 1),
+                 **{CURVE_COLUMNS.get(name, name): col.mean().item() for name, col in cols.items()},
+                 "generate_calls": -(-len(texts) // self.writer.generation_batch),
+                 "seconds": time.perf_counter() - began}
+        self.curve.append(point)
+        self.host.log_curve({k: v for k, v in point.items() if k not in ("step", "examples", "samples")}, examples)
+        if self.curve_file is not None:
+            write_curve(self.curve_file, self.curve)
+        log.info("warm-up curve, %d examples (step %d): parsed %.2f, \"may like\" names the teacher's top-1 %.3f, "
+                 "the target %.3f (teacher %.3f, recommender's top-1 %.3f); %d val samples, %.1f s", examples, step,
+                 point["parse_rate"], point["agreement"], point["like_hit"], point["teacher_hit"], point["top1_hit"],
+                 len(ids), point["seconds"])
+        return point
 
     def policy_forward(self, mb: Rollout, reference: bool = False):
         """(logprobs, values, entropy) of a minibatch's responses under the current policy, or with
@@ -163,12 +251,17 @@ class ExplainerTrainer:
         finally:
             self.explainer.load_trainable_state_dict(current)
 
+    def liked(self, texts: list[str], candidates: torch.Tensor) -> torch.Tensor:
+        """[n, K] each text's "may like" share per candidate of its prompt (candidates [n, K]; shared labels
+        split it; all 0: unparseable or naming none), read as the verdict encoder reads it, whatever the run's
+        encoder; on the candidates' device."""
+        k = candidates.shape[1]
+        return verdict_pairs(VerdictEncoder(k)(texts, self.writer.labels(candidates)), k)[..., 0].to(candidates.device)
+
     def like_hit_rate(self, texts: list[str], candidates: torch.Tensor, target: torch.Tensor) -> float:
         """Share of the texts whose "may like" names the target (among the candidates [n,K] of each prompt;
-        shared labels split the hit), read as the verdict encoder reads it, whatever the run's encoder."""
-        k = candidates.shape[1]
-        liked = verdict_pairs(VerdictEncoder(k)(texts, self.writer.labels(candidates)), k)[..., 0]
-        return liked_target_share(liked.to(candidates.device), candidates, target).mean().item()
+        shared labels split the hit)."""
+        return liked_target_share(self.liked(texts, candidates), candidates, target).mean().item()
 
     def ppo_iteration(self, opt, iteration: int) -> dict[str, float]:
         """Sampled explanations of fresh train samples, rewarded by the recommender's log-likelihood gain

@@ -40,6 +40,9 @@ MAY_CHANGE = {
     "recpie.cycles": "more cycles extend the joint training from last.ckpt",
     "recpie.test_checkpoint": "which checkpoint the final test scores: a finished run may be re-tested",
     "recpie.reference_study": "what results.md is compared with after the test, never what is trained",
+    "recpie.sft_eval_every": "the warm-up curve only measures (its texts are never stored or cached, the random "
+                             "state is restored): never what is trained",
+    "recpie.sft_eval_samples": "the warm-up curve's val samples: measurement only, never what is trained",
     "eval": "the evaluator's export, chunking, breakdowns and bootstrap never change the training",
     "trainer.log_every_n_steps": "logging only",
     "data.data_root": "where the inputs live: their sha256 must still equal provenance.json's (else refused)",
