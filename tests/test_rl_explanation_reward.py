@@ -148,6 +148,7 @@ def test_the_writer_stores_an_unparseable_text_as_absent_under_a_verdict_encoder
 
 def test_like_hit_rate_counts_the_texts_whose_may_like_names_the_target():
     trainer = SimpleNamespace(writer=writer_double("llm"))
+    trainer.liked = lambda texts, candidates: ExplainerTrainer.liked(trainer, texts, candidates)
     candidates = T([[0, 2, 4]] * 3)
     hits = ExplainerTrainer.like_hit_rate(trainer, TEXTS, candidates, T([4, 4, 4]))
     assert hits == pytest.approx(1 / 3)

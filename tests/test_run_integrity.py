@@ -115,7 +115,10 @@ def test_damaged_config_yaml_is_one_line_naming_the_file_and_the_way_out(tmp_pat
     run_dir, overrides = _trained(tmp_path, _data_root(tmp_path / "a"))
     saved = run_dir / "config.yaml"
     text = saved.read_text()
-    half = text.index("\n", len(text) // 2) - 2  # mid-line, about half-way
+    end = text.index("\n", len(text) // 2)
+    while end - text.rindex("\n", 0, end) < 5:  # a line of 4+ characters (the paths above shift the middle)
+        end = text.index("\n", end + 1)
+    half = end - 2  # mid-line, about half-way, never at a line's start
     saved.write_bytes({"half": text[:half].encode(), "cut_list": text[: text.index("seeds:") + 10].encode(),
                        "empty": b"", "binary": b"\x00\xff\xfe{[", "scalar": b"42\n"}[damage])
     assert main(["run", "nyc_baselines", *overrides]) == 2
