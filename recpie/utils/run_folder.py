@@ -134,20 +134,29 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _cut_text(path: Path) -> bool:
+    """Whether ``path`` is UTF-8 text without the final newline every writer of it ends with (cut short)."""
+    try:
+        data = path.read_bytes()
+        data.decode()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return not data.endswith(b"\n")
+
+
 def _load_saved_config(saved: Path, start_over: str) -> DictConfig:
     """The folder's config.yaml; ConfigError naming it and the way out when it is damaged (cut short by a
     kill or a full disk before writes were atomic, or edited by hand)."""
     try:
         loaded = OmegaConf.load(saved)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as e:
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        loaded, reason = None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     else:
-        if not saved.read_bytes().endswith(b"\n"):  # every writer ends it with one: this one was cut short
-            reason = "cut short: its last line has no newline"
-        elif isinstance(loaded, DictConfig) and "name" in loaded and "run" in loaded:
-            return loaded
-        else:
-            reason = "not a whole experiment config"
+        reason = "not a whole experiment config"
+    if _cut_text(saved):  # a text file whose parse may fail or not: what went wrong is the cut
+        reason = "cut short: its last line has no newline"
+    elif isinstance(loaded, DictConfig) and "name" in loaded and "run" in loaded:
+        return loaded
     raise ConfigError(f"{saved} is damaged ({reason}), so the config its checkpoints were trained with is "
                       f"unknown. If you know it, rewrite the file (python -m recpie run NAME [key=value ...] "
                       f"--print-config > {saved}) and resume; or {start_over}")
