@@ -39,8 +39,8 @@ from recpie.explainer.explainer import Explainer
 from recpie.explainer.information import fact_names, prompt_facts, reader_ranks, relay_ranks, top_k
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.soft_prompt import build_inputs
-from recpie.models.recpie_module import subset_ids
 from recpie.utils.checkpoints import load_weights
+from recpie.utils.seeds import subset_ids
 
 
 @torch.no_grad()

@@ -25,9 +25,10 @@ from recpie.config import load_experiment
 from recpie.errors import ConfigError
 from recpie.evaluation import metrics_from_ranks
 from recpie.explainer.prompts import build_prompt
-from recpie.models.recpie_module import RecPIEModule, subset_ids
+from recpie.models.recpie_module import RecPIEModule
 from recpie.recipes.recpie import fit_variant, per_sample_verdicts
 from recpie.utils.checkpoints import load_checkpoint, recorded_draw
+from recpie.utils.seeds import subset_ids
 
 pytestmark = pytest.mark.slow
 

@@ -49,7 +49,7 @@ from recpie.rl.explainer_trainer import ExplainerTrainer, optimizer_step
 from recpie.rl.value_head import value_head_for
 from recpie.utils.checkpoints import DRAW_KEY
 from recpie.utils.run_folder import config_fingerprint
-from recpie.utils.seeds import phase_seed, subset_ids  # noqa: F401  (subset_ids: where its importers find it)
+from recpie.utils.seeds import phase_seed
 
 CONTROL_EXPLANATION_DIM = 16  # the control never sees an explanation: its null vector's size is immaterial
 RECOMMENDER_PARTS = ("backbone.", "fusion.")  # checkpoint names of the recommender's weights, at the top level

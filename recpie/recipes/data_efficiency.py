@@ -31,10 +31,10 @@ from recpie.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_ci
 from recpie.evaluation.ranking import metrics_from_ranks
 from recpie.evaluation.scoring import rank_split
 from recpie.explainer.information import facts_bound, facts_version
-from recpie.models.recpie_module import subset_ids
 from recpie.recipes.baselines import fit_backbone, fit_moved_on, slug, tune_counter
 from recpie.reporting.data_efficiency import METRICS, write_results
 from recpie.reporting.study_points import COUNTERS, point_name, read_point, write_point
+from recpie.utils.seeds import subset_ids
 
 log = logging.getLogger(__name__)
 

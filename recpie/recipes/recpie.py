@@ -47,12 +47,13 @@ from recpie.explainer.llm import describe_dtype
 from recpie.explainer.prompts import context
 from recpie.explainer.quality import QualityScorer
 from recpie.models.cycle_sampler import CycleSampler
-from recpie.models.recpie_module import RecPIEModule, subset_ids
+from recpie.models.recpie_module import RecPIEModule
 from recpie.recipes.baselines import fit_backbone
 from recpie.recipes.trainer import make_trainer
 from recpie.reporting.recpie import SeedReport, seed_plots, write_results
 from recpie.reporting.reference_study import check_reference_study, reference_lines
 from recpie.utils.checkpoints import load_weights, resume_from
+from recpie.utils.seeds import subset_ids
 
 
 def warm_backbone(cfg: DictConfig, dm: CheckinDataModule, seed: int, out_dir: Path,

@@ -18,8 +18,8 @@ from test_recpie_module import small_cfg  # noqa: E402
 from recpie.components.backbone import Backbone  # noqa: E402
 from recpie.config import data_config  # noqa: E402
 from recpie.data.load import load_checkin_data  # noqa: E402
-from recpie.models.recpie_module import subset_ids  # noqa: E402
 from recpie.recipes.recpie import fit_variant  # noqa: E402
+from recpie.utils.seeds import subset_ids  # noqa: E402
 
 
 def checksum(tensors) -> int:
