@@ -18,6 +18,8 @@ Dtype = StrEnum("Dtype", ["auto", "bfloat16", "float32", "float16"])  # the LLM'
 # what one explanation is about: the sample, or each of its top-K candidates
 Granularity = StrEnum("Granularity", ["user", "candidate"])
 Vocabulary = StrEnum("Vocabulary", ["full", "data"])  # the output head decoding and every log-prob use
+# how "may like" and "may not like" are chosen: generated token by token, or scored (see ExplainerConfig.choice)
+Choice = StrEnum("Choice", ["generated", "scored"])
 LogprobAttention = StrEnum("LogprobAttention", ["auto", "eager", "sdpa"])  # attention kernel of the log-prob forwards
 
 
@@ -56,6 +58,15 @@ class ExplainerConfig:
     # ("recommender 34%", "0.081%", "<0.01%"), so a reader of the prompt (the LLM, the facts teacher, the
     # information bound) may weigh it; false keeps every prompt as it was (the bounds: docs/results.md)
     show_scores: bool = False
+    # how the explanation chooses its candidates. "generated": the LLM writes the whole text after 'may like:'
+    # (its choice is whatever names it writes). "scored" (granularity=user): a K-way choice, the softmax over
+    # the K candidates of the LLM's log-likelihood of "<label>," after 'may like:' (Explainer.choice_groups);
+    # "may like" names the most likely candidate, "may not like" the least likely one of another label, and
+    # the reasons are the warm-up's templates of what the prompt states about them (explainer/warmup.py), so
+    # every reason is true. The warm-up then trains the choice as a listwise cross-entropy on its target
+    # order (the facts teacher's, recpie.sft_target=facts) and never decodes: the gate measured a generated
+    # choice that did not learn the teacher's (issue 22); a run writes no token by token (speed: docs/results.md)
+    choice: Choice = Choice.generated
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
     # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too
     temperature: float = 1.0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -12,13 +13,20 @@ from recpie.config_checks import check_decoding, check_section
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
-from recpie.explainer.forward import OutputHead, ResponseOutput, response_logprobs, scatter_rows, trim_padding
+from recpie.explainer.forward import (
+    OutputHead,
+    ResponseOutput,
+    continuation_logprobs,
+    response_logprobs,
+    scatter_rows,
+    trim_padding,
+)
 from recpie.explainer.generate import Generation, generate
 from recpie.explainer.llm import load_llm, resolve_model_path
-from recpie.explainer.parse import PREFIX
+from recpie.explainer.parse import CHOICE_END, PREFIX
 from recpie.explainer.soft_prompt import SoftPrompt, build_inputs, input_embedding_rms
 from recpie.explainer.vocabulary import data_vocabulary
-from recpie.utils.batching import length_groups
+from recpie.utils.batching import in_row_order, length_groups
 from recpie.utils.provenance import quick_digest
 
 
@@ -98,9 +106,47 @@ class Explainer(nn.Module):
             parts = [(rows, forward(rows)) for rows in groups]
         return scatter_rows(parts, response_mask.shape[1])
 
+    def choice_groups(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(rows, log pi [len(rows), K]) per group of similar-length prompts (cfg.forward_tokens padded
+        tokens each), each computed when the previous one has been consumed (a training pass backwards one
+        group at a time). pi is explainer.choice=scored's choice among each prompt's K candidates: the
+        softmax over j of log p(" <label j>," | prompt ending in 'may like:'), the label's tokens and the
+        comma that ends a chosen name in the text, through the head and temperature of sampling. With grad
+        when grad is enabled. Candidates sharing a label share its score."""
+        tok = self.tokenizer
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
+        k = len(labels[0])
+        conts = [tok(f" {lab}{CHOICE_END}", add_special_tokens=False).input_ids for row in labels for lab in row]
+        if any(len(row) != k for row in labels):
+            raise ValueError(f"every prompt needs the same number of candidate labels ({k})")
+        ids = torch.full((len(conts), max(map(len, conts))), tok.pad_token_id, dtype=torch.long)
+        cmask = torch.zeros_like(ids)
+        for r, c in enumerate(conts):
+            ids[r, :len(c)], cmask[r, :len(c)] = torch.tensor(c), 1
+        width = enc.input_ids.shape[1]
+        for rows in length_groups(enc.attention_mask.sum(1), self.cfg.forward_tokens):
+            cut = width - int(enc.attention_mask[rows].sum(1).max())  # the group's common left padding
+            embeds, mask, pos = build_inputs(
+                self.model, enc.input_ids[rows, cut:].to(self.device), enc.attention_mask[rows, cut:].to(self.device),
+                self.soft(user_states[rows] if user_states is not None else None))
+            pick = (rows[:, None] * k + torch.arange(k)).reshape(-1)
+            scores = continuation_logprobs(self.model, self.head, self.cfg.temperature, ids[pick].to(self.device),
+                                           cmask[pick].to(self.device), attn=self.attention, inputs_embeds=embeds,
+                                           attention_mask=mask, position_ids=pos)
+            yield rows, torch.log_softmax(scores, -1)
+
+    def choice_logprobs(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None
+                        ) -> torch.Tensor:
+        """[n, K] log pi (``choice_groups``) of every prompt, in row order, without grad."""
+        with torch.no_grad():
+            parts = list(self.choice_groups(prompts, labels, user_states))
+        return in_row_order([rows for rows, _ in parts], [lp for _, lp in parts])
+
     def explain(self, prompts: list[str], keys: list[str], user_states: torch.Tensor | None,
-                version: int) -> list[str]:
-        """Greedy explanations through the disk cache: only (key, version) pairs not cached are generated.
+                version: int, write: Callable[[list[int]], list[str]] | None = None) -> list[str]:
+        """Greedy explanations through the disk cache: only (key, version) pairs not cached are written,
+        by ``write(indices of the prompts to write)`` (default: greedy generation).
 
         Each key is extended by what the text depends on beyond its prompt: a digest of the policy's weights
         (LoRA and soft prompt) and base model files (``base_model_digest``), and of the sample's user state,
@@ -110,8 +156,11 @@ class Explainer(nn.Module):
         cached = [self.cache.get(k, version) if self.cache is not None else None for k in keys]
         todo = [i for i, c in enumerate(cached) if c is None]
         if todo:
-            states = user_states[todo] if user_states is not None else None
-            texts = self.generate([prompts[i] for i in todo], states, sample=False).texts
+            if write is not None:
+                texts = write(todo)
+            else:
+                states = user_states[todo] if user_states is not None else None
+                texts = self.generate([prompts[i] for i in todo], states, sample=False).texts
             if self.cache is not None:
                 self.cache.put_many([keys[i] for i in todo], version, texts)
             for i, t in zip(todo, texts, strict=True):

@@ -161,3 +161,28 @@ def response_logprobs(model: nn.Module, responses: Tensor, temperature: float, a
     hidden = last[:, -length - 1:-1]
     logprobs, entropy = head_logprobs(head or OutputHead(model), hidden, responses, temperature)
     return ResponseOutput(logprobs, entropy, hidden)
+
+
+def continuation_logprobs(model: nn.Module, head: OutputHead, temperature: float, continuations: Tensor,
+                          continuation_mask: Tensor, attn: str | None = None, **prompt_inputs: Tensor) -> Tensor:
+    """[B, C] log p(continuation c | prompt b) at ``temperature``, each summed over its tokens: the prompt
+    (left-padded ``prompt_inputs``: inputs_embeds, attention_mask, position_ids) is forwarded once, its KV
+    cache repeated for its C continuations (``continuations`` [B * C, W] token ids, right-padded, grouped
+    by prompt; ``continuation_mask`` [B * C, W]). With grad when grad is enabled (the cache keeps the
+    prompt's graph): the choice loss of explainer.choice=scored."""
+    mask, pos = prompt_inputs["attention_mask"], prompt_inputs["position_ids"]
+    b, c = len(mask), len(continuations) // len(mask)
+    body = decoder_of(model)
+    with attention_implementation(model, attn):
+        pre = body(**prompt_inputs, use_cache=True)
+        cache = pre.past_key_values
+        cache.batch_repeat_interleave(c)
+        width = continuations.shape[1]
+        cont_pos = pos[:, -1:].repeat_interleave(c, 0) + 1 + torch.arange(width, device=pos.device)
+        after = body(input_ids=continuations, attention_mask=torch.cat([mask.repeat_interleave(c, 0),
+                                                                         continuation_mask], 1),
+                     position_ids=cont_pos, cache=cache, use_cache=True).last_hidden_state
+    # the hidden state that predicts continuation token t: the prompt's last for t = 0, else token t - 1's
+    hidden = torch.cat([pre.last_hidden_state[:, -1:].repeat_interleave(c, 0), after[:, :-1]], 1)
+    logprobs, _ = head_logprobs(head, hidden, continuations, temperature)
+    return (logprobs * continuation_mask).sum(1).view(b, c)

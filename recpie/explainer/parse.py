@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 LIKE, DISLIKE = "may like:", "may not like:"
 PREFIX = LIKE  # forced start of every response: generation continues after it
+CHOICE_END = ","  # what follows a chosen candidate's name in a part ("may like: <name>, <reasons>")
 _PATTERN = re.compile(r"^\s*may like:\s*(?P<like>.*?)\s*/\s*may not like:\s*(?P<dislike>.*?)\s*$", re.I)
 _MIN_PART = 3  # a part needs this many letters to count as saying something
 

@@ -25,7 +25,7 @@ import torch
 from recpie.components.backbone import Backbone
 from recpie.data.types import CheckinData
 from recpie.explainer.information import features, prompt_facts, prompt_reader, top_k
-from recpie.explainer.parse import PREFIX, format_explanation
+from recpie.explainer.parse import CHOICE_END, PREFIX, format_explanation
 from recpie.explainer.prompts import CandidateFacts, candidate_facts, context, share_text
 from recpie.utils.batching import length_groups
 
@@ -77,7 +77,7 @@ def templated_choice(data: CheckinData, split: str, i: int, candidates, cfg, foc
     if focus is not None:
         j = int(np.flatnonzero(ctx.candidates == focus)[0])
         name = label(focus)
-        return Templated(format_explanation(f"{name}, {', '.join(_for(facts[j], k)[:2])}",
+        return Templated(format_explanation(f"{name}{CHOICE_END} {', '.join(_for(facts[j], k)[:2])}",
                                             ", ".join(_against(facts[j])[:2])), [name])
     liked = 0 if like is None else int(np.flatnonzero(ctx.candidates == like)[0])
     if dislike is not None:
@@ -87,8 +87,8 @@ def templated_choice(data: CheckinData, split: str, i: int, candidates, cfg, foc
         support[liked] = np.inf
         worst = int(np.argmin(support)) if k > 1 else liked
     names = [label(int(ctx.candidates[liked])), label(int(ctx.candidates[worst]))]
-    return Templated(format_explanation(f"{names[0]}, {', '.join(_for(facts[liked], k)[:2])}",
-                                        f"{names[1]}, {', '.join(_against(facts[worst])[:2])}"), names)
+    return Templated(format_explanation(f"{names[0]}{CHOICE_END} {', '.join(_for(facts[liked], k)[:2])}",
+                                        f"{names[1]}{CHOICE_END} {', '.join(_against(facts[worst])[:2])}"), names)
 
 
 def templated_explanation(data: CheckinData, split: str, i: int, candidates, cfg, focus: int | None = None,

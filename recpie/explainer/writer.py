@@ -18,10 +18,12 @@ from tqdm.auto import tqdm
 from data_modules.batches import SampleDataset, to_tensors
 from recpie.components.explained_recommender import Batch, ExplainedRecommender
 from recpie.data.types import CheckinData
+from recpie.explainer.choice import choice_positions
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
 from recpie.explainer.prompts import build_prompt
 from recpie.explainer.store import ExplanationStore
+from recpie.explainer.warmup import templated_choice
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -100,8 +102,16 @@ class ExplanationWriter:
             slots = [(i, s) for i in ids[pick].tolist() for s in range(self.slots)]
             keys = [self.cache_key(split, i, s, p) for (i, s), p in zip(slots, prompts, strict=True)]
             states = h[pick].repeat_interleave(self.slots, 0)
-            texts = self.in_batches(len(prompts), f"explaining {len(prompts)} {split} prompts (batches)",
-                                    lambda sl: self.explainer.explain(prompts[sl], keys[sl], states[sl], version))
+            rows = list(zip(ids[pick].tolist(), candidates[pick].tolist(), logits[pick].tolist(), strict=True))
+
+            def explain(sl: slice) -> list[str]:
+                def write(todo: list[int]) -> list[str]:  # explainer.choice=scored: only the prompts not cached
+                    return self.chosen_texts(split, [rows[sl][t] for t in todo], [prompts[sl][t] for t in todo],
+                                             states[sl][todo])
+                return self.explainer.explain(prompts[sl], keys[sl], states[sl], version,
+                                              write if self.scored else None)
+
+            texts = self.in_batches(len(prompts), f"explaining {len(prompts)} {split} prompts (batches)", explain)
             z, present = self.encode(texts, candidates[pick].repeat_interleave(self.slots, 0))
             grouped = [texts[k * self.slots:(k + 1) * self.slots] for k in range(len(todo))]
             self.store.put(split, ids[pick], z.view(len(todo), self.slots, -1), grouped, version,
@@ -123,9 +133,31 @@ class ExplanationWriter:
         h, candidates, logits = self.recommender.predict_top(batch)
         prompts = self.prompts(split, ids, candidates, logits)
         states = h.repeat_interleave(self.slots, 0)
-        texts = self.in_batches(len(prompts), f"drafting {len(prompts)} {split} prompts (batches)",
-                                lambda sl: self.explainer.generate(prompts[sl], states[sl], sample=False).texts)
+        rows = list(zip(ids.tolist(), candidates.tolist(), logits.tolist(), strict=True))
+
+        def draft(sl: slice) -> list[str]:
+            if self.scored:
+                return self.chosen_texts(split, rows[sl], prompts[sl], states[sl])
+            return self.explainer.generate(prompts[sl], states[sl], sample=False).texts
+
+        texts = self.in_batches(len(prompts), f"drafting {len(prompts)} {split} prompts (batches)", draft)
         return texts, candidates, logits
+
+    @property
+    def scored(self) -> bool:
+        """explainer.choice=scored: texts are the templates of the explainer's K-way choice, never decoded."""
+        return self.cfg.explainer.choice == "scored"
+
+    def chosen_texts(self, split: str, rows: list[tuple[int, list[int], list[float]]], prompts: list[str],
+                     states: torch.Tensor | None) -> list[str]:
+        """explainer.choice=scored: per (sample id, its candidates, their logits) and its prompt, the templated
+        explanation of the explainer's choice (explainer/choice.py): "may like" its most likely candidate,
+        "may not like" its least likely one of another label."""
+        labels = [[self.data.catalogue.label(p) for p in cands] for _, cands, _ in rows]
+        like, dislike = choice_positions(self.explainer.choice_logprobs(prompts, labels, states), labels)
+        return [templated_choice(self.data, split, i, cands, self.cfg.explainer, like=cands[a], dislike=cands[b],
+                                 logits=z).text
+                for (i, cands, z), a, b in zip(rows, like, dislike, strict=True)]
 
     def labels(self, candidates: torch.Tensor) -> list[list[str]]:
         """The names a prompt shows for each row of candidates [n,K] (what a text names them by)."""

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.types import CheckinData
 from recpie.evaluation.verdicts import liked_target_share, teacher_agreement, verdict_pairs
+from recpie.explainer.choice import choice_losses, order_with_first
 from recpie.explainer.encoder import VerdictEncoder
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
@@ -172,6 +173,16 @@ class ExplainerTrainer:
             if not like:  # no target among any drawn row's candidates: the next step draws again
                 return 0
         prompts = writer.prompts("train", ids, candidates, logits)
+        if writer.scored:  # the K-way choice, trained on the whole target order (explainer/choice.py)
+            if teacher is not None:
+                order = torch.as_tensor(teacher.order(self.data, "train", ids.numpy(), candidates.cpu().numpy(),
+                                                      self.cfg.explainer, logits.cpu().numpy()))
+            else:  # template: the recommender's order; hindsight: the target first
+                order = order_with_first(candidates.cpu(), like or candidates[:, 0].tolist())
+            losses = choice_losses(self.explainer, prompts, writer.labels(candidates), order, h)
+            loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip)
+            self.host.log("sft/loss", loss, on_step=False, on_epoch=True)
+            return len(ids)
         targets = [templated_choice(self.data, "train", i, c, self.cfg.explainer, focus=f,
                                     like=like[r] if like else None, dislike=dislike[r] if dislike else None,
                                     logits=z)

@@ -1,0 +1,150 @@
+"""explainer.choice=scored: the K-way choice is the LLM's likelihood of each candidate's name after the prompt
+(the same numbers as scoring the whole text), its warm-up learns a teacher's order, and its texts name the
+chosen candidates with reasons the prompt states."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import *  # noqa: F403 (session fixtures nyc_data, nyc_datamodule_config)
+from test_explainer_llm import tiny_cfg
+from test_explainer_warmup import counter_top
+from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
+
+from recpie.explainer.choice import choice_losses, choice_positions, listwise_loss, order_with_first
+from recpie.explainer.explainer import Explainer
+from recpie.explainer.parse import CHOICE_END, parse
+from recpie.explainer.prompts import build_prompt
+
+
+def _prompts(d, cfg, n: int, k: int):
+    rows = np.arange(n) * 7
+    tops = counter_top(d, "train", rows, k)
+    prompts = [build_prompt(d, "train", int(r), c, cfg) for r, c in zip(rows, tops, strict=True)]
+    labels = [[d.catalogue.label(int(p)) for p in c] for c in tops]
+    return prompts, labels, tops
+
+
+def test_choice_scores_are_the_names_likelihood_after_the_prompt(nyc_data, tiny_llm_dir):  # noqa: F811
+    d = nyc_data
+    cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, temperature=0.7)
+    torch.manual_seed(0)
+    ex = Explainer(cfg, user_dim=8)
+    prompts, labels, _ = _prompts(d, cfg, 4, 3)
+    h = torch.randn(4, 8)
+    for tokens in (10**6, 1):  # one group, one row per group: the same scores in row order
+        ex.cfg.forward_tokens = tokens
+        logp = ex.choice_logprobs(prompts, labels, h)
+        assert logp.shape == (4, 3)
+        torch.testing.assert_close(logp.exp().sum(1), torch.ones(4))
+    # each score is log p(" <label>," | prompt) of the one log-prob forward over prompt + that text
+    tok = ex.tokenizer
+    full = torch.zeros(4, 3)
+    for r, (prompt, names) in enumerate(zip(prompts, labels, strict=True)):
+        enc = tok([prompt] * 3, return_tensors="pt", add_special_tokens=True)
+        conts = [tok(f" {n}{CHOICE_END}", add_special_tokens=False).input_ids for n in names]
+        width = max(map(len, conts))
+        seq = torch.full((3, width), tok.pad_token_id)
+        mask = torch.zeros(3, width, dtype=torch.long)
+        for j, c in enumerate(conts):
+            seq[j, :len(c)], mask[j, :len(c)] = torch.tensor(c), 1
+        out = ex.response_logprobs(torch.cat([enc.input_ids, seq], 1), torch.cat([enc.attention_mask, mask], 1),
+                                   mask, h[r].expand(3, -1), reference=False)
+        full[r] = out.logprobs.detach().sum(1)
+    torch.testing.assert_close(logp, torch.log_softmax(full, 1), atol=1e-4, rtol=1e-4)
+    # the soft prompt is read: another user state, other scores
+    assert not torch.allclose(ex.choice_logprobs(prompts, labels, h.flip(0)), logp)
+
+
+def test_listwise_loss_is_the_plackett_luce_likelihood():
+    logp = torch.log_softmax(torch.tensor([[2.0, 0.5, -1.0]]), 1)
+    s = logp[0].exp()  # an order's probability: pick its items one by one among those left
+    p = s[2] / s.sum() * s[0] / (s[0] + s[1])
+    torch.testing.assert_close(listwise_loss(logp, torch.tensor([[2, 0, 1]])), -torch.log(p)[None])
+    assert listwise_loss(logp, torch.tensor([[0, 1, 2]])) < listwise_loss(logp, torch.tensor([[2, 1, 0]]))
+
+
+def test_positions_like_the_likeliest_and_dislike_the_least_likely_of_another_label():
+    logp = torch.log_softmax(torch.tensor([[0.0, 3.0, -2.0, -5.0], [1.0, 1.0, 0.0, -1.0]]), 1)
+    like, dislike = choice_positions(logp, [["A", "B", "C", "B"], ["A", "A", "C", "A"]])
+    assert like == [1, 0]  # a tie goes to the better-ranked candidate
+    assert dislike == [2, 2]  # row 0: position 3 is least likely but shares "may like"'s label
+    assert order_with_first(torch.tensor([[5, 6, 7]]), [7]).tolist() == [[2, 0, 1]]
+
+
+@pytest.mark.slow
+def test_the_warmup_learns_a_teachers_order_and_texts_name_its_choice(nyc_data, tiny_llm_dir):  # noqa: F811
+    d = nyc_data
+    cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="scored")
+    torch.manual_seed(0)
+    ex = Explainer(cfg, user_dim=8)
+    prompts, labels, tops = _prompts(d, cfg, 6, 3)
+    # a teacher that likes the last candidate and dislikes the first: the opposite of the recommender's order
+    order = torch.tensor([[2, 1, 0]] * 6)
+    h = torch.randn(6, 8)
+    opt = torch.optim.AdamW(ex.trainable_parameters(), lr=1e-2)
+    before = ex.choice_logprobs(prompts, labels, h)
+    for _ in range(25):
+        opt.zero_grad()
+        for loss in choice_losses(ex, prompts, labels, order, h):
+            loss.backward()
+        opt.step()
+    after = ex.choice_logprobs(prompts, labels, h)
+    assert listwise_loss(after, order).mean() < 0.5 * listwise_loss(before, order).mean()
+    like, dislike = choice_positions(after, labels)
+    distinct = [r for r, names in enumerate(labels) if len(set(names)) == 3]
+    assert distinct and all(like[r] == 2 and dislike[r] == 0 for r in distinct)
+    # the text names them, parses, and gives the template's reasons
+    from recpie.explainer.warmup import templated_choice
+    for r in distinct:
+        text = templated_choice(d, "train", int(np.arange(6)[r] * 7), tops[r], cfg, like=int(tops[r][like[r]]),
+                                dislike=int(tops[r][dislike[r]])).text
+        p = parse(text)
+        assert p.ok and p.like.startswith(labels[r][2] + CHOICE_END) and p.dislike.startswith(labels[r][0])
+
+
+@pytest.mark.slow
+def test_a_scored_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
+                                                                      monkeypatch):
+    from test_recpie_module import small_cfg
+
+    from recpie.components.backbone import Backbone
+    from recpie.errors import ConfigError
+    from recpie.recipes.recpie import fit_variant
+    from recpie.utils.seeds import subset_ids
+
+    over = {"explainer.choice": "scored", "explainer.encoder": "verdict", "explainer.show_scores": True,
+            "recpie.sft_target": "facts", "recpie.ppo_iterations": 0, "recpie.cycles": 1, "recpie.sft_steps": 3,
+            "recpie.sft_eval_every": 3, "recpie.sft_eval_samples": 8}
+    cfg = small_cfg(tmp_path, tiny_llm_dir, **over)
+    torch.manual_seed(0)
+    backbone = Backbone(cfg.backbone, nyc_data, cfg.data.max_len)
+    eval_ids = {s: subset_ids(len(nyc_data.splits[s]), 8, cfg.recpie.subset_seed) for s in ("val", "test")}
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a scored choice never decodes")
+
+    monkeypatch.setattr(Explainer, "generate", no_decoding)
+    out = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path / "run", "recpie", seed=0)
+    texts = [out["texts"][i][0] for i in eval_ids["test"].tolist()]
+    assert len(texts) == 8 and all(parse(t).ok for t in texts)
+    curve = out["module"].explainer_trainer.curve
+    assert [p["examples"] for p in curve] == [6] and curve[0]["parse_rate"] == 1.0
+    # each test text names the explainer's own choice among the candidates its prompt showed
+    writer = out["module"].writer
+    ex = out["module"].explainer
+    ids = torch.as_tensor(eval_ids["test"])
+    h, candidates, logits = writer.recommender.predict_top(writer.batch("test", ids))
+    labels = writer.labels(candidates)
+    like, _ = choice_positions(ex.choice_logprobs(writer.prompts("test", ids, candidates, logits), labels, h), labels)
+    assert all(parse(t).like.startswith(labels[r][like[r]] + CHOICE_END) for r, t in enumerate(texts))
+    # the same run again reads every text from the cache, the same texts
+    again = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path / "again", "recpie", seed=0)
+    assert [again["texts"][i][0] for i in eval_ids["test"].tolist()] == texts
+
+    with pytest.raises(ConfigError, match="explainer.choice=scored .*granularity=user"):
+        small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.granularity": "candidate",
+                                             "explainer.encoder": "llm", "recpie.sft_target": "template",
+                                             "recpie.sft_eval_every": 0})
+    with pytest.raises(ConfigError, match="recpie.ppo_iterations=1: .*recpie.ppo_iterations=0"):
+        small_cfg(tmp_path, tiny_llm_dir, **{**over, "recpie.ppo_iterations": 1})
