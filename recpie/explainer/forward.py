@@ -175,7 +175,7 @@ def continuation_logprobs(model: nn.Module, head: OutputHead, temperature: float
     body = decoder_of(model)
     with attention_implementation(model, attn):
         pre = body(**prompt_inputs, use_cache=True)
-        cache = pre.past_key_values
+        cache = pre.cache
         cache.batch_repeat_interleave(c)
         width = continuations.shape[1]
         cont_pos = pos[:, -1:].repeat_interleave(c, 0) + 1 + torch.arange(width, device=pos.device)

@@ -108,8 +108,9 @@ class ExplanationWriter:
                 def write(todo: list[int]) -> list[str]:  # explainer.choice=scored: only the prompts not cached
                     return self.chosen_texts(split, [rows[sl][t] for t in todo], [prompts[sl][t] for t in todo],
                                              states[sl][todo])
-                return self.explainer.explain(prompts[sl], keys[sl], states[sl], version,
-                                              write if self.scored else None)
+                if self.scored:
+                    return self.explainer.explain(prompts[sl], keys[sl], states[sl], version, write=write)
+                return self.explainer.explain(prompts[sl], keys[sl], states[sl], version)
 
             texts = self.in_batches(len(prompts), f"explaining {len(prompts)} {split} prompts (batches)", explain)
             z, present = self.encode(texts, candidates[pick].repeat_interleave(self.slots, 0))
