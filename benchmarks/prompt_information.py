@@ -8,7 +8,7 @@ the prompt's per-candidate facts (the information bound: what the prompt states,
 rank, the logit and the facts, and scores it on the test samples against the backbone's own order.
 If (c) does not beat (a), no reader of this prompt, an LLM included, can add accuracy through a verdict
 unless it brings knowledge the prompt does not state (e.g. what a category's name implies). With
-``--llm`` a fourth re-ranker also reads the explainer's log-likelihood of "may like: <candidate>" after the
+``--llm`` a fourth re-ranker also reads the explainer's log-likelihood of "may like: <candidate>," after the
 prompt: whatever the LLM knows beyond the stated facts (``--explainer-ckpt``: the LoRA and soft prompt of
 a trained `recpie` checkpoint, e.g. after the hindsight warm-up; default: the base model). The relay rows
 are what a reading explainer could carry (issue 22): its "may like" names the prompt-only teacher's top-1
@@ -38,42 +38,8 @@ from recpie.evaluation.tables import ci_text
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.information import fact_names, prompt_facts, reader_ranks, relay_ranks, top_k
 from recpie.explainer.prompts import build_prompt
-from recpie.explainer.soft_prompt import build_inputs
 from recpie.utils.checkpoints import load_weights
 from recpie.utils.seeds import subset_ids
-
-
-@torch.no_grad()
-def llm_label_logprobs(explainer: Explainer, prompts: list[str], labels: list[list[str]],
-                       states: np.ndarray | None, batch: int = 8) -> np.ndarray:
-    """[n, K] log p(" <label>" | prompt ending in 'may like:'), summed over the label's tokens: one prefill
-    per prompt, its KV cache repeated for the K continuations. ``states``: the user states a trained soft
-    prompt reads (None: no soft prompt)."""
-    model, tok, k = explainer.model, explainer.tokenizer, len(labels[0])
-    out = np.zeros((len(prompts), k), dtype=np.float32)
-    model.eval()
-    for s in tqdm(range(0, len(prompts), batch), desc="LLM log p(label), prompt batches"):
-        enc = tok(prompts[s:s + batch], return_tensors="pt", padding=True).to(explainer.device)
-        b = enc.input_ids.shape[0]
-        soft = explainer.soft(torch.from_numpy(states[s:s + batch])) if states is not None else None
-        embeds, mask, pos = build_inputs(model, enc.input_ids, enc.attention_mask, soft)
-        pre = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache = pre.past_key_values
-        cache.batch_repeat_interleave(k)
-        conts = [tok(" " + lab, add_special_tokens=False).input_ids for row in labels[s:s + batch] for lab in row]
-        width = max(map(len, conts))
-        ids = torch.full((b * k, width), tok.pad_token_id, dtype=torch.long)
-        cmask = torch.zeros_like(ids)
-        for r, c in enumerate(conts):
-            ids[r, :len(c)], cmask[r, :len(c)] = torch.tensor(c), 1
-        ids, cmask = ids.to(explainer.device), cmask.to(explainer.device)
-        cpos = pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width, device=ids.device)
-        cont = model(input_ids=ids, attention_mask=torch.cat([mask.repeat_interleave(k, 0), cmask], 1),
-                     position_ids=cpos, past_key_values=cache)
-        first = pre.logits[:, -1].float().log_softmax(-1).repeat_interleave(k, 0).gather(1, ids[:, :1])
-        rest = cont.logits[:, :-1].float().log_softmax(-1).gather(2, ids[:, 1:, None]).squeeze(-1)
-        out[s:s + b] = (torch.cat([first, rest], 1) * cmask).sum(1).view(b, k).cpu().numpy()
-    return out
 
 
 def explainer_from(cfg, user_dim: int, checkpoint: str | None, data) -> Explainer:
@@ -116,7 +82,11 @@ def main(argv: list[str] | None = None) -> None:
             prompts = [build_prompt(data, name, int(i), c, cfg.explainer, logits=z)
                        for i, c, z in zip(ids, view.candidates, view.logits, strict=True)]
             labels = [[data.catalogue.label(int(p)) for p in c] for c in view.candidates]
-            llm = llm_label_logprobs(explainer, prompts, labels, view.states if args.explainer_ckpt else None)
+            states = torch.from_numpy(view.states) if args.explainer_ckpt else None
+            llm = np.concatenate([  # log pi, explainer.choice=scored's, 64 prompts at a time
+                explainer.choice_logprobs(prompts[s:s + 64], labels[s:s + 64], None if states is None else
+                                          states[s:s + 64]).numpy()
+                for s in tqdm(range(0, len(prompts), 64), desc=f"LLM log p(label), {name} prompts / 64")])
             facts = np.concatenate([facts, (llm - llm.max(1, keepdims=True))[..., None]], -1)
         split[name] = (view, facts)
     # (facts read, logit margin read): the bound reads the prompt alone (rank + prompt facts)
