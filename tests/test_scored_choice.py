@@ -72,10 +72,32 @@ def test_positions_like_the_likeliest_and_dislike_the_least_likely_of_another_la
     assert order_with_first(torch.tensor([[5, 6, 7]]), [7]).tolist() == [[2, 0, 1]]
 
 
-@pytest.mark.slow
-def test_the_warmup_learns_a_teachers_order_and_texts_name_its_choice(nyc_data, tiny_llm_dir):  # noqa: F811
+def test_a_readout_score_reads_its_line_and_what_came_before_it(nyc_data, tiny_llm_dir):  # noqa: F811
     d = nyc_data
-    cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="scored")
+    cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="readout")
+    torch.manual_seed(0)
+    ex = Explainer(cfg, user_dim=8)
+    assert ex.choice_head is not None and any(p is ex.choice_head.weight for p in ex.trainable_parameters())
+    assert "choice_head.weight" in ex.trainable_state_dict()
+    torch.nn.init.normal_(ex.choice_head.weight)  # zero at the start: every candidate alike
+    prompts, labels, _ = _prompts(d, cfg, 4, 3)
+    h = torch.randn(4, 8)
+    got = {tokens: ex.choice_logprobs(prompts, labels, h) for tokens in (10**6, 1) if not setattr(
+        ex.cfg, "forward_tokens", tokens)}
+    torch.testing.assert_close(got[1], got[10**6], atol=1e-4, rtol=1e-4)  # padding and grouping do not matter
+    # the last line rewritten: the first two lines' scores stay (the model reads left to right), the third moves
+    changed = [p.replace(p.split("\n")[-2], p.split("\n")[-2].replace(" km", " km, closed")) for p in prompts]
+    after = ex.choice_logprobs(changed, labels, h)
+    before = got[1]
+    torch.testing.assert_close(after[:, 1] - after[:, 0], before[:, 1] - before[:, 0], atol=1e-4, rtol=1e-4)
+    assert ((after[:, 2] - after[:, 0]) - (before[:, 2] - before[:, 0])).abs().min() > 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice", ["scored", "readout"])
+def test_the_warmup_learns_a_teachers_order_and_texts_name_its_choice(nyc_data, tiny_llm_dir, choice):  # noqa: F811
+    d = nyc_data
+    cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice=choice)
     torch.manual_seed(0)
     ex = Explainer(cfg, user_dim=8)
     prompts, labels, tops = _prompts(d, cfg, 6, 3)
@@ -104,7 +126,7 @@ def test_the_warmup_learns_a_teachers_order_and_texts_name_its_choice(nyc_data, 
 
 
 @pytest.mark.slow
-def test_a_scored_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
+def test_a_readout_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
                                                                       monkeypatch):
     from test_recpie_module import small_cfg
 
@@ -113,7 +135,7 @@ def test_a_scored_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path,
     from recpie.recipes.recpie import fit_variant
     from recpie.utils.seeds import subset_ids
 
-    over = {"explainer.choice": "scored", "explainer.encoder": "verdict", "explainer.show_scores": True,
+    over = {"explainer.choice": "readout", "explainer.encoder": "verdict", "explainer.show_scores": True,
             "recpie.sft_target": "facts", "recpie.ppo_iterations": 0, "recpie.cycles": 1, "recpie.sft_steps": 3,
             "recpie.sft_eval_every": 3, "recpie.sft_eval_samples": 8}
     cfg = small_cfg(tmp_path, tiny_llm_dir, **over)
@@ -142,7 +164,7 @@ def test_a_scored_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path,
     again = fit_variant(cfg, nyc_data, backbone, eval_ids, tmp_path / "again", "recpie", seed=0)
     assert [again["texts"][i][0] for i in eval_ids["test"].tolist()] == texts
 
-    with pytest.raises(ConfigError, match="explainer.choice=scored .*granularity=user"):
+    with pytest.raises(ConfigError, match="explainer.choice=readout .*granularity=user"):
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.granularity": "candidate",
                                              "explainer.encoder": "llm", "recpie.sft_target": "template",
                                              "recpie.sft_eval_every": 0})

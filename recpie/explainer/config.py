@@ -18,8 +18,8 @@ Dtype = StrEnum("Dtype", ["auto", "bfloat16", "float32", "float16"])  # the LLM'
 # what one explanation is about: the sample, or each of its top-K candidates
 Granularity = StrEnum("Granularity", ["user", "candidate"])
 Vocabulary = StrEnum("Vocabulary", ["full", "data"])  # the output head decoding and every log-prob use
-# how "may like" and "may not like" are chosen: generated token by token, or scored (see ExplainerConfig.choice)
-Choice = StrEnum("Choice", ["generated", "scored"])
+# how "may like" and "may not like" are chosen: generated token by token, or a K-way choice (ExplainerConfig.choice)
+Choice = StrEnum("Choice", ["generated", "scored", "readout"])
 LogprobAttention = StrEnum("LogprobAttention", ["auto", "eager", "sdpa"])  # attention kernel of the log-prob forwards
 
 
@@ -65,7 +65,12 @@ class ExplainerConfig:
     # the reasons are the warm-up's templates of what the prompt states about them (explainer/warmup.py), so
     # every reason is true. The warm-up then trains the choice as a listwise cross-entropy on its target
     # order (the facts teacher's, recpie.sft_target=facts) and never decodes: the gate measured a generated
-    # choice that did not learn the teacher's (issue 22); a run writes no token by token (speed: docs/results.md)
+    # choice that did not learn the teacher's (issue 22); a run writes no token by token (speed: docs/results.md).
+    # "readout": the same K-way choice, trained and written the same way, but each candidate's score is a
+    # linear readout (a trainable head, zero at the start) of the LLM's last hidden state at the end of the
+    # candidate's line in the prompt, where the model has read that line's facts, instead of the likelihood
+    # of its name (a reranker's cross-encoder reading; the name's likelihood measured at 3% did not learn
+    # the teacher's order from 512 examples: docs/results.md)
     choice: Choice = Choice.generated
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
     # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too

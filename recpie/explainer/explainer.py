@@ -16,7 +16,9 @@ from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
 from recpie.explainer.forward import (
     OutputHead,
     ResponseOutput,
+    attention_implementation,
     continuation_logprobs,
+    decoder_of,
     response_logprobs,
     scatter_rows,
     trim_padding,
@@ -24,6 +26,7 @@ from recpie.explainer.forward import (
 from recpie.explainer.generate import Generation, generate
 from recpie.explainer.llm import load_llm, resolve_model_path
 from recpie.explainer.parse import CHOICE_END, PREFIX
+from recpie.explainer.prompts import candidate_line_ends
 from recpie.explainer.soft_prompt import SoftPrompt, build_inputs, input_embedding_rms
 from recpie.explainer.vocabulary import data_vocabulary
 from recpie.utils.batching import in_row_order, length_groups
@@ -58,6 +61,11 @@ class Explainer(nn.Module):
             self.encoder = VerdictEncoder(cfg.num_candidates)
         else:
             self.encoder = SentenceEncoder(cfg.encoder, self.device)
+        # explainer.choice=readout: each candidate's score from the hidden state ending its prompt line
+        self.choice_head = nn.Linear(self.hidden_size, 1).to(self.device) if cfg.choice == "readout" else None
+        if self.choice_head is not None:
+            nn.init.zeros_(self.choice_head.weight)
+            nn.init.zeros_(self.choice_head.bias)
         self.cache = ExplanationCache(cfg.explanation_cache) if cfg.explanation_cache else None
         self.base_model_tag = base_model_digest(cfg, self.model) if self.cache is not None else ""
 
@@ -110,13 +118,17 @@ class Explainer(nn.Module):
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(rows, log pi [len(rows), K]) per group of similar-length prompts (cfg.forward_tokens padded
         tokens each), each computed when the previous one has been consumed (a training pass backwards one
-        group at a time). pi is explainer.choice=scored's choice among each prompt's K candidates: the
-        softmax over j of log p(" <label j>," | prompt ending in 'may like:'), the label's tokens and the
-        comma that ends a chosen name in the text, through the head and temperature of sampling. With grad
-        when grad is enabled. Candidates sharing a label share its score."""
+        group at a time). pi is the K-way choice among each prompt's candidates: with explainer.choice=scored
+        the softmax over j of log p(" <label j>," | prompt ending in 'may like:'), the label's tokens and the
+        comma that ends a chosen name in the text, through the head and temperature of sampling (candidates
+        sharing a label share its score); with explainer.choice=readout the softmax of the choice head's
+        reading of the last hidden state at the end of candidate j's line. With grad when grad is enabled."""
         tok = self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
         k = len(labels[0])
+        if self.choice_head is not None:
+            yield from self._readout_groups(prompts, enc, k, user_states)
+            return
         conts = [tok(f" {lab}{CHOICE_END}", add_special_tokens=False).input_ids for row in labels for lab in row]
         if any(len(row) != k for row in labels):
             raise ValueError(f"every prompt needs the same number of candidate labels ({k})")
@@ -135,6 +147,30 @@ class Explainer(nn.Module):
                                            cmask[pick].to(self.device), attn=self.attention, inputs_embeds=embeds,
                                            attention_mask=mask, position_ids=pos)
             yield rows, torch.log_softmax(scores, -1)
+
+    def _readout_groups(self, prompts: list[str], enc, k: int, user_states: torch.Tensor | None
+                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``choice_groups`` of explainer.choice=readout: one prompt forward per group, no continuation."""
+        width, m = enc.input_ids.shape[1], self.cfg.soft_tokens if user_states is not None else 0
+        # each candidate line's last token, as a column of the left-padded batch
+        cols = torch.zeros(len(prompts), k, dtype=torch.long)
+        for r, prompt in enumerate(prompts):
+            spans = self.tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True).offset_mapping
+            pad = width - len(spans)
+            for j, end in enumerate(candidate_line_ends(prompt, k)):
+                cols[r, j] = pad + next(t for t, (a, b) in enumerate(spans) if a <= end < b)
+        body = decoder_of(self.model)
+        for rows in length_groups(enc.attention_mask.sum(1), self.cfg.forward_tokens):
+            cut = width - int(enc.attention_mask[rows].sum(1).max())  # the group's common left padding
+            embeds, mask, pos = build_inputs(
+                self.model, enc.input_ids[rows, cut:].to(self.device), enc.attention_mask[rows, cut:].to(self.device),
+                self.soft(user_states[rows] if user_states is not None else None))
+            with attention_implementation(self.model, self.attention):
+                hidden = body(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
+                              use_cache=False).last_hidden_state
+            at = (cols[rows] - cut + m).to(self.device)  # the soft prompt sits before the first real token
+            lines = hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))
+            yield rows, torch.log_softmax(self.choice_head(lines.float()).squeeze(-1), -1)
 
     def choice_logprobs(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None
                         ) -> torch.Tensor:
@@ -191,9 +227,10 @@ class Explainer(nn.Module):
         return self.encoder(texts)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """LoRA weights and the soft prompt: what the explainer's optimizer steps."""
+        """LoRA weights, the soft prompt and the readout choice's head: what the explainer's optimizer steps."""
         lora = [p for p in self.model.parameters() if p.requires_grad]
-        return lora + list(self.soft_prompt.parameters())
+        head = list(self.choice_head.parameters()) if self.choice_head is not None else []
+        return lora + list(self.soft_prompt.parameters()) + head
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """LoRA + soft prompt only (checkpoints never hold the frozen base), as copies on the CPU: a snapshot

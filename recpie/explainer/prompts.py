@@ -199,6 +199,20 @@ def render(data: CheckinData, ctx: Context, cfg, focus: int | None = None) -> st
     return head + "\n".join(lines) + f"\nExplanation: {PREFIX}"
 
 
+def candidate_line_ends(prompt: str, k: int) -> list[int]:
+    """The character offsets of the last character of each of the ``k`` candidate lines of a prompt that
+    ``render`` wrote (the lines after the candidates' header, in their order)."""
+    header = max(prompt.rfind(SCORED_CANDIDATES), prompt.rfind(CANDIDATES))
+    if header < 0:
+        raise ValueError("the prompt has no candidate list (its header line is missing)")
+    ends, at = [], prompt.index("\n", header)
+    for _ in range(k):
+        end = prompt.index("\n", at + 1)
+        ends.append(end - 1)
+        at = end
+    return ends
+
+
 def build_prompt(data: CheckinData, split: str, i: int, candidates, cfg, focus: int | None = None,
                  logits=None) -> str:
     """Prompt of sample i of `split` given the recommender's top-K `candidates` (POI indices, best first) and,

@@ -146,8 +146,9 @@ class ExplanationWriter:
 
     @property
     def scored(self) -> bool:
-        """explainer.choice=scored: texts are the templates of the explainer's K-way choice, never decoded."""
-        return self.cfg.explainer.choice == "scored"
+        """explainer.choice=scored or readout: texts are the templates of the explainer's K-way choice, never
+        decoded."""
+        return self.cfg.explainer.choice != "generated"
 
     def chosen_texts(self, split: str, rows: list[tuple[int, list[int], list[float]]], prompts: list[str],
                      states: torch.Tensor | None) -> list[str]:
