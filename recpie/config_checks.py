@@ -177,11 +177,10 @@ def check_explanation_modes(cfg: Any) -> None:
         if cfg.explainer.granularity != "user":
             raise ConfigError(f"explainer.choice={cfg.explainer.choice} chooses one of the K candidates for one "
                               "user-level explanation: it needs explainer.granularity=user")
-        if cfg.recpie.ppo_iterations > 0 and cfg.recpie.use_explanations:
-            raise ConfigError(f"recpie.ppo_iterations={cfg.recpie.ppo_iterations}: PPO samples and scores "
-                              f"generated texts; with explainer.choice={cfg.explainer.choice} the explainer is trained "
-                              "by its warm-up alone: set recpie.ppo_iterations=0 (the frozen explainer) or "
-                              "explainer.choice=generated")
+        if cfg.recpie.ppo_iterations > 0 and cfg.rl.estimator == "gae":
+            raise ConfigError(f"rl.estimator=gae with explainer.choice={cfg.explainer.choice}: a K-way choice is one "
+                              "action per rollout row, with no tokens for a value head to read; use rl.estimator="
+                              "rloo or grpo")
     if cfg.recpie.sft_eval_every > 0 and cfg.explainer.granularity != "user":
         raise ConfigError(f"recpie.sft_eval_every={cfg.recpie.sft_eval_every}: the warm-up curve asks whether one "
                           "user-level explanation names the teacher's top-1 of the K candidates: it needs "

@@ -168,5 +168,44 @@ def test_a_readout_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.granularity": "candidate",
                                              "explainer.encoder": "llm", "recpie.sft_target": "template",
                                              "recpie.sft_eval_every": 0})
-    with pytest.raises(ConfigError, match="recpie.ppo_iterations=1: .*recpie.ppo_iterations=0"):
-        small_cfg(tmp_path, tiny_llm_dir, **{**over, "recpie.ppo_iterations": 1})
+    with pytest.raises(ConfigError, match="rl.estimator=gae with explainer.choice=readout"):
+        small_cfg(tmp_path, tiny_llm_dir, **{**over, "recpie.ppo_iterations": 1, "rl.estimator": "gae"})
+
+
+@pytest.mark.slow
+def test_ppo_on_a_k_way_choice_moves_pi_toward_the_rewarded_candidate(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
+                                                                     monkeypatch):
+    """The rollout samples "may like" positions from pi, the texts are their templates, and PPO (RLOO over
+    each prompt's group) raises pi of the candidate the reward pays for: here the last of the K."""
+    from joint_parts import joint_parts
+
+    import recpie.rl.explainer_trainer as trainer_module
+    from recpie.rl.reward import ExplanationReward
+
+    writer, trainer, host = joint_parts(tmp_path, nyc_data, tiny_llm_dir, **{
+        "explainer.choice": "readout", "explainer.encoder": "verdict", "recpie.ppo_iterations": 1,
+        "recpie.rollout_prompts": 4, "rl.group_size": 4, "rl.ppo_epochs": 2, "rl.minibatch_size": 8,
+        "recpie.llm_lr": 0.05})
+    k = writer.cfg.explainer.num_candidates
+
+    def last_liked(recommender, batch, h, candidates, rows, slot, z, present, other):
+        own = z.view(len(z), k, 2)[:, -1, 0]  # the "may like" share of the last candidate
+        return ExplanationReward(own, torch.zeros_like(own), torch.zeros_like(own))
+
+    monkeypatch.setattr(trainer_module, "explanation_reward", last_liked)
+    opt = torch.optim.AdamW(trainer.explainer.trainable_parameters(), lr=0.05)
+    trainer.prepare(opt)
+    ids = trainer.draw_train_ids(4, "ppo0")  # the prompts of the first iteration (the same draw)
+    batch = writer.batch("train", ids)
+    h, candidates, logits = writer.recommender.predict_top(batch)
+    prompts, labels = writer.prompts("train", ids, candidates, logits), writer.labels(candidates)
+    before = trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp()
+    stats = [trainer.ppo_iteration(opt, 0) for _ in range(3)]
+    after = trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp()
+    assert after.mean() > before.mean() + 0.1
+    assert all(s["reward/parse_rate"] == 1.0 and s["reward/eos_rate"] == 1.0 for s in stats)
+    assert 0.0 <= stats[0]["reward/positive_share"] <= 1.0 and np.isfinite(stats[-1]["ppo/kl_k1_per_seq"])
+    roll = trainer.choice_rollout
+    assert len(roll.texts) == 16 and roll.prompt_rows.tolist() == [r for r in range(4) for _ in range(4)]
+    assert all(parse(t).like.startswith(roll.labels[r][a] + CHOICE_END)
+               for t, r, a in zip(roll.texts, roll.prompt_rows.tolist(), roll.actions.tolist(), strict=True))

@@ -63,7 +63,8 @@ class ExplainerConfig:
     # the K candidates of the LLM's log-likelihood of "<label>," after 'may like:' (Explainer.choice_groups);
     # "may like" names the most likely candidate, "may not like" the least likely one of another label, and
     # the reasons are the warm-up's templates of what the prompt states about them (explainer/warmup.py), so
-    # every reason is true. The warm-up then trains the choice as a listwise cross-entropy on its target
+    # every reason is true. PPO samples the choice (one "may like" position per rollout row, its log-prob the
+    # choice's; rl.estimator rloo or grpo). The warm-up trains the choice as a listwise cross-entropy on its target
     # order (the facts teacher's, recpie.sft_target=facts) and never decodes: the gate measured a generated
     # choice that did not learn the teacher's (issue 22); a run writes no token by token (speed: docs/results.md).
     # "readout": the same K-way choice, trained and written the same way, but each candidate's score is a

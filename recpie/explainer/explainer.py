@@ -172,10 +172,11 @@ class Explainer(nn.Module):
             lines = hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))
             yield rows, torch.log_softmax(self.choice_head(lines.float()).squeeze(-1), -1)
 
-    def choice_logprobs(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None
-                        ) -> torch.Tensor:
-        """[n, K] log pi (``choice_groups``) of every prompt, in row order, without grad."""
-        with torch.no_grad():
+    def choice_logprobs(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None,
+                        grad: bool = False) -> torch.Tensor:
+        """[n, K] log pi (``choice_groups``) of every prompt, in row order; without grad unless ``grad`` (then
+        every group's graph is kept at once: PPO's minibatches of a few prompts)."""
+        with torch.no_grad() if not grad else nullcontext():
             parts = list(self.choice_groups(prompts, labels, user_states))
         return in_row_order([rows for rows, _ in parts], [lp for _, lp in parts])
 

@@ -9,12 +9,14 @@ one optimizer step of the joint method, the recommender's included.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -85,6 +87,35 @@ def optimizer_step(host: TrainerHost, opt, losses: Iterable[torch.Tensor], grad_
     return torch.stack(parts).sum()
 
 
+@dataclass
+class ChoiceRollout:
+    """Sampled K-way choices (explainer.choice=scored/readout) in the shape PPO reads a generation: each row's
+    "response" is one action, its "may like" position; ``prompts``/``labels`` are per prompt, ``rows`` the
+    prompt of each row."""
+
+    texts: list[str]  # the template of each row's choice
+    actions: torch.Tensor  # int64 [N]: the sampled "may like" position
+    prompt_rows: torch.Tensor  # int64 [N]: the prompt each row was sampled for
+    prompts: list[str]
+    labels: list[list[str]]
+
+    @property
+    def ended(self) -> torch.Tensor:
+        return torch.ones(len(self.texts), dtype=torch.bool)  # a choice has no length to run out of
+
+    @property
+    def response_mask(self) -> torch.Tensor:
+        return torch.ones(len(self.texts), 1, dtype=torch.long, device=self.actions.device)
+
+    @property
+    def extras(self) -> dict[str, torch.Tensor]:
+        return {"prompt_row": self.prompt_rows}
+
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sequences [N, 1]: the action, attention mask, response mask): a one-step "response"."""
+        return self.actions[:, None], self.response_mask, self.response_mask
+
+
 class ExplainerTrainer:
     """The explainer's turn of each cycle, and the state a checkpoint keeps of it (reward normaliser, KL
     coefficient, policy version, whether the warm-up ran, the reference weights)."""
@@ -101,6 +132,7 @@ class ExplainerTrainer:
         self.moments, self.kl_ctl = RunningMoments(), KLController(cfg.rl.kl)
         self.policy_version, self.sft_done = 0, False
         self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
+        self.choice_rollout: ChoiceRollout | None = None  # the K-way choices of the PPO iteration running
         # the warm-up curve (recpie.sft_eval_every): its val samples, points (checkpointed) and file
         self.curve_ids = subset_ids(len(data.splits["val"]), self.rc.sft_eval_samples, self.rc.subset_seed)
         self.curve: list[dict[str, float]] = []
@@ -239,18 +271,59 @@ class ExplainerTrainer:
                  len(ids), point["seconds"])
         return point
 
+    def sample_choices(self, ids: torch.Tensor, prompts: list[str], candidates: torch.Tensor, logits: torch.Tensor,
+                       h: torch.Tensor, rows: torch.Tensor) -> ChoiceRollout:
+        """explainer.choice=scored/readout: one "may like" position per rollout row (``prompts``: one per
+        sample; rows: the sample of each row, rl.group_size contiguous rows per sample) sampled from the
+        explainer's K-way pi at explainer.temperature (its log-probs divided by it), "may not like" the
+        least likely candidate of another name, the text their template (as the writer writes a greedy one)."""
+        labels = self.writer.labels(candidates)
+        logp = self.explainer.choice_logprobs(prompts, labels, h) / self.cfg.explainer.temperature
+        picks = torch.multinomial(torch.softmax(logp[rows.cpu()], -1), 1).squeeze(1)
+        r = rows.tolist()
+        texts = []
+        for row, pick in zip(r, picks.tolist(), strict=True):
+            names = labels[row]
+            others = [j for j in range(len(names)) if names[j] != names[pick]] or [j for j in range(len(names))
+                                                                                if j != pick] or [pick]
+            dislike = min(others, key=lambda j: (logp[row, j].item(), -j))
+            cands = candidates[row].tolist()
+            texts.append(templated_choice(self.data, "train", int(ids[row]), cands, self.cfg.explainer,
+                                          like=cands[pick], dislike=cands[dislike], logits=logits[row].tolist()).text)
+        self.choice_rollout = ChoiceRollout(texts, picks.to(h.device), rows, prompts, labels)
+        return self.choice_rollout  # what ``choice_forward`` reads the rows' prompts from
+
     def policy_forward(self, mb: Rollout, reference: bool = False):
         """(logprobs, values, entropy) of a minibatch's responses under the current policy, or with
         ``reference`` under the reference policy (rl.kl_reference: the adapter-disabled base with the same
-        soft prompt, or the frozen post-warm-up weights; no values): the explainer's one log-prob forward."""
+        soft prompt, or the frozen post-warm-up weights; no values): the explainer's one log-prob forward.
+        A K-way choice's "response" is one action, the "may like" position: its log pi (``choice_forward``)."""
         if reference and self.reference_weights is not None:
             return self.with_weights(self.reference_weights, lambda: self.policy_forward(mb))[0], None, None
+        if "prompt_row" in mb.extras:
+            return self.choice_forward(mb, reference)
         out = self.explainer.response_logprobs(mb.sequences, mb.attention_mask, mb.response_mask,
                                                mb.extras["user_state"], reference=reference)
         if reference:
             return out.logprobs, None, None
         values = self.value_head(out.hidden) * mb.response_mask if self.value_head is not None else None
         return out.logprobs, values, out.entropy
+
+    def choice_forward(self, mb: Rollout, reference: bool = False):
+        """(log pi(action) [n, 1] at explainer.temperature, None, entropy of pi [n, 1]) of a K-way choice's
+        rollout rows ``mb`` (the prompts and labels of ``self.choice_rollout``); with ``reference`` under
+        the adapter-disabled base (rl.kl_reference=base; no grad). One prompt forward per row."""
+        roll = self.choice_rollout
+        picked = mb.extras["prompt_row"].tolist()
+        with torch.no_grad() if reference else contextlib.nullcontext(), \
+                self.explainer.model.disable_adapter() if reference else contextlib.nullcontext():
+            logp = self.explainer.choice_logprobs([roll.prompts[r] for r in picked],
+                                                       [roll.labels[r] for r in picked], mb.extras["user_state"],
+                                                       grad=not reference)
+        logp = torch.log_softmax(logp / self.cfg.explainer.temperature, -1)
+        action = mb.sequences[:, -1:].to(logp.device)
+        entropy = -(logp.exp() * logp).sum(-1, keepdim=True).detach()
+        return logp.gather(1, action), None, entropy
 
     def with_weights(self, weights: dict[str, torch.Tensor], fn):
         """fn() with the explainer's LoRA + soft prompt set to ``weights``, then the current ones restored."""
@@ -289,10 +362,13 @@ class ExplainerTrainer:
         # rows: (sample, slot) pairs, each repeated `group` times contiguously (grpo/rloo groups)
         rows = torch.arange(len(ids), device=h.device).repeat_interleave(slots * group)
         slot = torch.arange(slots, device=h.device).repeat_interleave(group).repeat(len(ids))
-        prompts = [p for p in prompts for _ in range(group)]
+        per_sample, prompts = prompts, [p for p in prompts for _ in range(group)]
         torch.manual_seed(phase_seed(self.seed, host.current_epoch, host.global_rank, iteration))
         began = time.perf_counter()
-        gen = self.explainer.generate(prompts, h[rows], sample=True)
+        if self.writer.scored:  # a K-way choice (explainer.choice): the action is the "may like" position
+            gen = self.sample_choices(ids, per_sample, candidates, logits, h, rows)
+        else:
+            gen = self.explainer.generate(prompts, h[rows], sample=True)
         rollout_s = time.perf_counter() - began
         with torch.no_grad():
             z, present = self.writer.encode(gen.texts, candidates[rows])
@@ -306,7 +382,8 @@ class ExplainerTrainer:
             scores, reward_stats = shape_scores(host.gathered(raw), host.gathered(gen.ended),
                                                 host.gathered(parsed), self.moments, rl.reward)
             scores = scores.view(-1, len(raw))[host.global_rank if host.world_size > 1 else 0]
-            rollout = Rollout(*gen.rows(), torch.zeros(0), torch.zeros(0), scores, extras={"user_state": h[rows]})
+            rollout = Rollout(*gen.rows(), torch.zeros(0), torch.zeros(0), scores,
+                              extras={"user_state": h[rows], **getattr(gen, "extras", {})})
             old_lp, values, _ = self.policy_forward(rollout)
             ref = self.policy_forward(rollout, reference=True)[0]
             rollout.old_logprobs, rollout.ref_logprobs, rollout.values = old_lp, ref, values
