@@ -1,12 +1,13 @@
-"""The scored choice (explainer.choice=scored): "may like" and "may not like" chosen among the prompt's K
-candidates by the LLM's likelihood of each candidate's name, trained on a teacher's order.
+"""The K-way choice (explainer.choice=scored or readout): "may like" and "may not like" chosen among the
+prompt's K candidates by one distribution pi (Explainer.choice_groups: the LLM's likelihood of each
+candidate's name, or a readout of its prompt line), trained on a teacher's order.
 
 The generated choice did not learn the facts teacher's (issue 22, 3% of the NYC targets, seed 0: "may like"
 named the teacher's top-1 on 36% of val samples after 192 warm-up examples, below the 65% of always naming
 candidate 1; the warm-up curve stayed at 0.41-0.62 from 128 to 384 examples). Here the choice is one
-K-way distribution, pi(j) = softmax_j log p(" <label j>," | prompt), trained by a listwise cross-entropy
-(Plackett-Luce) on the teacher's whole order, so every warm-up example's gradient is the choice's; the
-reasons are the templates of what the prompt states (warmup.templated_choice), true by construction.
+K-way distribution trained by a listwise cross-entropy (Plackett-Luce) on the teacher's whole order, so
+every warm-up example's gradient is the choice's; the reasons are the templates of what the prompt states
+(warmup.templated_choice), true by construction.
 """
 from __future__ import annotations
 
@@ -26,11 +27,18 @@ def choice_positions(logp: torch.Tensor, labels: list[list[str]]) -> tuple[list[
     likes, dislikes = [], []
     for row, names in zip(logp.detach().cpu().tolist(), labels, strict=True):
         like = int(np.argmax(row))
-        others = [j for j in range(len(row)) if names[j] != names[like]] or \
-            [j for j in range(len(row)) if j != like] or [like]
         likes.append(like)
-        dislikes.append(min(others, key=lambda j: (row[j], -j)))
+        dislikes.append(least_likely_other(row, names, like))
     return likes, dislikes
+
+
+def least_likely_other(row: list[float], names: list[str], like: int) -> int:
+    """The "may not like" position of one prompt whose "may like" is ``like``: the least likely candidate
+    under ``row`` (log pi [K]) whose name differs from ``like``'s (the better-ranked on a tie); with a single
+    name among the K, the least likely other candidate."""
+    others = [j for j in range(len(row)) if names[j] != names[like]] or \
+        [j for j in range(len(row)) if j != like] or [like]
+    return min(others, key=lambda j: (row[j], -j))
 
 
 def listwise_loss(logp: torch.Tensor, order: torch.Tensor) -> torch.Tensor:

@@ -124,14 +124,15 @@ class Explainer(nn.Module):
         sharing a label share its score); with explainer.choice=readout the softmax of the choice head's
         reading of the last hidden state at the end of candidate j's line. With grad when grad is enabled."""
         tok = self.tokenizer
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True)
         k = len(labels[0])
-        if self.choice_head is not None:
+        if any(len(row) != k for row in labels):
+            raise ValueError(f"every prompt needs the same number of candidate labels ({k})")
+        readout = self.choice_head is not None
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True, return_offsets_mapping=readout)
+        if readout:
             yield from self._readout_groups(prompts, enc, k, user_states)
             return
         conts = [tok(f" {lab}{CHOICE_END}", add_special_tokens=False).input_ids for row in labels for lab in row]
-        if any(len(row) != k for row in labels):
-            raise ValueError(f"every prompt needs the same number of candidate labels ({k})")
         ids = torch.full((len(conts), max(map(len, conts))), tok.pad_token_id, dtype=torch.long)
         cmask = torch.zeros_like(ids)
         for r, c in enumerate(conts):
@@ -150,15 +151,17 @@ class Explainer(nn.Module):
 
     def _readout_groups(self, prompts: list[str], enc, k: int, user_states: torch.Tensor | None
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``choice_groups`` of explainer.choice=readout: one prompt forward per group, no continuation."""
+        """``choice_groups`` of explainer.choice=readout (``enc``: the prompts left-padded, with their tokens'
+        character offsets): one prompt forward per group, no continuation."""
         width, m = enc.input_ids.shape[1], self.cfg.soft_tokens if user_states is not None else 0
-        # each candidate line's last token, as a column of the left-padded batch
-        cols = torch.zeros(len(prompts), k, dtype=torch.long)
-        for r, prompt in enumerate(prompts):
-            spans = self.tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True).offset_mapping
-            pad = width - len(spans)
-            for j, end in enumerate(candidate_line_ends(prompt, k)):
-                cols[r, j] = pad + next(t for t, (a, b) in enumerate(spans) if a <= end < b)
+        # each candidate line's last token, as a column of the left-padded batch: the real token whose
+        # characters cover the line's last character (padding and special tokens cover none)
+        ends = torch.tensor([candidate_line_ends(prompt, k) for prompt in prompts])[..., None]  # [n, K, 1]
+        spans = enc.offset_mapping[:, None]  # [n, 1, L, 2]
+        covers = (spans[..., 0] <= ends) & (ends < spans[..., 1]) & enc.attention_mask[:, None].bool()
+        if not covers.any(-1).all():
+            raise ValueError("explainer.choice=readout: a candidate line's last character is in no prompt token")
+        cols = covers.int().argmax(-1)  # [n, K]
         body = decoder_of(self.model)
         for rows in length_groups(enc.attention_mask.sum(1), self.cfg.forward_tokens):
             cut = width - int(enc.attention_mask[rows].sum(1).max())  # the group's common left padding

@@ -105,10 +105,10 @@ class ExplanationWriter:
             rows = list(zip(ids[pick].tolist(), candidates[pick].tolist(), logits[pick].tolist(), strict=True))
 
             def explain(sl: slice) -> list[str]:
-                def write(todo: list[int]) -> list[str]:  # explainer.choice=scored: only the prompts not cached
+                def write(todo: list[int]) -> list[str]:  # a K-way choice: only the prompts not cached
                     return self.chosen_texts(split, [rows[sl][t] for t in todo], [prompts[sl][t] for t in todo],
                                              states[sl][todo])
-                if self.scored:
+                if self.k_way:
                     return self.explainer.explain(prompts[sl], keys[sl], states[sl], version, write=write)
                 return self.explainer.explain(prompts[sl], keys[sl], states[sl], version)
 
@@ -137,7 +137,7 @@ class ExplanationWriter:
         rows = list(zip(ids.tolist(), candidates.tolist(), logits.tolist(), strict=True))
 
         def draft(sl: slice) -> list[str]:
-            if self.scored:
+            if self.k_way:
                 return self.chosen_texts(split, rows[sl], prompts[sl], states[sl])
             return self.explainer.generate(prompts[sl], states[sl], sample=False).texts
 
@@ -145,18 +145,24 @@ class ExplanationWriter:
         return texts, candidates, logits
 
     @property
-    def scored(self) -> bool:
+    def k_way(self) -> bool:
         """explainer.choice=scored or readout: texts are the templates of the explainer's K-way choice, never
         decoded."""
         return self.cfg.explainer.choice != "generated"
 
     def chosen_texts(self, split: str, rows: list[tuple[int, list[int], list[float]]], prompts: list[str],
                      states: torch.Tensor | None) -> list[str]:
-        """explainer.choice=scored: per (sample id, its candidates, their logits) and its prompt, the templated
-        explanation of the explainer's choice (explainer/choice.py): "may like" its most likely candidate,
-        "may not like" its least likely one of another label."""
+        """explainer.choice=scored/readout: per (sample id, its candidates, their logits) and its prompt, the
+        templated explanation of the explainer's greedy choice (explainer/choice.py): "may like" its most
+        likely candidate, "may not like" its least likely one of another label."""
         labels = [[self.data.catalogue.label(p) for p in cands] for _, cands, _ in rows]
         like, dislike = choice_positions(self.explainer.choice_logprobs(prompts, labels, states), labels)
+        return self.choice_texts(split, rows, like, dislike)
+
+    def choice_texts(self, split: str, rows: list[tuple[int, list[int], list[float]]], like: list[int],
+                     dislike: list[int]) -> list[str]:
+        """The templated explanation of each row (sample id, its candidates, their logits) liking the
+        candidate at position ``like`` and disliking the one at ``dislike`` (the greedy choice, or PPO's draw)."""
         return [templated_choice(self.data, split, i, cands, self.cfg.explainer, like=cands[a], dislike=cands[b],
                                  logits=z).text
                 for (i, cands, z), a, b in zip(rows, like, dislike, strict=True)]

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.types import CheckinData
 from recpie.evaluation.verdicts import liked_target_share, teacher_agreement, verdict_pairs
-from recpie.explainer.choice import choice_losses, order_with_first
+from recpie.explainer.choice import choice_losses, least_likely_other, order_with_first
 from recpie.explainer.encoder import VerdictEncoder
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import parse
@@ -205,7 +205,7 @@ class ExplainerTrainer:
             if not like:  # no target among any drawn row's candidates: the next step draws again
                 return 0
         prompts = writer.prompts("train", ids, candidates, logits)
-        if writer.scored:  # the K-way choice, trained on the whole target order (explainer/choice.py)
+        if writer.k_way:  # the K-way choice, trained on the whole target order (explainer/choice.py)
             if teacher is not None:
                 order = torch.as_tensor(teacher.order(self.data, "train", ids.numpy(), candidates.cpu().numpy(),
                                                       self.cfg.explainer, logits.cpu().numpy()))
@@ -280,16 +280,11 @@ class ExplainerTrainer:
         labels = self.writer.labels(candidates)
         logp = self.explainer.choice_logprobs(prompts, labels, h) / self.cfg.explainer.temperature
         picks = torch.multinomial(torch.softmax(logp[rows.cpu()], -1), 1).squeeze(1)
-        r = rows.tolist()
-        texts = []
-        for row, pick in zip(r, picks.tolist(), strict=True):
-            names = labels[row]
-            others = [j for j in range(len(names)) if names[j] != names[pick]] or [j for j in range(len(names))
-                                                                                if j != pick] or [pick]
-            dislike = min(others, key=lambda j: (logp[row, j].item(), -j))
-            cands = candidates[row].tolist()
-            texts.append(templated_choice(self.data, "train", int(ids[row]), cands, self.cfg.explainer,
-                                          like=cands[pick], dislike=cands[dislike], logits=logits[row].tolist()).text)
+        r, scores = rows.tolist(), logp.tolist()
+        dislikes = [least_likely_other(scores[row], labels[row], pick) for row, pick in zip(r, picks.tolist(),
+                                                                                           strict=True)]
+        samples = list(zip(ids.tolist(), candidates.tolist(), logits.tolist(), strict=True))
+        texts = self.writer.choice_texts("train", [samples[row] for row in r], picks.tolist(), dislikes)
         self.choice_rollout = ChoiceRollout(texts, picks.to(h.device), rows, prompts, labels)
         return self.choice_rollout  # what ``choice_forward`` reads the rows' prompts from
 
@@ -312,15 +307,19 @@ class ExplainerTrainer:
     def choice_forward(self, mb: Rollout, reference: bool = False):
         """(log pi(action) [n, 1] at explainer.temperature, None, entropy of pi [n, 1]) of a K-way choice's
         rollout rows ``mb`` (the prompts and labels of ``self.choice_rollout``); with ``reference`` under
-        the adapter-disabled base (rl.kl_reference=base; no grad). One prompt forward per row."""
+        the adapter-disabled base (rl.kl_reference=base; no grad). One prompt forward per distinct prompt of
+        the minibatch (a prompt's rl.group_size draws share it)."""
         roll = self.choice_rollout
-        picked = mb.extras["prompt_row"].tolist()
+        prompt_rows, inverse = torch.unique(mb.extras["prompt_row"].cpu(), return_inverse=True)
+        first = torch.zeros(len(prompt_rows), dtype=torch.long).scatter_(
+            0, inverse.flip(0), torch.arange(len(inverse)).flip(0))  # a row of each distinct prompt
+        picked = prompt_rows.tolist()
         with torch.no_grad() if reference else contextlib.nullcontext(), \
                 self.explainer.model.disable_adapter() if reference else contextlib.nullcontext():
-            logp = self.explainer.choice_logprobs([roll.prompts[r] for r in picked],
-                                                       [roll.labels[r] for r in picked], mb.extras["user_state"],
-                                                       grad=not reference)
-        logp = torch.log_softmax(logp / self.cfg.explainer.temperature, -1)
+            logp = self.explainer.choice_logprobs([roll.prompts[r] for r in picked], [roll.labels[r] for r in picked],
+                                                  mb.extras["user_state"][first.to(mb.extras["user_state"].device)],
+                                                  grad=not reference)
+        logp = torch.log_softmax(logp[inverse.to(logp.device)] / self.cfg.explainer.temperature, -1)
         action = mb.sequences[:, -1:].to(logp.device)
         entropy = -(logp.exp() * logp).sum(-1, keepdim=True).detach()
         return logp.gather(1, action), None, entropy
@@ -365,7 +364,7 @@ class ExplainerTrainer:
         per_sample, prompts = prompts, [p for p in prompts for _ in range(group)]
         torch.manual_seed(phase_seed(self.seed, host.current_epoch, host.global_rank, iteration))
         began = time.perf_counter()
-        if self.writer.scored:  # a K-way choice (explainer.choice): the action is the "may like" position
+        if self.writer.k_way:  # a K-way choice (explainer.choice): the action is the "may like" position
             gen = self.sample_choices(ids, per_sample, candidates, logits, h, rows)
         else:
             gen = self.explainer.generate(prompts, h[rows], sample=True)
