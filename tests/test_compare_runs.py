@@ -1,0 +1,38 @@
+"""benchmarks/compare_runs.py: a run against its twin, paired by test sample, on the committed run files."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.compare_runs import compare, main, run_ranks
+from recpie.evaluation import metrics_from_ranks
+
+RUNS = Path(__file__).resolve().parents[1] / "docs" / "results"
+A, B = RUNS / "nyc_recpie_3pct_readout_fixed_backbone", RUNS / "nyc_recpie_3pct_readout"
+
+
+def test_a_run_against_its_twin_is_paired_by_sample(capsys):
+    a, b = run_ranks(A)[0], run_ranks(B)[0]
+    rows = {row[0]: row for row in compare(a, b, ["backbone", "recpie"], n_boot=200)}
+    # the same warm backbone in both runs: a zero difference with a zero-width interval
+    assert rows["backbone"][3].startswith("+0.0000 [+0.0000, +0.0000]")
+    diff = metrics_from_ranks(a["recpie"], ["mrr"])["mrr"] - metrics_from_ranks(b["recpie"], ["mrr"])["mrr"]
+    assert rows["recpie"][3].startswith(f"{diff:+.4f}")
+    main([str(A), str(B), "--variants", "recpie", "--bootstrap", "100"])
+    table = capsys.readouterr().out
+    assert "| 0 | recpie |" in table and "backbone" not in table.split("\n", 2)[2]
+
+
+def test_runs_on_different_samples_are_refused(tmp_path):
+    shutil.copy(B / "test_ranks_seed0.npz", tmp_path / "test_ranks_seed0.npz")
+    with np.load(tmp_path / "test_ranks_seed0.npz") as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    arrays["ids"] = arrays["ids"][::-1].copy()
+    np.savez(tmp_path / "test_ranks_seed0.npz", **arrays)
+    with pytest.raises(SystemExit, match="different test samples"):
+        main([str(A), str(tmp_path)])
+    with pytest.raises(SystemExit, match="no test_ranks"):
+        main([str(A), str(tmp_path / "missing")])
