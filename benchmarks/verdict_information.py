@@ -37,7 +37,7 @@ from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci, paired_values_ci
 from recpie.evaluation.tables import ci_text, markdown_table
 from recpie.evaluation.verdicts import teacher_agreement
-from recpie.explainer.information import crossfit_ranks, features, prompt_facts, prompt_reader, top_k
+from recpie.explainer.information import crossfit_ranks, features, prompt_facts, prompt_reader, relay_verdicts, top_k
 from recpie.utils.checkpoints import load_weights
 
 SAVED = {"test": "test_ranks_seed{seed}.npz", "val": "val_verdicts_seed{seed}.npz"}  # what the recipe writes
@@ -51,7 +51,10 @@ def gate(liked: np.ndarray, candidates: np.ndarray, target: np.ndarray, teacher_
     cols = {name: col.double().numpy() for name, col in teacher_agreement(
         torch.as_tensor(liked), torch.as_tensor(candidates), torch.as_tensor(target),
         torch.as_tensor(teacher_top)).items()}
+    off = teacher_top != 0  # where the teacher departs from the recommender's order: the content a relay carries
     return {"agreement": float(cols["agreement"].mean()), "parsed": float(cols["named"].mean()),
+            "teacher_off_top1": float(off.mean()), "agreement_off_top1": float(cols["agreement"][off].mean()),
+            "like_off_top1": float(1 - liked[:, 0].mean()),
             "hit": float(cols["hit"].mean()), "top1_hit": float(cols["top1_hit"].mean()),
             "teacher_hit": float(cols["teacher_hit"].mean()),
             "hit_minus_top1": paired_values_ci(cols["hit"], cols["top1_hit"], "hit rate", **boot)}
@@ -79,13 +82,32 @@ def main(argv: list[str] | None = None) -> None:
     view = top_k(backbone, data, split, ids, k, cfg.data.max_len, cfg.data.history_summary)
     same = (view.candidates == saved["candidates"]).all(1)  # ties may order a few differently
     facts = prompt_facts(data, split, ids, view.candidates, cfg.explainer, view.logits)
+    # the gate: the teacher reads the prompts the explanations were written from (the saved candidates)
+    val_ids = np.arange(len(data.splits["val"]))
+    val = top_k(backbone, data, "val", val_ids, k, cfg.data.max_len, cfg.data.history_summary)
+    teacher = prompt_reader(val, prompt_facts(data, "val", val_ids, val.candidates, cfg.explainer, val.logits))
+    shown = np.where(saved["candidates"] >= 0, saved["candidates"], view.candidates)
+    shown_logits = None  # what a prompt of explainer.show_scores stated beside the candidates
+    if cfg.explainer.show_scores:
+        if "logits" not in saved:
+            raise SystemExit(f"{saved_file}: no candidate logits saved, but the run's prompts stated the "
+                             "recommender's scores (explainer.show_scores); a run of this code saves them")
+        kept = (saved["candidates"] >= 0).all(1) & np.isfinite(saved["logits"]).all(1)
+        shown_logits = np.where(kept[:, None], saved["logits"], view.logits)
+    with torch.no_grad():
+        scores = teacher(features(prompt_facts(data, split, ids, shown, cfg.explainer, shown_logits))
+                         ).squeeze(-1).numpy()
+    teacher_order = np.argsort(-scores, 1, kind="stable")
     own = np.where(same[:, None, None], saved["verdicts"], 0).astype(np.float32)
     other = np.roll(own, 1, axis=0)
     none = np.zeros((len(ids), k, 0), np.float32)
     readers = {"rank + logit": none, "+ prompt facts": facts,
                "+ prompt facts + own verdict": np.concatenate([facts, own], -1),
                "+ prompt facts + another sample's verdict": np.concatenate([facts, other], -1),
-               "rank + logit + own verdict": own}
+               "rank + logit + own verdict": own,
+               # the relay ceiling on these samples: an explainer naming the teacher's top-1 / lowest on every one
+               "rank + logit + the teacher's relayed verdict": np.where(
+                   same[:, None, None], relay_verdicts(teacher_order, np.ones(len(ids), bool)).numpy(), 0)}
     ranks = {name: crossfit_ranks(features(x, view.logits), view.slot, view.ranks) for name, x in readers.items()}
     e = cfg.eval
     boot = dict(n_boot=e.bootstrap_samples, level=e.bootstrap_level, seed=e.bootstrap_seed)
@@ -102,28 +124,16 @@ def main(argv: list[str] | None = None) -> None:
     print("\nOwn minus another sample's verdict (with the facts): MRR " + ci_text(paired_bootstrap_ci(
         ranks["+ prompt facts + own verdict"], ranks["+ prompt facts + another sample's verdict"], "mrr", **boot)))
 
-    # the gate: the teacher reads the prompts the explanations were written from (the saved candidates)
-    val_ids = np.arange(len(data.splits["val"]))
-    val = top_k(backbone, data, "val", val_ids, k, cfg.data.max_len, cfg.data.history_summary)
-    teacher = prompt_reader(val, prompt_facts(data, "val", val_ids, val.candidates, cfg.explainer, val.logits))
-    shown = np.where(saved["candidates"] >= 0, saved["candidates"], view.candidates)
-    shown_logits = None  # what a prompt of explainer.show_scores stated beside the candidates
-    if cfg.explainer.show_scores:
-        if "logits" not in saved:
-            raise SystemExit(f"{saved_file}: no candidate logits saved, but the run's prompts stated the "
-                             "recommender's scores (explainer.show_scores); a run of this code saves them")
-        kept = (saved["candidates"] >= 0).all(1) & np.isfinite(saved["logits"]).all(1)
-        shown_logits = np.where(kept[:, None], saved["logits"], view.logits)
-    with torch.no_grad():
-        scores = teacher(features(prompt_facts(data, split, ids, shown, cfg.explainer, shown_logits))
-                         ).squeeze(-1).numpy()
-    g = gate(saved["verdicts"][..., 0], shown, view.target, scores.argmax(1), boot)
+    g = gate(saved["verdicts"][..., 0], shown, view.target, teacher_order[:, 0], boot)
     beyond = paired_bootstrap_ci(ranks["rank + logit + own verdict"], ranks["rank + logit"], "mrr", **boot)
     print(f"\nGate ({split}, {len(ids)} samples; parsed {g['parsed']:.3f}): \"may like\" names the teacher's top-1 "
           f"in {g['agreement']:.3f} (the teacher, fitted on {int((val.slot >= 0).sum())} val samples, names the "
           f"target in {g['teacher_hit']:.3f}); \"may like\" names the target in {g['hit']:.3f}, the recommender's "
           f"top-1 in {g['top1_hit']:.3f}: {ci_text(g['hit_minus_top1'])}; the verdicts beyond rank + logit: MRR "
-          f"{ci_text(beyond)}")
+          f"{ci_text(beyond)}. Where the teacher's top-1 is not the recommender's ({g['teacher_off_top1']:.3f} of "
+          f"the samples, what naming candidate 1 always misses) \"may like\" names it in "
+          f"{g['agreement_off_top1']:.3f}; \"may like\" names another candidate than the first in "
+          f"{g['like_off_top1']:.3f}")
 
 
 if __name__ == "__main__":

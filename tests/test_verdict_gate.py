@@ -22,3 +22,7 @@ def test_the_gate_counts_agreement_and_hits_by_hand():
     assert g["hit"] == pytest.approx(2 / 4) and g["top1_hit"] == pytest.approx(1 / 4)
     assert g["teacher_hit"] == pytest.approx(2 / 4) and g["parsed"] == 1.0
     assert g["hit_minus_top1"].diff == pytest.approx(1 / 4)
+    # the content a relay carries: only sample 0's teacher departs from the recommender's top-1, and it is
+    # followed there; "may like" is off the first candidate on samples 0, 1, 3 and half of 2
+    assert g["teacher_off_top1"] == pytest.approx(1 / 4) and g["agreement_off_top1"] == pytest.approx(1.0)
+    assert g["like_off_top1"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
