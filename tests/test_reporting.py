@@ -22,6 +22,7 @@ from recpie.reporting.plots import (
     cycle_trends_plot,
     data_efficiency_plot,
     logged_series,
+    ppo_iterations_plot,
 )
 from recpie.reporting.recpie import SeedReport, seed_section
 
@@ -97,6 +98,8 @@ def test_recpie_seed_section_lines():
                and line.endswith("; 12 samples explained.") for line in lines)
     assert "- test sample 1 (user 501): I like the bar." in lines  # sample 1's target is check-in 2, user 1
     assert not any(line.startswith("Verdicts") for line in lines)
+    assert "ppo_iterations_seed3.png" not in "\n".join(lines)  # no PPO, no per-iteration plot
+    assert "(ppo_iterations_seed3.png)" in "\n".join(seed_section(replace(seed_report(), ppo_iterations=2), data))
     with_study = seed_section(replace(seed_report(), reference=["Against the data-efficiency study (s):"]), data)
     assert with_study[with_study.index("Against the data-efficiency study (s):") - 1] == ""  # after the attribution
     assert len(with_study) == len(lines) + 1
@@ -139,6 +142,25 @@ def test_cycle_trends_read_from_tensorboard_events(tmp_path):
     drawn = cycle_trends_plot(tmp_path / "events", tmp_path / "trends.png", "seed 0")
     assert drawn == ["reward/raw_mean", "ppo/kl_k1_per_seq", "reward/parse_rate"]
     assert png_size(tmp_path / "trends.png") == pixels(3.8, 3 * 4.2)  # one panel each
+
+
+def test_each_ppo_iteration_is_drawn_at_its_policy_version(tmp_path):
+    """RecPIEModule.log_ppo_iteration logs at x = the policy version (1 after the warm-up, +1 per iteration)."""
+    writer = SummaryWriter(tmp_path / "events")
+    for version in (2, 3, 4):
+        writer.add_scalar("ppo_iteration/reward_content", 0.01 * version, version)
+        writer.add_scalar("ppo_iteration/kl_per_seq", 0.1, version)
+    writer.add_scalar("ppo_iteration/reward_content", -1.0, 2)  # a resumed run logs its repeat: the last counts
+    writer.add_scalar("reward/raw_mean", 0.3, 9)  # a per-cycle scalar: not an iteration's
+    writer.close()
+    drawn = ppo_iterations_plot(tmp_path / "events", tmp_path / "iterations.png", "seed 0")
+    assert drawn == ["ppo_iteration/reward_content", "ppo_iteration/kl_per_seq"]
+    assert png_size(tmp_path / "iterations.png") == pixels(3.8, 2 * 4.2)  # the reward and KL panels
+    frozen = SummaryWriter(tmp_path / "frozen")
+    frozen.add_scalar("reward/raw_mean", 0.3, 9)
+    frozen.close()
+    assert ppo_iterations_plot(tmp_path / "frozen", tmp_path / "none.png", "seed 0") == []
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_cycle_trends_without_the_keys_write_nothing(tmp_path):

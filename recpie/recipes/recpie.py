@@ -223,7 +223,7 @@ def _seed_report(cfg, data, seed: int, control: dict, full: dict, run_dir: Path)
         fed={name: metrics_from_ranks(ranks) for name, ranks in fed.items()},
         own_vs={name: paired_bootstrap_ci(full["ranks"], fed[name], "mrr", **boot) for name in list(fed)[1:]},
         verdicts=full.get("verdicts"), fusion=list(full["module"].fusion_fits),
-        warmup_curve=list(full["module"].explainer_trainer.curve),
+        warmup_curve=list(full["module"].explainer_trainer.curve), ppo_iterations=cfg.recpie.ppo_iterations,
         quality=QualityScorer(data).report(texts, contexts, run_dir / f"test_explanations_seed{seed}.jsonl"),
         seconds={"RecPIE": full["seconds"], "control": control["seconds"]}, explained=full["explained"],
         examples={i: full["texts"][i] for i in list(full["texts"])[:3]}, events=full["events"],

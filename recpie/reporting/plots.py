@@ -33,6 +33,17 @@ TREND_PANELS = (
      {"fusion/gate_mean": "gate mean", "fusion/liked_bonus": '"may like" bonus'}, None),
 )
 
+# The same per PPO iteration (RecPIEModule.log_ppo_iteration, x = the policy version): is the reward live?
+ITERATION_PANELS = (
+    ("PPO reward per iteration (raw: log p own minus the baseline's)", "mean over the rollout",
+     {"ppo_iteration/reward_mean": "raw reward", "ppo_iteration/reward_content": "content (own minus another's)"},
+     None),
+    ('Rollouts rewarded above 0, "may like" naming the target', "share of rollouts",
+     {"ppo_iteration/reward_positive_share": "reward > 0", "ppo_iteration/like_hit_rate": '"may like" hits'},
+     (-0.05, 1.05)),
+    ("Explainer KL to its reference", "KL per sequence (k1)", {"ppo_iteration/kl_per_seq": "KL"}, None),
+)
+
 
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,8 +172,27 @@ def logged_series(event_dir: Path, tags: Sequence[str]) -> tuple[dict[str, tuple
 def cycle_trends_plot(event_dir: Path, path: Path, title: str) -> list[str]:
     """One panel per TREND_PANELS entry with a logged key; returns the keys drawn (none: no file)."""
     series, x_label = logged_series(event_dir, [tag for _, _, keys, _ in TREND_PANELS for tag in keys])
+    return _trend_panels(series, x_label, TREND_PANELS, path, title)
+
+
+def ppo_iterations_plot(event_dir: Path, path: Path, title: str) -> list[str]:
+    """One panel per ITERATION_PANELS entry with a logged key, x = the policy version (each PPO iteration
+    adds one); returns the keys drawn (none, e.g. a run without PPO: no file)."""
+    events = EventAccumulator(str(event_dir), size_guidance={"scalars": 0}).Reload()
+    present = set(events.Tags()["scalars"])
+    series = {}
+    for tag in (t for _, _, keys, _ in ITERATION_PANELS for t in keys if t in present):
+        by_step = {e.step: e.value for e in events.Scalars(tag)}  # a resumed run's repeat keeps its last value
+        series[tag] = (sorted(by_step), [by_step[x] for x in sorted(by_step)])
+    return _trend_panels(series, "policy version (+1 per PPO iteration)", ITERATION_PANELS, path, title)
+
+
+def _trend_panels(series: dict[str, tuple[list, list]], x_label: str, spec: Sequence, path: Path, title: str
+                  ) -> list[str]:
+    """The panels of ``spec`` (title, y label, {key: label}, y limits) with a key in ``series``, one figure;
+    returns the keys drawn (none: no file)."""
     panels = [(name, y_label, {t: lab for t, lab in keys.items() if t in series}, y_limits)
-              for name, y_label, keys, y_limits in TREND_PANELS]
+              for name, y_label, keys, y_limits in spec]
     panels = [p for p in panels if p[2]]
     if not panels:
         return []

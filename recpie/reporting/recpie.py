@@ -12,7 +12,7 @@ from recpie.data.types import CheckinData
 from recpie.evaluation.bootstrap import PairedCI
 from recpie.evaluation.tables import ci_table, ci_text, markdown_table, mean_std_table, metrics_table
 from recpie.evaluation.verdicts import verdict_table
-from recpie.reporting.plots import attribution_plot, cycle_trends_plot
+from recpie.reporting.plots import attribution_plot, cycle_trends_plot, ppo_iterations_plot
 from recpie.utils.files import write_or_explain
 from recpie.utils.machine import machine_line
 
@@ -35,6 +35,7 @@ class SeedReport:
     reference: list[str] = field(default_factory=list)  # recpie.reference_study: lines against the study's models
     fusion: list[dict] = field(default_factory=list)  # per cycle, what a fitted fusion fitted (fit_fusion)
     warmup_curve: list[dict] = field(default_factory=list)  # recpie.sft_eval_every: the warm-up curve's points
+    ppo_iterations: int = 0  # recpie.ppo_iterations per cycle: above 0, seed_plots draws each iteration's reward
 
 
 def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
@@ -42,7 +43,9 @@ def seed_section(report: SeedReport, data: CheckinData) -> list[str]:
              "RecPIE minus its own backbone (control), paired bootstrap over the same test samples:", "",
              ci_table(report.vs_control), "", *attribution_lines(report),
              f"![own, null and another sample's explanation](attribution_seed{report.seed}.png) "
-             f"![per-cycle reward, KL, parse and EOS rates](cycle_trends_seed{report.seed}.png)", "",
+             f"![per-cycle reward, KL, parse and EOS rates](cycle_trends_seed{report.seed}.png)"
+             + (f" ![each PPO iteration's reward, its content part and KL](ppo_iterations_seed{report.seed}.png)"
+                if report.ppo_iterations > 0 else ""), "",
              *warmup_curve_lines(report.warmup_curve), *verdict_lines(report.verdicts),
              *fusion_lines(report.fusion), *report.reference,
              "Explanation quality (greedy, test samples):", "",
@@ -109,11 +112,14 @@ def fusion_lines(fits: list[dict]) -> list[str]:
 
 
 def seed_plots(report: SeedReport, run_dir: Path) -> None:
-    """attribution_seed{S}.png, and cycle_trends_seed{S}.png from the RecPIE variant's TensorBoard events."""
+    """attribution_seed{S}.png, and cycle_trends_seed{S}.png and (a run with PPO) ppo_iterations_seed{S}.png
+    from the RecPIE variant's TensorBoard events."""
     attribution_plot(report.fed, report.own_vs, run_dir / f"attribution_seed{report.seed}.png",
                      f"Seed {report.seed}: which explanation the trained RecPIE model is fed (test samples)")
     cycle_trends_plot(report.events, run_dir / f"cycle_trends_seed{report.seed}.png",
                       f"Seed {report.seed}: RecPIE training per cycle (from its TensorBoard events)")
+    ppo_iterations_plot(report.events, run_dir / f"ppo_iterations_seed{report.seed}.png",
+                        f"Seed {report.seed}: each PPO iteration (from its TensorBoard events)")
 
 
 def write_results(cfg: DictConfig, data: CheckinData, run_dir: Path, per_seed: dict, reports: list[SeedReport], *,
