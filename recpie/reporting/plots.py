@@ -149,18 +149,21 @@ def attribution_plot(fed: Mapping[str, Mapping[str, float]], own_vs: Mapping[str
     _save(fig, path)
 
 
-def logged_series(event_dir: Path, tags: Sequence[str]) -> tuple[dict[str, tuple[list, list]], str]:
+def logged_series(event_dir: Path, tags: Sequence[str], by_cycle: bool = True
+                  ) -> tuple[dict[str, tuple[list, list]], str]:
     """{tag: (x, values)} for the ``tags`` present in a run's TensorBoard events, and the x axis' name.
 
     x is the cycle (epoch) where Lightning logged its "epoch" scalar at each of the tag's steps (the smallest
-    value at a step: the test logs the epoch after the last one at the last training step), else the step.
-    A step logged twice (a resumed run) keeps its last value."""
+    value at a step: the test logs the epoch after the last one at the last training step), else (or without
+    ``by_cycle``) the step. A step logged twice (a resumed run) keeps its last value."""
     events = EventAccumulator(str(event_dir), size_guidance={"scalars": 0}).Reload()
     present = set(events.Tags()["scalars"])
     series = {}
     for tag in (t for t in tags if t in present):
         by_step = {e.step: e.value for e in events.Scalars(tag)}
         series[tag] = (sorted(by_step), [by_step[s] for s in sorted(by_step)])
+    if not by_cycle:
+        return series, "step"
     epoch_at: dict[int, int] = {}
     for e in events.Scalars("epoch") if "epoch" in present else ():
         epoch_at[e.step] = min(epoch_at.get(e.step, int(e.value)), int(e.value))
@@ -178,12 +181,7 @@ def cycle_trends_plot(event_dir: Path, path: Path, title: str) -> list[str]:
 def ppo_iterations_plot(event_dir: Path, path: Path, title: str) -> list[str]:
     """One panel per ITERATION_PANELS entry with a logged key, x = the policy version (each PPO iteration
     adds one); returns the keys drawn (none, e.g. a run without PPO: no file)."""
-    events = EventAccumulator(str(event_dir), size_guidance={"scalars": 0}).Reload()
-    present = set(events.Tags()["scalars"])
-    series = {}
-    for tag in (t for _, _, keys, _ in ITERATION_PANELS for t in keys if t in present):
-        by_step = {e.step: e.value for e in events.Scalars(tag)}  # a resumed run's repeat keeps its last value
-        series[tag] = (sorted(by_step), [by_step[x] for x in sorted(by_step)])
+    series, _ = logged_series(event_dir, [tag for _, _, keys, _ in ITERATION_PANELS for tag in keys], by_cycle=False)
     return _trend_panels(series, "policy version (+1 per PPO iteration)", ITERATION_PANELS, path, title)
 
 
