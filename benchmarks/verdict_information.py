@@ -36,7 +36,7 @@ from recpie.data.fraction import supervision_draw
 from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci, paired_values_ci
 from recpie.evaluation.tables import ci_text, markdown_table
-from recpie.evaluation.verdicts import teacher_agreement
+from recpie.evaluation.verdicts import departure_agreement, teacher_agreement
 from recpie.explainer.information import crossfit_ranks, features, prompt_facts, prompt_reader, relay_verdicts, top_k
 from recpie.utils.checkpoints import load_weights
 
@@ -48,13 +48,13 @@ def gate(liked: np.ndarray, candidates: np.ndarray, target: np.ndarray, teacher_
     """The gate's numbers per sample: liked [n, K] "may like" shares, candidates [n, K] as the prompt showed
     them, target [n], teacher_top [n] the teacher's top-1 position. Agreement: the "may like" share on the
     teacher's top-1; hit rate: the share on the target, against the recommender's top-1 being it."""
-    cols = {name: col.double().numpy() for name, col in teacher_agreement(
-        torch.as_tensor(liked), torch.as_tensor(candidates), torch.as_tensor(target),
-        torch.as_tensor(teacher_top)).items()}
-    off = teacher_top != 0  # where the teacher departs from the recommender's order: the content a relay carries
+    cols = teacher_agreement(torch.as_tensor(liked), torch.as_tensor(candidates), torch.as_tensor(target),
+                             torch.as_tensor(teacher_top))
+    departures = departure_agreement(cols)
+    cols = {name: col.double().numpy() for name, col in cols.items()}
     return {"agreement": float(cols["agreement"].mean()), "parsed": float(cols["named"].mean()),
-            "teacher_off_top1": float(off.mean()), "agreement_off_top1": float(cols["agreement"][off].mean()),
-            "like_off_top1": float(1 - liked[:, 0].mean()),
+            "teacher_off_top1": float(cols["departs"].mean()), "agreement_off_top1": departures,
+            "like_off_top1": float(cols["off_top1"].mean()),
             "hit": float(cols["hit"].mean()), "top1_hit": float(cols["top1_hit"].mean()),
             "teacher_hit": float(cols["teacher_hit"].mean()),
             "hit_minus_top1": paired_values_ci(cols["hit"], cols["top1_hit"], "hit rate", **boot)}

@@ -25,17 +25,18 @@ from recpie.utils.seeds import subset_ids
 pytestmark = pytest.mark.slow
 
 
-def _texts_naming(trainer, writer, data, pick) -> tuple[dict[str, str], float, float]:
+def _texts_naming(trainer, writer, data, pick) -> tuple[dict[str, str], float, float, float]:
     """Templated explanations of the curve's val prompts whose "may like" names the candidate at position
-    ``pick(teacher order row, labels)``, keyed by prompt, and the agreement and hit rate they should score (a
-    label shared by several candidates shares the mention)."""
+    ``pick(teacher order row, labels)``, keyed by prompt, and the agreement, hit rate and agreement where the
+    teacher departs from candidate 1 they should score (a label shared by several candidates shares the
+    mention)."""
     ids, cfg = trainer.curve_ids, trainer.cfg
     batch = writer.batch("val", ids)
     _, candidates, logits = writer.recommender.predict_top(batch)
     prompts = writer.prompts("val", ids, candidates, logits)
     order = FactsTeacher.fit(writer.recommender.backbone, data, cfg).order(
         data, "val", ids.numpy(), candidates.numpy(), cfg.explainer, logits.numpy())
-    texts, agreement, hit = {}, [], []
+    texts, agreement, hit, departs = {}, [], [], []
     for r, (i, row, z, target) in enumerate(zip(ids.tolist(), candidates.tolist(), logits.tolist(),
                                                 writer.recommender.target(batch).tolist(), strict=True)):
         labels = [data.catalogue.label(p) for p in row]
@@ -44,7 +45,9 @@ def _texts_naming(trainer, writer, data, pick) -> tuple[dict[str, str], float, f
         share = 1 / labels.count(labels[j])
         agreement.append(share * (labels[j] == labels[order[r][0]]))
         hit.append(share * (target in row and labels[row.index(target)] == labels[j]))
-    return texts, float(np.mean(agreement)), float(np.mean(hit))
+        departs.append(order[r][0] != 0)
+    departed = [a for a, d in zip(agreement, departs, strict=True) if d]
+    return texts, float(np.mean(agreement)), float(np.mean(hit)), float(np.mean(departed)) if departed else np.nan
 
 
 def test_points_examples_and_agreement_with_a_forced_choice(tmp_path, nyc_data, tiny_llm_dir, monkeypatch):  # noqa: F811
@@ -52,7 +55,8 @@ def test_points_examples_and_agreement_with_a_forced_choice(tmp_path, nyc_data, 
         "recpie.sft_target": "facts", "explainer.show_scores": True, "recpie.sft_steps": 3, "recpie.sft_batch": 2,
         "recpie.sft_eval_every": 2, "recpie.sft_eval_samples": 16, "recpie.generation_batch": 8})
     assert trainer.curve_ids.tolist() == subset_ids(len(nyc_data.splits["val"]), 16, trainer.rc.subset_seed).tolist()
-    agreeing, expected, hits = _texts_naming(trainer, writer, nyc_data, lambda order, labels: order[0])
+    agreeing, expected, hits, on_departures = _texts_naming(trainer, writer, nyc_data,
+                                                            lambda order, labels: order[0])
     calls = []
 
     def fake(prompts, states, sample, max_new_tokens=None):  # the policy's greedy text, forced
@@ -69,6 +73,7 @@ def test_points_examples_and_agreement_with_a_forced_choice(tmp_path, nyc_data, 
         assert p["parse_rate"] == 1.0 and p["names_a_candidate"] == 1.0
         assert p["agreement"] == pytest.approx(expected) and expected > 0.5
         assert p["like_hit"] == pytest.approx(hits)
+        assert p["departure_agreement"] == pytest.approx(on_departures, nan_ok=True)
     if expected == 1.0:  # no label shared with the teacher's top-1: "may like" hits where the teacher does
         assert all(p["like_hit"] == p["teacher_hit"] for p in curve)
     assert [x for x, _ in host.logged["sft_eval"]] == [4, 6] and "agreement" in host.logged["sft_eval"][0][1]
@@ -78,13 +83,15 @@ def test_points_examples_and_agreement_with_a_forced_choice(tmp_path, nyc_data, 
     lines = "\n".join(warmup_curve_lines(curve))
     assert "Warm-up curve (16 val samples" in lines and "| 4 | 2 | 1.000 |" in lines
 
-    others, none, _ = _texts_naming(trainer, writer, nyc_data, lambda order, labels: next(
+    others, none, _, none_departing = _texts_naming(trainer, writer, nyc_data, lambda order, labels: next(
         (j for j in range(len(labels)) if labels[j] != labels[order[0]]), order[-1]))
     monkeypatch.setattr(trainer.explainer, "generate",
                         lambda prompts, states, sample, max_new_tokens=None: SimpleNamespace(
                             texts=[others[p] for p in prompts]))
     point = trainer.curve_point(FactsTeacher.fit(writer.recommender.backbone, nyc_data, trainer.cfg), 4, 8)
     assert none == 0.0 and point["agreement"] == 0.0 and point["parse_rate"] == 1.0
+    assert point["departure_agreement"] == pytest.approx(none_departing, nan_ok=True)
+    assert np.isnan(none_departing) or none_departing == 0.0
     assert len(trainer.curve) == 3 and trainer.state_dict()["warmup_curve"][-1]["examples"] == 8
 
 

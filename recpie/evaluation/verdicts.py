@@ -35,13 +35,25 @@ def teacher_agreement(liked: torch.Tensor, candidates: torch.Tensor, target: tor
     teacher_top [n] the position of the teacher's top-1. ``named``: "may like" names a candidate;
     ``agreement``: its share on the teacher's top-1 (a mention shared by candidates of one label counts its
     share); ``hit``: its share on the target (``liked_target_share``); ``top1_hit`` / ``teacher_hit``: the
-    recommender's / the teacher's top-1 is the target."""
+    recommender's / the teacher's top-1 is the target. Where the teacher departs from the recommender's
+    order is the only place a verdict says more than a rank: ``departs`` (the teacher's top-1 is not
+    candidate 1), ``follows`` (the agreement there, 0 elsewhere: ``departure_agreement`` is their ratio of
+    sums) and ``off_top1`` ("may like"'s share on candidates 2..K)."""
     rows = torch.arange(len(liked), device=liked.device)
     liked = liked.float()
-    return {"named": (liked.sum(1) > 0).float(), "agreement": liked[rows, teacher_top],
+    agreement, departs = liked[rows, teacher_top], (teacher_top != 0).float()
+    return {"named": (liked.sum(1) > 0).float(), "agreement": agreement,
             "hit": liked_target_share(liked, candidates, target),
             "top1_hit": (candidates[:, 0] == target).float(),
-            "teacher_hit": (candidates[rows, teacher_top] == target).float()}
+            "teacher_hit": (candidates[rows, teacher_top] == target).float(),
+            "departs": departs, "follows": agreement * departs, "off_top1": liked[:, 1:].sum(1)}
+
+
+def departure_agreement(cols: dict[str, torch.Tensor]) -> float:
+    """The agreement where the teacher departs from candidate 1 (``teacher_agreement``'s columns; NaN where it
+    never does): what always naming candidate 1 misses, and a relay carries."""
+    departs = float(cols["departs"].sum())
+    return float(cols["follows"].sum()) / departs if departs else float("nan")
 
 
 def verdict_summary(counts: torch.Tensor) -> dict:

@@ -74,6 +74,8 @@ def warmup_curve_lines(points: list[dict]) -> list[str]:
     if not points:
         return []
     rows = [[f"{p['examples']:.0f}", f"{p['step']:.0f}", f"{p['parse_rate']:.3f}", f"{p['agreement']:.3f}",
+             # points of runs before the departure columns existed print "-" there
+             f"{p['departure_agreement']:.3f}" if "departure_agreement" in p else "-",
              f"{p['like_hit']:.3f}", f"{p['teacher_hit']:.3f}", f"{p['top1_hit']:.3f}"] for p in points]
     first = points[0]
     return [f"Warm-up curve ({first['samples']:.0f} val samples, greedy explanations by the policy after each "
@@ -81,7 +83,8 @@ def warmup_curve_lines(points: list[dict]) -> list[str]:
             "same prompt; hit rates: how often \"may like\", the teacher's and the recommender's top-1 name the "
             f"target; {first['generate_calls']:.0f} generate call(s) per point):", "",
             markdown_table(["warm-up examples", "steps", "parse rate", "agreement with the teacher",
-                            "\"may like\" hit rate", "teacher's hit rate", "recommender top-1 hit rate"], rows), ""]
+                            "agreement where the teacher departs from candidate 1", "\"may like\" hit rate",
+                            "teacher's hit rate", "recommender top-1 hit rate"], rows), ""]
 
 
 def verdict_lines(v: dict | None) -> list[str]:

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.types import CheckinData
-from recpie.evaluation.verdicts import liked_target_share, teacher_agreement, verdict_pairs
+from recpie.evaluation.verdicts import departure_agreement, liked_target_share, teacher_agreement, verdict_pairs
 from recpie.explainer.choice import choice_losses, least_likely_other, order_with_first
 from recpie.explainer.encoder import VerdictEncoder
 from recpie.explainer.explainer import Explainer
@@ -57,7 +57,8 @@ class TrainerHost(WriterHost, Protocol):
 
 
 # the warm-up curve's names of teacher_agreement's columns, where they differ
-CURVE_COLUMNS = {"named": "names_a_candidate", "hit": "like_hit"}
+CURVE_COLUMNS = {"named": "names_a_candidate", "hit": "like_hit", "departs": "teacher_departs",
+                 "off_top1": "like_off_top1"}
 
 
 def write_curve(path: Path, points: list[dict[str, float]]) -> None:
@@ -258,17 +259,20 @@ class ExplainerTrainer:
         cols = teacher_agreement(self.liked(texts, candidates), candidates, target, top)
         point = {"step": step, "examples": examples, "samples": len(ids),
                  "parse_rate": sum(parse(t).ok for t in texts) / max(len(texts), 1),
-                 **{CURVE_COLUMNS.get(name, name): col.mean().item() for name, col in cols.items()},
+                 **{CURVE_COLUMNS.get(name, name): col.mean().item() for name, col in cols.items()
+                    if name != "follows"},  # a joint share: its ratio to "departs" is the meaningful number
+                 "departure_agreement": departure_agreement(cols),
                  "generate_calls": -(-len(texts) // self.writer.generation_batch),
                  "seconds": time.perf_counter() - began}
         self.curve.append(point)
         self.host.log_curve({k: v for k, v in point.items() if k not in ("step", "examples", "samples")}, examples)
         if self.curve_file is not None:
             write_curve(self.curve_file, self.curve)
-        log.info("warm-up curve, %d examples (step %d): parsed %.2f, \"may like\" names the teacher's top-1 %.3f, "
-                 "the target %.3f (teacher %.3f, recommender's top-1 %.3f); %d val samples, %.1f s", examples, step,
-                 point["parse_rate"], point["agreement"], point["like_hit"], point["teacher_hit"], point["top1_hit"],
-                 len(ids), point["seconds"])
+        log.info("warm-up curve, %d examples (step %d): parsed %.2f, \"may like\" names the teacher's top-1 %.3f "
+                 "(%.3f where the teacher departs from candidate 1, %.3f of the samples), the target %.3f (teacher "
+                 "%.3f, recommender's top-1 %.3f); %d val samples, %.1f s", examples, step, point["parse_rate"],
+                 point["agreement"], point["departure_agreement"], point["teacher_departs"], point["like_hit"],
+                 point["teacher_hit"], point["top1_hit"], len(ids), point["seconds"])
         return point
 
     def sample_choices(self, ids: torch.Tensor, prompts: list[str], candidates: torch.Tensor, logits: torch.Tensor,
