@@ -180,7 +180,11 @@ def check_explanation_modes(cfg: Any) -> None:
         if cfg.recpie.ppo_iterations > 0 and cfg.rl.estimator == "gae":
             raise ConfigError(f"rl.estimator=gae with explainer.choice={cfg.explainer.choice}: a K-way choice is one "
                               "action per rollout row, with no tokens for a value head to read; use rl.estimator="
-                              "rloo or grpo")
+                              "rloo, grpo or expected")
+    elif cfg.recpie.ppo_iterations > 0 and cfg.rl.estimator == "expected":
+        raise ConfigError("rl.estimator=expected rewards every one of a K-way choice's K actions: it needs "
+                          "explainer.choice=scored or readout (a generated text's actions are its tokens: use rloo, "
+                          "grpo or gae)")
     if cfg.recpie.sft_eval_every > 0 and cfg.explainer.granularity != "user":
         raise ConfigError(f"recpie.sft_eval_every={cfg.recpie.sft_eval_every}: the warm-up curve asks whether one "
                           "user-level explanation names the teacher's top-1 of the K candidates: it needs "

@@ -170,6 +170,9 @@ def test_a_readout_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path
                                              "recpie.sft_eval_every": 0})
     with pytest.raises(ConfigError, match="rl.estimator=gae with explainer.choice=readout"):
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "recpie.ppo_iterations": 1, "rl.estimator": "gae"})
+    with pytest.raises(ConfigError, match="rl.estimator=expected .* explainer.choice=scored or readout"):
+        small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.choice": "generated", "recpie.ppo_iterations": 1,
+                                             "rl.estimator": "expected"})
 
 
 @pytest.mark.slow
@@ -209,3 +212,49 @@ def test_ppo_on_a_k_way_choice_moves_pi_toward_the_rewarded_candidate(tmp_path, 
     assert len(roll.texts) == 16 and roll.prompt_rows.tolist() == [r for r in range(4) for _ in range(4)]
     assert all(parse(t).like.startswith(roll.labels[r][a] + CHOICE_END)
                for t, r, a in zip(roll.texts, roll.prompt_rows.tolist(), roll.actions.tolist(), strict=True))
+
+
+@pytest.mark.slow
+def test_the_expected_reward_over_all_k_choices_moves_pi_without_a_draw(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
+                                                                       monkeypatch):
+    """rl.estimator=expected: every one of a prompt's K choices is written and rewarded (here: the reward pays
+    for the last candidate), pi moves toward it, and the stats are expectations under pi (the hit rate of a
+    candidate list is pi's mass on the target)."""
+    from joint_parts import joint_parts
+
+    import recpie.rl.explainer_trainer as trainer_module
+    from recpie.rl.reward import ExplanationReward
+
+    writer, trainer, host = joint_parts(tmp_path, nyc_data, tiny_llm_dir, **{
+        "explainer.choice": "readout", "explainer.encoder": "verdict", "recpie.ppo_iterations": 1,
+        "recpie.rollout_prompts": 4, "rl.estimator": "expected", "rl.ppo_epochs": 2, "recpie.llm_lr": 0.05})
+    k = writer.cfg.explainer.num_candidates
+    seen = {}
+
+    def last_liked(recommender, batch, h, candidates, rows, slot, z, present, other):
+        seen["rows"], seen["z"] = rows.clone(), z.clone()
+        own = z.view(len(z), k, 2)[:, -1, 0]  # the "may like" share of the last candidate
+        return ExplanationReward(own, torch.zeros_like(own), torch.zeros_like(own))
+
+    monkeypatch.setattr(trainer_module, "explanation_reward", last_liked)
+    opt = torch.optim.AdamW(trainer.explainer.trainable_parameters(), lr=0.05)
+    trainer.prepare(opt)
+    ids = trainer.draw_train_ids(4, "ppo0")  # the prompts of the first iteration (the same draw)
+    batch = writer.batch("train", ids)
+    h, candidates, logits = writer.recommender.predict_top(batch)
+    prompts, labels = writer.prompts("train", ids, candidates, logits), writer.labels(candidates)
+    pi = trainer.explainer.choice_logprobs(prompts, labels, h).exp()
+    first = trainer.ppo_iteration(opt, 0)
+    # every (prompt, choice) pair once, prompt-major: choice j's text likes candidate j
+    assert seen["rows"].tolist() == [r for r in range(4) for _ in range(k)]
+    liked = seen["z"].view(4, k, k, 2)[..., 0]
+    assert torch.equal(liked.argmax(-1), torch.arange(k).expand(4, k))
+    own = liked[..., -1]  # what the fake reward paid for each (prompt, choice)
+    assert first["reward/raw_mean"] == pytest.approx(float((pi * own).sum(-1).mean()), abs=1e-5)
+    target = writer.recommender.target(batch)
+    hit = (pi * (candidates == target[:, None]).float()).sum(-1).mean()
+    assert first["reward/like_hit_rate"] == pytest.approx(float(hit), abs=1e-5)
+    for _ in range(2):
+        trainer.ppo_iteration(opt, 0)
+    after = trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp()
+    assert after.mean() > pi[:, -1].mean() + 0.1 and trainer.policy_version == 4  # warm-up, then 3 iterations

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-Estimator = StrEnum("Estimator", ["gae", "grpo", "rloo"])  # how PPO's advantages are estimated
+# how PPO's advantages are estimated; "expected" (a K-way choice only, explainer.choice=scored/readout): no
+# draws, every one of a prompt's K choices rewarded and weighted by pi (ExplainerTrainer.expected_choice_iteration)
+Estimator = StrEnum("Estimator", ["gae", "grpo", "rloo", "expected"])
 KLReference = StrEnum("KLReference", ["base", "warmup"])  # the policy the KL penalty holds the explainer near
 # what the reward compares the sample's own explanation with (see RewardConfig.baseline)
 RewardBaseline = StrEnum("RewardBaseline", ["other", "null"])

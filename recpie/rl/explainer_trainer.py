@@ -354,6 +354,8 @@ class ExplainerTrainer:
         """Sampled explanations of fresh train samples, rewarded by the recommender's log-likelihood gain
         with each sample's own explanation over another sample's (or the null one, rl.reward.baseline),
         penalised for a missing EOS or unparseable text, then ``ppo_update``; returns its stats."""
+        if self.cfg.rl.estimator == "expected":
+            return self.expected_choice_iteration(opt, iteration)
         rl, host = self.cfg.rl, self.host
         start = time.perf_counter()
         group = rl.group_size if rl.estimator in ("grpo", "rloo") else 1
@@ -410,4 +412,82 @@ class ExplainerTrainer:
                  stats["reward/content"], hits, stats["ppo/kl_k1_per_seq"], stats["reward/parse_rate"],
                  stats["reward/eos_rate"], stats["speed/ppo_iteration_s"], stats["speed/rollout_s"],
                  stats["speed/rollout_tokens_per_s"])
+        return stats
+
+    def expected_choice_iteration(self, opt, iteration: int) -> dict[str, float]:
+        """rl.estimator=expected (a K-way choice): no draws. Every one of a prompt's K choices is written (its
+        template, "may not like" the least likely other name under pi) and rewarded (log p(target) with it minus
+        with the null explanation, the same for all K, under the fitted fusion; normalised as any reward), and
+        each of rl.ppo_epochs steps ascends the exact expectation sum_j pi_old(j) min(r_j A_j, clip(r_j) A_j),
+        r_j = pi(j) / pi_old(j), A_j = the choice's score minus pi_old's expected score (so naming candidate 1
+        earns only what it adds over the policy's own average), minus kl_coef x KL(pi || reference), exact over
+        the K. Returns the iteration's stats under ppo_iteration's names, each an expectation under pi_old."""
+        rl, host, temperature = self.cfg.rl, self.host, self.cfg.explainer.temperature
+        start = time.perf_counter()
+        ids = self.draw_train_ids(self.rc.rollout_prompts, f"ppo{iteration}")
+        batch = self.writer.batch("train", ids)
+        h, candidates, logits = self.recommender.predict_top(batch)
+        prompts, labels = self.writer.prompts("train", ids, candidates, logits), self.writer.labels(candidates)
+        n, k = candidates.shape
+        with torch.no_grad():
+            old = torch.log_softmax(self.explainer.choice_logprobs(prompts, labels, h) / temperature, -1)
+        if self.reference_weights is not None:
+            ref = self.with_weights(self.reference_weights, lambda: self.explainer.choice_logprobs(prompts, labels, h))
+        else:
+            with torch.no_grad(), self.explainer.model.disable_adapter():
+                ref = self.explainer.choice_logprobs(prompts, labels, h)
+        ref = torch.log_softmax(ref / temperature, -1).to(old.device)
+        rows = torch.arange(n, device=h.device).repeat_interleave(k)  # (prompt, choice) pairs, prompt-major
+        like = list(range(k)) * n
+        scores = old.tolist()
+        dislike = [least_likely_other(scores[r], labels[r], j) for r, j in zip(rows.tolist(), like, strict=True)]
+        samples = list(zip(ids.tolist(), candidates.tolist(), logits.tolist(), strict=True))
+        texts = self.writer.choice_texts("train", [samples[r] for r in rows.tolist()], like, dislike)
+        with torch.no_grad():
+            z, present = self.writer.encode(texts, candidates[rows])
+            g = torch.Generator().manual_seed(phase_seed(self.seed, host.current_epoch, host.global_rank, iteration,
+                                                         "other"))
+            parts = explanation_reward(self.recommender, batch, h, candidates, rows, torch.zeros_like(rows), z,
+                                       present, other_rows(rows.cpu(), g).to(rows.device))
+            raw = parts.raw("null")
+            done = torch.ones(len(raw), dtype=torch.bool, device=raw.device)  # a K-way choice always ends and parses
+            shaped, _ = shape_scores(host.gathered(raw), host.gathered(done), host.gathered(done), self.moments,
+                                     rl.reward)
+            shaped = shaped.view(-1, len(raw))[host.global_rank if host.world_size > 1 else 0].view(n, k)
+        pi_old = old.exp()  # everything of the update on the explainer's device
+        shaped = shaped.to(old.device)
+        advantages = shaped - (pi_old * shaped).sum(-1, keepdim=True)
+
+        def loss():
+            new = torch.log_softmax(self.explainer.choice_logprobs(prompts, labels, h, grad=True) / temperature, -1)
+            ratio = (new - old).exp()
+            surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - rl.cliprange, 1 + rl.cliprange) * advantages)
+            kl = (new.exp() * (new - ref)).sum(-1)
+            yield -(pi_old * surrogate).sum(-1).mean() + self.kl_ctl.value * kl.mean()
+
+        losses = [optimizer_step(host, opt, loss(), self.rc.grad_clip).item() for _ in range(rl.ppo_epochs)]
+        kl_old = (pi_old * (old - ref)).sum(-1).mean()
+        kl = host.reduced(kl_old.to(host.device), "mean")  # one coefficient on every rank
+        self.kl_ctl.update(float(kl), n_samples=n * host.world_size)
+        self.policy_version += 1
+
+        def expected(values: torch.Tensor) -> torch.Tensor:  # [n]: each prompt's mean over pi_old of [n, K] values
+            return (pi_old * values.view(n, k).to(pi_old.device)).sum(-1)
+
+        target = self.recommender.target(batch).to(candidates.device)
+        mean_raw = expected(raw)
+        stats = {**parts.stats(), "reward/raw_mean": mean_raw.mean().item(),
+                 "reward/raw_std": mean_raw.std(unbiased=False).item(),
+                 "reward/positive_share": expected((raw > 0).float()).mean().item(),
+                 "reward/content": expected(parts.own - parts.other).mean().item(),
+                 "reward/eos_rate": 1.0, "reward/parse_rate": 1.0,
+                 "reward/like_hit_rate": expected((candidates == target[:, None]).float()).mean().item(),
+                 "reward/best_choice_share": (advantages.argmax(-1) == pi_old.argmax(-1)).float().mean().item(),
+                 "ppo/kl_k1_per_seq": float(kl), "ppo/kl_coef": self.kl_ctl.value, "ppo/loss": losses[-1],
+                 "speed/ppo_iteration_s": time.perf_counter() - start}
+        log.info("cycle %d PPO %d (expected over the %d choices): reward %.4f +- %.4f (%.0f%% > 0; content %.4f), "
+                 "\"may like\" hits %.2f, KL %.3f; %.1f s", host.current_epoch, iteration, k,
+                 stats["reward/raw_mean"], stats["reward/raw_std"], 100 * stats["reward/positive_share"],
+                 stats["reward/content"], stats["reward/like_hit_rate"], stats["ppo/kl_k1_per_seq"],
+                 stats["speed/ppo_iteration_s"])
         return stats
