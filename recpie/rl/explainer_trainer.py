@@ -282,15 +282,31 @@ class ExplainerTrainer:
         explainer's K-way pi at explainer.temperature (its log-probs divided by it), "may not like" the
         least likely candidate of another name, the text their template (as the writer writes a greedy one)."""
         labels = self.writer.labels(candidates)
-        logp = self.explainer.choice_logprobs(prompts, labels, h) / self.cfg.explainer.temperature
-        picks = torch.multinomial(torch.softmax(logp[rows.cpu()], -1), 1).squeeze(1)
-        r, scores = rows.tolist(), logp.tolist()
-        dislikes = [least_likely_other(scores[row], labels[row], pick) for row, pick in zip(r, picks.tolist(),
-                                                                                           strict=True)]
-        samples = list(zip(ids.tolist(), candidates.tolist(), logits.tolist(), strict=True))
-        texts = self.writer.choice_texts("train", [samples[row] for row in r], picks.tolist(), dislikes)
+        logp = self.choice_logp(prompts, labels, h)
+        picks = torch.multinomial(logp[rows.cpu()].exp(), 1).squeeze(1)
+        texts = self.choice_texts(ids, candidates, logits, labels, logp, rows, picks.tolist())
         self.choice_rollout = ChoiceRollout(texts, picks.to(h.device), rows, prompts, labels)
         return self.choice_rollout  # what ``choice_forward`` reads the rows' prompts from
+
+    def choice_logp(self, prompts: list[str], labels: list[list[str]], h: torch.Tensor, reference: bool = False,
+                    grad: bool = False) -> torch.Tensor:
+        """[n, K] log pi of each prompt's K-way choice at explainer.temperature; with ``reference`` under the
+        reference policy (rl.kl_reference: the frozen post-warm-up weights, or the adapter-disabled base; no
+        grad), else with grad only if ``grad``."""
+        if reference and self.reference_weights is not None:
+            return self.with_weights(self.reference_weights, lambda: self.choice_logp(prompts, labels, h))
+        with self.explainer.model.disable_adapter() if reference else contextlib.nullcontext():
+            logp = self.explainer.choice_logprobs(prompts, labels, h, grad=grad and not reference)
+        return torch.log_softmax(logp / self.cfg.explainer.temperature, -1)
+
+    def choice_texts(self, ids: torch.Tensor, candidates: torch.Tensor, logits: torch.Tensor, labels: list[list[str]],
+                     logp: torch.Tensor, rows: torch.Tensor, likes: list[int]) -> list[str]:
+        """The templated text of each row (a train sample ``rows[r]`` of ``ids``, liking its candidate at
+        position ``likes[r]``, disliking the least likely other name under that sample's ``logp``)."""
+        r, scores = rows.tolist(), logp.tolist()
+        dislikes = [least_likely_other(scores[row], labels[row], like) for row, like in zip(r, likes, strict=True)]
+        samples = list(zip(ids.tolist(), candidates.tolist(), logits.tolist(), strict=True))
+        return self.writer.choice_texts("train", [samples[row] for row in r], likes, dislikes)
 
     def policy_forward(self, mb: Rollout, reference: bool = False):
         """(logprobs, values, entropy) of a minibatch's responses under the current policy, or with
@@ -318,12 +334,10 @@ class ExplainerTrainer:
         first = torch.zeros(len(prompt_rows), dtype=torch.long).scatter_(
             0, inverse.flip(0), torch.arange(len(inverse)).flip(0))  # a row of each distinct prompt
         picked = prompt_rows.tolist()
-        with torch.no_grad() if reference else contextlib.nullcontext(), \
-                self.explainer.model.disable_adapter() if reference else contextlib.nullcontext():
-            logp = self.explainer.choice_logprobs([roll.prompts[r] for r in picked], [roll.labels[r] for r in picked],
-                                                  mb.extras["user_state"][first.to(mb.extras["user_state"].device)],
-                                                  grad=not reference)
-        logp = torch.log_softmax(logp[inverse.to(logp.device)] / self.cfg.explainer.temperature, -1)
+        logp = self.choice_logp([roll.prompts[r] for r in picked], [roll.labels[r] for r in picked],
+                                mb.extras["user_state"][first.to(mb.extras["user_state"].device)], reference,
+                                grad=not reference)
+        logp = logp[inverse.to(logp.device)]
         action = mb.sequences[:, -1:].to(logp.device)
         entropy = -(logp.exp() * logp).sum(-1, keepdim=True).detach()
         return logp.gather(1, action), None, entropy
@@ -422,27 +436,17 @@ class ExplainerTrainer:
         r_j = pi(j) / pi_old(j), A_j = the choice's score minus pi_old's expected score (so naming candidate 1
         earns only what it adds over the policy's own average), minus kl_coef x KL(pi || reference), exact over
         the K. Returns the iteration's stats under ppo_iteration's names, each an expectation under pi_old."""
-        rl, host, temperature = self.cfg.rl, self.host, self.cfg.explainer.temperature
+        rl, host = self.cfg.rl, self.host
         start = time.perf_counter()
         ids = self.draw_train_ids(self.rc.rollout_prompts, f"ppo{iteration}")
         batch = self.writer.batch("train", ids)
         h, candidates, logits = self.recommender.predict_top(batch)
         prompts, labels = self.writer.prompts("train", ids, candidates, logits), self.writer.labels(candidates)
         n, k = candidates.shape
-        with torch.no_grad():
-            old = torch.log_softmax(self.explainer.choice_logprobs(prompts, labels, h) / temperature, -1)
-        if self.reference_weights is not None:
-            ref = self.with_weights(self.reference_weights, lambda: self.explainer.choice_logprobs(prompts, labels, h))
-        else:
-            with torch.no_grad(), self.explainer.model.disable_adapter():
-                ref = self.explainer.choice_logprobs(prompts, labels, h)
-        ref = torch.log_softmax(ref / temperature, -1).to(old.device)
+        old, ref = self.choice_logp(prompts, labels, h), self.choice_logp(prompts, labels, h, reference=True)
+        ref = ref.to(old.device)
         rows = torch.arange(n, device=h.device).repeat_interleave(k)  # (prompt, choice) pairs, prompt-major
-        like = list(range(k)) * n
-        scores = old.tolist()
-        dislike = [least_likely_other(scores[r], labels[r], j) for r, j in zip(rows.tolist(), like, strict=True)]
-        samples = list(zip(ids.tolist(), candidates.tolist(), logits.tolist(), strict=True))
-        texts = self.writer.choice_texts("train", [samples[r] for r in rows.tolist()], like, dislike)
+        texts = self.choice_texts(ids, candidates, logits, labels, old, rows, list(range(k)) * n)
         with torch.no_grad():
             z, present = self.writer.encode(texts, candidates[rows])
             g = torch.Generator().manual_seed(phase_seed(self.seed, host.current_epoch, host.global_rank, iteration,
@@ -459,7 +463,7 @@ class ExplainerTrainer:
         advantages = shaped - (pi_old * shaped).sum(-1, keepdim=True)
 
         def loss():
-            new = torch.log_softmax(self.explainer.choice_logprobs(prompts, labels, h, grad=True) / temperature, -1)
+            new = self.choice_logp(prompts, labels, h, grad=True)
             ratio = (new - old).exp()
             surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - rl.cliprange, 1 + rl.cliprange) * advantages)
             kl = (new.exp() * (new - ref)).sum(-1)
