@@ -175,23 +175,23 @@ def test_a_readout_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path
                                              "rl.estimator": "expected"})
 
 
-@pytest.mark.slow
-def test_ppo_on_a_k_way_choice_moves_pi_toward_the_rewarded_candidate(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
-                                                                     monkeypatch):
-    """The rollout samples "may like" positions from pi, the texts are their templates, and PPO (RLOO over
-    each prompt's group) raises pi of the candidate the reward pays for: here the last of the K."""
+def _paid_for_the_last(tmp_path, nyc_data, llm_dir, monkeypatch, **over):
+    """A warmed-up readout trainer whose reward pays for the last of the K candidates' "may like" share (the
+    reward's calls kept in ``seen``), its optimizer, and the first PPO iteration's prompts (the same draw):
+    (trainer, opt, seen, batch, (prompts, labels, h, candidates))."""
     from joint_parts import joint_parts
 
     import recpie.rl.explainer_trainer as trainer_module
     from recpie.rl.reward import ExplanationReward
 
-    writer, trainer, host = joint_parts(tmp_path, nyc_data, tiny_llm_dir, **{
+    writer, trainer, host = joint_parts(tmp_path, nyc_data, llm_dir, **{
         "explainer.choice": "readout", "explainer.encoder": "verdict", "recpie.ppo_iterations": 1,
-        "recpie.rollout_prompts": 4, "rl.group_size": 4, "rl.ppo_epochs": 2, "rl.minibatch_size": 8,
-        "recpie.llm_lr": 0.05})
+        "recpie.rollout_prompts": 4, "rl.ppo_epochs": 2, "recpie.llm_lr": 0.05, **over})
     k = writer.cfg.explainer.num_candidates
+    seen = {}
 
     def last_liked(recommender, batch, h, candidates, rows, slot, z, present, other):
+        seen["rows"], seen["z"] = rows.clone(), z.clone()
         own = z.view(len(z), k, 2)[:, -1, 0]  # the "may like" share of the last candidate
         return ExplanationReward(own, torch.zeros_like(own), torch.zeros_like(own))
 
@@ -201,7 +201,17 @@ def test_ppo_on_a_k_way_choice_moves_pi_toward_the_rewarded_candidate(tmp_path, 
     ids = trainer.draw_train_ids(4, "ppo0")  # the prompts of the first iteration (the same draw)
     batch = writer.batch("train", ids)
     h, candidates, logits = writer.recommender.predict_top(batch)
-    prompts, labels = writer.prompts("train", ids, candidates, logits), writer.labels(candidates)
+    return trainer, opt, seen, batch, (writer.prompts("train", ids, candidates, logits), writer.labels(candidates),
+                                       h, candidates)
+
+
+@pytest.mark.slow
+def test_ppo_on_a_k_way_choice_moves_pi_toward_the_rewarded_candidate(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
+                                                                     monkeypatch):
+    """The rollout samples "may like" positions from pi, the texts are their templates, and PPO (RLOO over
+    each prompt's group) raises pi of the candidate the reward pays for: here the last of the K."""
+    trainer, opt, _, _, (prompts, labels, h, _) = _paid_for_the_last(
+        tmp_path, nyc_data, tiny_llm_dir, monkeypatch, **{"rl.group_size": 4, "rl.minibatch_size": 8})
     before = trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp()
     stats = [trainer.ppo_iteration(opt, 0) for _ in range(3)]
     after = trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp()
@@ -220,29 +230,9 @@ def test_the_expected_reward_over_all_k_choices_moves_pi_without_a_draw(tmp_path
     """rl.estimator=expected: every one of a prompt's K choices is written and rewarded (here: the reward pays
     for the last candidate), pi moves toward it, and the stats are expectations under pi (the hit rate of a
     candidate list is pi's mass on the target)."""
-    from joint_parts import joint_parts
-
-    import recpie.rl.explainer_trainer as trainer_module
-    from recpie.rl.reward import ExplanationReward
-
-    writer, trainer, host = joint_parts(tmp_path, nyc_data, tiny_llm_dir, **{
-        "explainer.choice": "readout", "explainer.encoder": "verdict", "recpie.ppo_iterations": 1,
-        "recpie.rollout_prompts": 4, "rl.estimator": "expected", "rl.ppo_epochs": 2, "recpie.llm_lr": 0.05})
-    k = writer.cfg.explainer.num_candidates
-    seen = {}
-
-    def last_liked(recommender, batch, h, candidates, rows, slot, z, present, other):
-        seen["rows"], seen["z"] = rows.clone(), z.clone()
-        own = z.view(len(z), k, 2)[:, -1, 0]  # the "may like" share of the last candidate
-        return ExplanationReward(own, torch.zeros_like(own), torch.zeros_like(own))
-
-    monkeypatch.setattr(trainer_module, "explanation_reward", last_liked)
-    opt = torch.optim.AdamW(trainer.explainer.trainable_parameters(), lr=0.05)
-    trainer.prepare(opt)
-    ids = trainer.draw_train_ids(4, "ppo0")  # the prompts of the first iteration (the same draw)
-    batch = writer.batch("train", ids)
-    h, candidates, logits = writer.recommender.predict_top(batch)
-    prompts, labels = writer.prompts("train", ids, candidates, logits), writer.labels(candidates)
+    trainer, opt, seen, batch, (prompts, labels, h, candidates) = _paid_for_the_last(
+        tmp_path, nyc_data, tiny_llm_dir, monkeypatch, **{"rl.estimator": "expected"})
+    k = candidates.shape[1]
     pi = trainer.explainer.choice_logprobs(prompts, labels, h).exp()
     first = trainer.ppo_iteration(opt, 0)
     # every (prompt, choice) pair once, prompt-major: choice j's text likes candidate j
@@ -251,7 +241,7 @@ def test_the_expected_reward_over_all_k_choices_moves_pi_without_a_draw(tmp_path
     assert torch.equal(liked.argmax(-1), torch.arange(k).expand(4, k))
     own = liked[..., -1]  # what the fake reward paid for each (prompt, choice)
     assert first["reward/raw_mean"] == pytest.approx(float((pi * own).sum(-1).mean()), abs=1e-5)
-    target = writer.recommender.target(batch)
+    target = trainer.recommender.target(batch)
     hit = (pi * (candidates == target[:, None]).float()).sum(-1).mean()
     assert first["reward/like_hit_rate"] == pytest.approx(float(hit), abs=1e-5)
     for _ in range(2):
