@@ -66,7 +66,7 @@ RANGES: dict[str, Rule] = {
     "explainer.temperature": _gt(0),
     "explainer.encoder_max_tokens": _ge(1), "explainer.forward_tokens": _ge(1),
     "rl.group_size": _ge(1), "rl.ppo_epochs": _ge(1), "rl.minibatch_size": _ge(1), "rl.cliprange": _gt(0),
-    "rl.cliprange_value": _gt(0), "rl.vf_coef": _ge(0), "rl.gamma": SHARE, "rl.lam": SHARE,
+    "rl.lr": _ge(0), "rl.cliprange_value": _gt(0), "rl.vf_coef": _ge(0), "rl.gamma": SHARE, "rl.lam": SHARE,
     "rl.kl.init_coef": _ge(0), "rl.kl.target": _gt(0), "rl.kl.horizon": _ge(1),
     "rl.reward.clip": _ge(0), "rl.reward.std_floor": _ge(0),
     "recpie.cycles": _ge(1), "recpie.rec_steps_per_cycle": _ge(1), "recpie.ppo_iterations": _ge(0),

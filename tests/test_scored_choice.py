@@ -229,9 +229,12 @@ def test_the_expected_reward_over_all_k_choices_moves_pi_without_a_draw(tmp_path
                                                                        monkeypatch):
     """rl.estimator=expected: every one of a prompt's K choices is written and rewarded (here: the reward pays
     for the last candidate), pi moves toward it, and the stats are expectations under pi (the hit rate of a
-    candidate list is pi's mass on the target)."""
+    candidate list is pi's mass on the target). PPO steps at rl.lr, the warm-up's at recpie.llm_lr (here
+    500x smaller: pi would not move 0.1 at it)."""
     trainer, opt, seen, batch, (prompts, labels, h, candidates) = _paid_for_the_last(
-        tmp_path, nyc_data, tiny_llm_dir, monkeypatch, **{"rl.estimator": "expected"})
+        tmp_path, nyc_data, tiny_llm_dir, monkeypatch, **{"rl.estimator": "expected", "rl.lr": 0.05,
+                                                           "recpie.llm_lr": 1e-4})
+    assert {group["lr"] for group in opt.param_groups} == {1e-4}  # the warm-up's steps
     k = candidates.shape[1]
     pi = trainer.explainer.choice_logprobs(prompts, labels, h).exp()
     first = trainer.ppo_iteration(opt, 0)
@@ -248,3 +251,4 @@ def test_the_expected_reward_over_all_k_choices_moves_pi_without_a_draw(tmp_path
         trainer.ppo_iteration(opt, 0)
     after = trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp()
     assert after.mean() > pi[:, -1].mean() + 0.1 and trainer.policy_version == 4  # warm-up, then 3 iterations
+    assert {group["lr"] for group in opt.param_groups} == {0.05}

@@ -72,11 +72,17 @@ def write_curve(path: Path, points: list[dict[str, float]]) -> None:
         write_or_explain(path.with_suffix(".csv"), out.getvalue(), "run.output_dir")
 
 
-def optimizer_step(host: TrainerHost, opt, losses: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor:
+def optimizer_step(host: TrainerHost, opt, losses: Iterable[torch.Tensor], grad_clip: float,
+                   lr: float | None = None) -> torch.Tensor:
     """The one optimizer step of the joint training (warm-up, PPO minibatches, recommender): on one loss
     alone from zeroed gradients, its gradient norm clipped to grad_clip (0: no clipping) through the host.
     ``losses`` are the loss's parts (micro-batches), each backpropagated before the next is computed, so
-    only one part's activations live at a time. Returns the loss (their sum, detached)."""
+    only one part's activations live at a time. ``lr``: the step's learning rate, set on every parameter group
+    (the explainer's optimizer serves the warm-up and PPO at rates of their own); None keeps the groups'.
+    Returns the loss (their sum, detached)."""
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
     opt.zero_grad()
     parts = []
     for loss in losses:
@@ -151,6 +157,11 @@ class ExplainerTrainer:
         self.reference_weights = state["reference_weights"]
         self.curve = list(state.get("warmup_curve", []))  # none in a checkpoint written before the curve
 
+    @property
+    def ppo_lr(self) -> float:
+        """The learning rate of PPO's steps: rl.lr, or recpie.llm_lr (the warm-up's) when it is 0."""
+        return self.cfg.rl.lr or self.rc.llm_lr
+
     def prepare(self, opt) -> None:
         """Before the cycle's PPO: the format warm-up (once per run), then the KL reference snapshot."""
         if not self.sft_done and self.rc.sft_steps > 0:
@@ -213,7 +224,7 @@ class ExplainerTrainer:
             else:  # template: the recommender's order; hindsight: the target first
                 order = order_with_first(candidates.cpu(), like or candidates[:, 0].tolist())
             losses = choice_losses(self.explainer, prompts, writer.labels(candidates), order, h)
-            loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip)
+            loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip, self.rc.llm_lr)
             self.host.log("sft/loss", loss, on_step=False, on_epoch=True)
             return len(ids)
         targets = [templated_choice(self.data, "train", i, c, self.cfg.explainer, focus=f,
@@ -225,7 +236,7 @@ class ExplainerTrainer:
         losses = sft_losses(self.explainer, prompts, [t.text for t in targets],
                             h.repeat_interleave(writer.slots, 0), [t.names for t in targets],
                             self.rc.sft_choice_weight)
-        loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip)
+        loss = optimizer_step(self.host, opt, losses, self.rc.grad_clip, self.rc.llm_lr)
         self.host.log("sft/loss", loss, on_step=False, on_epoch=True)
         return len(ids)
 
@@ -408,7 +419,7 @@ class ExplainerTrainer:
             rollout.old_logprobs, rollout.ref_logprobs, rollout.values = old_lp, ref, values
 
         stats = ppo_update(rollout, self.policy_forward, cfg=rl, kl_coef=self.kl_ctl.value,
-                           optimize=lambda losses: optimizer_step(host, opt, losses, self.rc.grad_clip),
+                           optimize=lambda losses: optimizer_step(host, opt, losses, self.rc.grad_clip, self.ppo_lr),
                            generator=torch.Generator().manual_seed(phase_seed(host.current_epoch, iteration)),
                            microbatch_tokens=self.cfg.explainer.forward_tokens)
         kl = host.reduced(torch.tensor(stats["ppo/kl_k1_per_seq"], device=host.device), "mean")  # one coefficient
@@ -469,7 +480,8 @@ class ExplainerTrainer:
             kl = (new.exp() * (new - ref)).sum(-1)
             yield -(pi_old * surrogate).sum(-1).mean() + self.kl_ctl.value * kl.mean()
 
-        losses = [optimizer_step(host, opt, loss(), self.rc.grad_clip).item() for _ in range(rl.ppo_epochs)]
+        losses = [optimizer_step(host, opt, loss(), self.rc.grad_clip, self.ppo_lr).item()
+                  for _ in range(rl.ppo_epochs)]
         kl_old = (pi_old * (old - ref)).sum(-1).mean()
         kl = host.reduced(kl_old.to(host.device), "mean")  # one coefficient on every rank
         self.kl_ctl.update(float(kl), n_samples=n * host.world_size)
