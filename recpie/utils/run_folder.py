@@ -75,6 +75,7 @@ def changed_keys(old: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any]]
 # (keyed by the fingerprint) are found again; at any other value it changes the fingerprint
 ADDED_SINCE = {
     "explainer.show_scores": False,
+    "rl.lr": 0.0,
 }
 
 
