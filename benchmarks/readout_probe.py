@@ -8,9 +8,12 @@ teacher's order, standardised states, a ridge per row of the table) and prints, 
 trained head and each refitted head name the teacher's top-1: over all samples, and where the teacher departs
 from the recommender's first candidate (what always naming candidate 1 misses: the content a relay carries).
 A refitted head far above the trained one says the warm-up under-trains the head; one level with it, that
-the hidden states do not hold the teacher's facts in a linear form.
+the hidden states do not hold the teacher's facts in a linear form. With ``--layers``, fresh heads are also
+fitted on other hidden states at the same line ends (explainer.readout_layers: 0 the embeddings, i layer i's
+output, RMS-normalised as the explainer reads them), each alone and each beside the run's own: where a line's
+facts are more linear than in the state the run reads.
 
-    python benchmarks/readout_probe.py results/nyc_recpie_3pct_readout [--train 384] [--val 256]
+    python benchmarks/readout_probe.py results/nyc_recpie_3pct_readout [--train 384] [--val 256] [--layers 6 9 12]
 """
 from __future__ import annotations
 
@@ -23,30 +26,34 @@ import torch
 
 from recpie.evaluation.tables import markdown_table
 from recpie.explainer.choice import listwise_loss
+from recpie.explainer.explainer import readout_layers
 from recpie.explainer.warmup import FactsTeacher
 from recpie.recipes.trained_run import load_trained_run
 
 
 class _Capture(torch.nn.Module):
-    """The choice head, keeping the line-end hidden states it reads (one tensor per prompt group)."""
+    """The choice head, keeping the line-end hidden states it reads (one tensor per prompt group) and passing
+    the first ``width`` of them (the run's own readout layers) to the run's head."""
 
-    def __init__(self, head: torch.nn.Module):
+    def __init__(self, head: torch.nn.Module, width: int):
         super().__init__()
-        self.head, self.seen = head, []
+        self.head, self.width, self.seen = head, width, []
 
     def forward(self, lines: torch.Tensor) -> torch.Tensor:
         self.seen.append(lines.detach())
-        return self.head(lines)
+        return self.head(lines[..., :self.width])
 
 
 @torch.no_grad()
-def read_states(module, data, teacher: FactsTeacher, split: str, ids: np.ndarray, batch: int = 32
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(hidden states [n, K, d] at the candidates' line ends, the trained head's log pi [n, K], the
-    teacher's order [n, K]) of ``ids`` of ``split``, with the run's recommender's top K."""
+def read_states(module, data, teacher: FactsTeacher, split: str, ids: np.ndarray, extra: tuple[int, ...] = (),
+                batch: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hidden states [n, K, d x layers] at the candidates' line ends: the run's readout layers, then
+    ``extra``; the trained head's log pi [n, K]; the teacher's order [n, K]) of ``ids`` of ``split``, with the
+    run's recommender's top K."""
     ex, writer, rec, cfg = module.explainer, module.writer, module.recommender, module.cfg
-    capture = _Capture(ex.choice_head)
-    ex.choice_head, states, logps, orders = capture, [], [], []
+    own = ex.readout_layers
+    capture = _Capture(ex.choice_head, ex.hidden_size * len(own))
+    ex.choice_head, ex.readout_layers, states, logps, orders = capture, own + extra, [], [], []
     try:
         for start in range(0, len(ids), batch):
             chunk = torch.as_tensor(ids[start:start + batch])
@@ -63,7 +70,7 @@ def read_states(module, data, teacher: FactsTeacher, split: str, ids: np.ndarray
             print(f"{split}: {min(start + batch, len(ids))}/{len(ids)} prompts read ({time.strftime('%H:%M:%S')})",
                   flush=True)
     finally:
-        ex.choice_head = capture.head
+        ex.choice_head, ex.readout_layers = capture.head, own
     return torch.cat(states), torch.cat(logps), torch.cat(orders)
 
 
@@ -99,22 +106,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", type=int, default=384, help="train samples the fresh heads are fitted on")
     ap.add_argument("--val", type=int, default=256, help="val samples they are measured on")
     ap.add_argument("--ridges", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1])
+    ap.add_argument("--layers", type=int, nargs="*", default=[],
+                    help="other hidden states to fit fresh heads on (explainer.readout_layers' indices)")
     args = ap.parse_args(argv)
     cfg, data, module = load_trained_run(args.run, args.seed)
     if module.explainer is None or module.explainer.choice_head is None:
         raise SystemExit(f"{args.run}: not a run with explainer.choice=readout (no choice head to probe)")
+    own = module.explainer.readout_layers
+    extra = readout_layers(args.layers, module.explainer.model.config) if args.layers else ()
+    if set(extra) & set(own):
+        raise SystemExit(f"--layers {args.layers}: the run already reads {list(own)}; name other hidden states")
     teacher = FactsTeacher.fit(module.recommender.backbone, data, cfg)
     draw = np.random.default_rng(cfg.run.seeds[0] if args.seed is None else args.seed)
     train_ids = draw.choice(len(data.splits["train"]), args.train, replace=False)
     val_ids = draw.choice(len(data.splits["val"]), args.val, replace=False)
-    train_states, _, train_order = read_states(module, data, teacher, "train", train_ids)
-    val_states, val_logp, val_order = read_states(module, data, teacher, "val", val_ids)
+    train_states, _, train_order = read_states(module, data, teacher, "train", train_ids, extra)
+    val_states, val_logp, val_order = read_states(module, data, teacher, "val", val_ids, extra)
     rows = [["the run's trained head", "-", *agreement(val_logp, val_order)]]
-    for ridge in args.ridges:
-        w, (mean, std) = fit_head(train_states, train_order, ridge)
-        rows.append([f"refitted on {args.train} train samples, ridge {ridge:g}",
-                     agreement(((train_states - mean) / std) @ w, train_order)[0],
-                     *agreement(((val_states - mean) / std) @ w, val_order)])
+    d = module.explainer.hidden_size
+    width = d * len(own)
+    readings = {f"the run's {list(own)}": [slice(0, width)]}
+    for n, layer in enumerate(extra):
+        at = width + n * d
+        readings[f"[{layer}] alone"] = [slice(at, at + d)]
+        readings[f"{list(own)} + [{layer}]"] = [slice(0, width), slice(at, at + d)]
+    for name, parts in readings.items():
+        train_x, val_x = (torch.cat([states[..., part] for part in parts], -1) for states in (train_states, val_states))
+        for ridge in args.ridges:
+            w, (mean, std) = fit_head(train_x, train_order, ridge)
+            rows.append([f"{name} refitted on {args.train} train samples, ridge {ridge:g}",
+                         agreement(((train_x - mean) / std) @ w, train_order)[0],
+                         *agreement(((val_x - mean) / std) @ w, val_order)])
     off = float((val_order[:, 0] != 0).float().mean())
     print(f"\n{args.run}: the readout head's choice against the facts teacher's top-1 ({args.val} val samples; "
           f"the teacher departs from candidate 1 on {off:.3f} of them)\n")

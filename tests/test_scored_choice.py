@@ -11,6 +11,7 @@ from test_explainer_llm import tiny_cfg
 from test_explainer_warmup import counter_top
 from tiny_llm import tiny_llm_dir  # noqa: F401  (fixture)
 
+from recpie.errors import ConfigError
 from recpie.explainer.choice import choice_losses, choice_positions, listwise_loss, order_with_first
 from recpie.explainer.explainer import Explainer
 from recpie.explainer.parse import CHOICE_END, parse
@@ -93,6 +94,45 @@ def test_a_readout_score_reads_its_line_and_what_came_before_it(nyc_data, tiny_l
     assert ((after[:, 2] - after[:, 0]) - (before[:, 2] - before[:, 0])).abs().min() > 1e-4
 
 
+def test_a_readout_of_other_layers_reads_them_at_the_line_end(nyc_data, tiny_llm_dir):  # noqa: F811
+    """explainer.readout_layers: the head reads the named hidden states, concatenated. Layer 0 (the embeddings)
+    holds a line's last token alone: rewriting the line before it leaves the score; with the head's weight on
+    the last layer's part only, [1, -1] scores as [-1] does; an index past the LLM's depth is refused."""
+    cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="readout")
+    prompts, labels, _ = _prompts(nyc_data, cfg, 4, 3)
+    h = torch.randn(4, 8)
+
+    def explainer(layers):
+        torch.manual_seed(0)
+        return Explainer(tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="readout",
+                                  readout_layers=layers), user_dim=8)
+
+    last, both, embeddings = explainer([-1]), explainer([1, -1]), explainer([0])
+    d = last.hidden_size
+    assert both.readout_layers == (1, -1) and both.choice_head.weight.shape == (1, 2 * d)
+    w = torch.randn(1, d)
+    with torch.no_grad():
+        last.choice_head.weight.copy_(w)
+        both.choice_head.weight.copy_(torch.cat([torch.zeros(1, d), w], 1))
+        embeddings.choice_head.weight.copy_(w)
+    torch.testing.assert_close(both.choice_logprobs(prompts, labels, h), last.choice_logprobs(prompts, labels, h))
+    with torch.no_grad():
+        both.choice_head.weight.copy_(torch.cat([w, torch.zeros(1, d)], 1))
+    assert (both.choice_logprobs(prompts, labels, h) - last.choice_logprobs(prompts, labels, h)).abs().max() > 1e-3
+    # the last candidate line's distance rewritten, its last token kept: the embedding reading does not move
+    changed = [p.replace(p.split("\n")[-2], p.split("\n")[-2].replace(" km", "9 km", 1)) for p in prompts]
+    assert changed != prompts
+    torch.testing.assert_close(embeddings.choice_logprobs(changed, labels, h), embeddings.choice_logprobs(prompts,
+                                                                                                           labels, h))
+    assert (last.choice_logprobs(changed, labels, h) - last.choice_logprobs(prompts, labels, h)).abs().max() > 1e-4
+    depth = last.model.config.num_hidden_layers
+    assert explainer([depth]).readout_layers == (-1,)  # the last hidden state, however named
+    with pytest.raises(ConfigError, match=r"explainer.readout_layers=\[99\]"):
+        explainer([99])
+    with pytest.raises(ConfigError, match="twice"):
+        explainer([depth, -1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("choice", ["scored", "readout"])
 def test_the_warmup_learns_a_teachers_order_and_texts_name_its_choice(nyc_data, tiny_llm_dir, choice):  # noqa: F811
@@ -131,7 +171,6 @@ def test_a_readout_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path
     from test_recpie_module import small_cfg
 
     from recpie.components.backbone import Backbone
-    from recpie.errors import ConfigError
     from recpie.recipes.recpie import fit_variant
     from recpie.utils.seeds import subset_ids
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from recpie.config_checks import check_decoding, check_section
+from recpie.errors import ConfigError
 from recpie.explainer.cache import ExplanationCache
 from recpie.explainer.config import ExplainerConfig
 from recpie.explainer.encoder import LLMEncoder, SentenceEncoder, VerdictEncoder
@@ -61,8 +62,10 @@ class Explainer(nn.Module):
             self.encoder = VerdictEncoder(cfg.num_candidates)
         else:
             self.encoder = SentenceEncoder(cfg.encoder, self.device)
-        # explainer.choice=readout: each candidate's score from the hidden state ending its prompt line
-        self.choice_head = nn.Linear(self.hidden_size, 1).to(self.device) if cfg.choice == "readout" else None
+        # explainer.choice=readout: each candidate's score from the hidden states ending its prompt line
+        self.readout_layers = readout_layers(cfg.readout_layers, self.model.config)
+        self.choice_head = nn.Linear(self.hidden_size * len(self.readout_layers), 1).to(self.device) \
+            if cfg.choice == "readout" else None
         if self.choice_head is not None:
             nn.init.zeros_(self.choice_head.weight)
             nn.init.zeros_(self.choice_head.bias)
@@ -168,11 +171,14 @@ class Explainer(nn.Module):
             embeds, mask, pos = build_inputs(
                 self.model, enc.input_ids[rows, cut:].to(self.device), enc.attention_mask[rows, cut:].to(self.device),
                 self.soft(user_states[rows] if user_states is not None else None))
+            last_only = self.readout_layers == (-1,)
             with attention_implementation(self.model, self.attention):
-                hidden = body(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
-                              use_cache=False).last_hidden_state
+                out = body(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False,
+                           output_hidden_states=not last_only)
             at = (cols[rows] - cut + m).to(self.device)  # the soft prompt sits before the first real token
-            lines = hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))
+            states = [out.last_hidden_state] if last_only else [out.hidden_states[i] for i in self.readout_layers]
+            lines = torch.cat([line_states(hidden, at, normalise=i != -1)
+                               for hidden, i in zip(states, self.readout_layers, strict=True)], -1)
             yield rows, torch.log_softmax(self.choice_head(lines.float()).squeeze(-1), -1)
 
     def choice_logprobs(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None,
@@ -250,6 +256,29 @@ class Explainer(nn.Module):
         with torch.no_grad():
             for k, v in state.items():
                 params[k].copy_(v)
+
+
+def readout_layers(layers, config) -> tuple[int, ...]:
+    """explainer.readout_layers as a tuple, each index checked against the LLM's depth (its hidden_states hold
+    the embeddings and every layer's output: num_hidden_layers + 1 of them); the last one named -1."""
+    count = config.num_hidden_layers + 1
+    if not layers or any(not -count <= i < count for i in layers):
+        raise ConfigError(f"explainer.readout_layers={list(layers)}: each must index the LLM's {count} hidden "
+                          f"states (0 the embeddings ... {count - 1} or -1 the last layer's), and at least one")
+    named = tuple(-1 if i % count == count - 1 else i % count for i in layers)
+    if len(set(named)) < len(named):
+        raise ConfigError(f"explainer.readout_layers={list(layers)} names a hidden state twice")
+    return named
+
+
+def line_states(hidden: torch.Tensor, at: torch.Tensor, normalise: bool) -> torch.Tensor:
+    """[n, K, d] the rows of ``hidden`` [n, T, d] at the columns ``at`` [n, K]; with ``normalise`` each RMS-
+    normalised without weights (a layer's output before the final norm, whose scale grows with depth)."""
+    lines = hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))
+    if not normalise:
+        return lines
+    lines = lines.float()
+    return lines * torch.rsqrt(lines.pow(2).mean(-1, keepdim=True) + 1e-6)
 
 
 def base_model_digest(cfg: ExplainerConfig, model: nn.Module) -> str:
