@@ -76,6 +76,7 @@ def changed_keys(old: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any]]
 ADDED_SINCE = {
     "explainer.show_scores": False,
     "rl.lr": 0.0,
+    "explainer.readout_layers": [-1],
 }
 
 
