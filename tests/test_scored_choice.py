@@ -95,36 +95,39 @@ def test_a_readout_score_reads_its_line_and_what_came_before_it(nyc_data, tiny_l
 
 
 def test_a_readout_of_other_layers_reads_them_at_the_line_end(nyc_data, tiny_llm_dir):  # noqa: F811
-    """explainer.readout_layers: the head reads the named hidden states, concatenated. Layer 0 (the embeddings)
-    holds a line's last token alone: rewriting the line before it leaves the score; with the head's weight on
-    the last layer's part only, [1, -1] scores as [-1] does; an index past the LLM's depth is refused."""
+    """explainer.readout_layers: the head reads the named hidden states, concatenated, each through the final
+    norm. Layer 0 (the embeddings) holds a line's last token alone: rewriting the line before it leaves the
+    score; a readout of layer 1 alone (a forward that stops there) reads what [1, -1] reads of layer 1 (the
+    whole forward); with the head's weight on the last part only, [1, -1] scores as [-1]; an index past the
+    LLM's depth is refused."""
     cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="readout")
     prompts, labels, _ = _prompts(nyc_data, cfg, 4, 3)
     h = torch.randn(4, 8)
 
-    def explainer(layers):
+    def explainer(layers, weight=None):
         torch.manual_seed(0)
-        return Explainer(tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="readout",
-                                  readout_layers=layers), user_dim=8)
+        ex = Explainer(tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="readout",
+                                readout_layers=layers), user_dim=8)
+        if weight is not None:
+            with torch.no_grad():
+                ex.choice_head.weight.copy_(weight)
+        return ex
 
-    last, both, embeddings = explainer([-1]), explainer([1, -1]), explainer([0])
-    d = last.hidden_size
-    assert both.readout_layers == (1, -1) and both.choice_head.weight.shape == (1, 2 * d)
-    w = torch.randn(1, d)
-    with torch.no_grad():
-        last.choice_head.weight.copy_(w)
-        both.choice_head.weight.copy_(torch.cat([torch.zeros(1, d), w], 1))
-        embeddings.choice_head.weight.copy_(w)
-    torch.testing.assert_close(both.choice_logprobs(prompts, labels, h), last.choice_logprobs(prompts, labels, h))
-    with torch.no_grad():
-        both.choice_head.weight.copy_(torch.cat([w, torch.zeros(1, d)], 1))
-    assert (both.choice_logprobs(prompts, labels, h) - last.choice_logprobs(prompts, labels, h)).abs().max() > 1e-3
+    def scores(ex, texts=prompts):
+        return ex.choice_logprobs(texts, labels, h)
+
+    d = explainer([-1]).hidden_size
+    w, zero = torch.randn(1, d), torch.zeros(1, d)
+    last, embeddings, first = explainer([-1], w), explainer([0], w), explainer([1], w)
+    assert explainer([1, -1]).readout_layers == (1, -1) and explainer([1, -1]).choice_head.weight.shape == (1, 2 * d)
+    torch.testing.assert_close(scores(explainer([1, -1], torch.cat([zero, w], 1))), scores(last))
+    torch.testing.assert_close(scores(explainer([1, -1], torch.cat([w, zero], 1))), scores(first))
+    assert (scores(first) - scores(last)).abs().max() > 1e-3  # layer 1 is not the last layer's reading
     # the last candidate line's distance rewritten, its last token kept: the embedding reading does not move
     changed = [p.replace(p.split("\n")[-2], p.split("\n")[-2].replace(" km", "9 km", 1)) for p in prompts]
     assert changed != prompts
-    torch.testing.assert_close(embeddings.choice_logprobs(changed, labels, h), embeddings.choice_logprobs(prompts,
-                                                                                                           labels, h))
-    assert (last.choice_logprobs(changed, labels, h) - last.choice_logprobs(prompts, labels, h)).abs().max() > 1e-4
+    torch.testing.assert_close(scores(embeddings, changed), scores(embeddings))
+    assert (scores(last, changed) - scores(last)).abs().max() > 1e-4
     depth = last.model.config.num_hidden_layers
     assert explainer([depth]).readout_layers == (-1,)  # the last hidden state, however named
     with pytest.raises(ConfigError, match=r"explainer.readout_layers=\[99\]"):

@@ -74,11 +74,12 @@ class ExplainerConfig:
     # the teacher's order from 512 examples: docs/results.md)
     choice: Choice = Choice.generated
     # explainer.choice=readout: the LLM's hidden states the head reads at a candidate line's end, concatenated:
-    # indices into transformers' hidden_states (0 the embeddings, i the output of layer i, -1 the last layer's
-    # after the final norm, as the default reads; -2 the output of the layer before it, ...). Every state but
-    # the last is RMS-normalised without weights (the residual stream grows with depth). A middle layer may hold
-    # a line's numbers (distance, visits, share) in a more linear form than the last, tuned to the next token
-    # (benchmarks/readout_probe.py --layers measures it on a finished run)
+    # indices into transformers' hidden_states (0 the embeddings, i the output of layer i, -1 the last layer's,
+    # as the default reads; -2 the output of the layer before it, ...), each through the LLM's final norm (as
+    # if the LLM ended at that layer). A middle layer may hold a line's numbers (distance, visits, share) in a
+    # more linear form than the last, tuned to the next token (benchmarks/readout_probe.py --layers measures
+    # it on a finished run); the forward stops at the deepest layer read, so reading layer i alone costs i of
+    # the LLM's layers in every readout pass (warm-up, PPO, test)
     readout_layers: list[int] = field(default_factory=lambda: [-1])
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
     # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too

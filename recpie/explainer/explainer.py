@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -166,19 +166,20 @@ class Explainer(nn.Module):
             raise ValueError("explainer.choice=readout: a candidate line's last character is in no prompt token")
         cols = covers.int().argmax(-1)  # [n, K]
         body = decoder_of(self.model)
+        # the forward stops at the deepest layer read: a readout of layer i alone costs i of the LLM's layers
+        total = self.model.config.num_hidden_layers
+        depth = max(total if i == -1 else i for i in self.readout_layers)
         for rows in length_groups(enc.attention_mask.sum(1), self.cfg.forward_tokens):
             cut = width - int(enc.attention_mask[rows].sum(1).max())  # the group's common left padding
             embeds, mask, pos = build_inputs(
                 self.model, enc.input_ids[rows, cut:].to(self.device), enc.attention_mask[rows, cut:].to(self.device),
                 self.soft(user_states[rows] if user_states is not None else None))
-            last_only = self.readout_layers == (-1,)
-            with attention_implementation(self.model, self.attention):
+            with attention_implementation(self.model, self.attention), first_layers(body, depth):
                 out = body(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False,
-                           output_hidden_states=not last_only)
+                           output_hidden_states=len(self.readout_layers) > 1)
             at = (cols[rows] - cut + m).to(self.device)  # the soft prompt sits before the first real token
-            states = [out.last_hidden_state] if last_only else [out.hidden_states[i] for i in self.readout_layers]
-            lines = torch.cat([line_states(hidden, at, normalise=i != -1)
-                               for hidden, i in zip(states, self.readout_layers, strict=True)], -1)
+            lines = torch.cat([line_states(body, out, at, total if i == -1 else i, depth)
+                               for i in self.readout_layers], -1)
             yield rows, torch.log_softmax(self.choice_head(lines.float()).squeeze(-1), -1)
 
     def choice_logprobs(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None,
@@ -271,14 +272,29 @@ def readout_layers(layers, config) -> tuple[int, ...]:
     return named
 
 
-def line_states(hidden: torch.Tensor, at: torch.Tensor, normalise: bool) -> torch.Tensor:
-    """[n, K, d] the rows of ``hidden`` [n, T, d] at the columns ``at`` [n, K]; with ``normalise`` each RMS-
-    normalised without weights (a layer's output before the final norm, whose scale grows with depth)."""
-    lines = hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))
-    if not normalise:
-        return lines
-    lines = lines.float()
-    return lines * torch.rsqrt(lines.pow(2).mean(-1, keepdim=True) + 1e-6)
+def line_states(body: nn.Module, out, at: torch.Tensor, layer: int, depth: int) -> torch.Tensor:
+    """[n, K, d] hidden state ``layer`` (0 the embeddings, i layer i's output) of a forward of ``body``'s first
+    ``depth`` layers (its output ``out``) at the columns ``at`` [n, K], through the final norm (``out``'s
+    last hidden state already is)."""
+    def at_lines(hidden: torch.Tensor) -> torch.Tensor:
+        return hidden.gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))
+
+    return at_lines(out.last_hidden_state) if layer == depth else body.norm(at_lines(out.hidden_states[layer]))
+
+
+@contextmanager
+def first_layers(body: nn.Module, depth: int) -> Iterator[None]:
+    """The decoder ``body`` runs only its first ``depth`` layers inside the block (its final norm then reads
+    layer ``depth``'s output); the whole stack again after it. No change when ``depth`` is all of them."""
+    layers = body.layers
+    if depth >= len(layers):
+        yield
+        return
+    body.layers = layers[:depth]
+    try:
+        yield
+    finally:
+        body.layers = layers
 
 
 def base_model_digest(cfg: ExplainerConfig, model: nn.Module) -> str:
