@@ -294,3 +294,31 @@ def test_the_expected_reward_over_all_k_choices_moves_pi_without_a_draw(tmp_path
     after = trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp()
     assert after.mean() > pi[:, -1].mean() + 0.1 and trainer.policy_version == 4  # warm-up, then 3 iterations
     assert {group["lr"] for group in opt.param_groups} == {0.05}
+
+
+@pytest.mark.slow
+def test_the_expected_update_is_the_same_one_group_of_prompts_at_a_time(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
+                                                                         monkeypatch):
+    """rl.estimator=expected backpropagates its loss one group of prompts at a time (explainer.forward_tokens),
+    so only one group's graph lives: the step is the same as with every prompt in one forward (plain SGD, no
+    clipping: the step is the gradient, its scale included)."""
+    import copy
+
+    trainer, _, _, _, _ = _paid_for_the_last(tmp_path, nyc_data, tiny_llm_dir, monkeypatch,
+                                             **{"rl.estimator": "expected", "rl.ppo_epochs": 1,
+                                                "recpie.grad_clip": 0.0})
+    opt = torch.optim.SGD(trainer.explainer.trainable_parameters(), lr=1.0)
+    start = (trainer.explainer.trainable_state_dict(), copy.deepcopy(opt.state_dict()),
+             copy.deepcopy(trainer.moments))
+    after = {}
+    for tokens in (10**6, 1):  # every prompt in one group; one prompt a group
+        trainer.explainer.load_trainable_state_dict(start[0])
+        opt.load_state_dict(copy.deepcopy(start[1]))
+        trainer.moments = copy.deepcopy(start[2])
+        trainer.cfg.explainer.forward_tokens = tokens
+        trainer.ppo_iteration(opt, 0)
+        after[tokens] = trainer.explainer.trainable_state_dict()
+    moved = [name for name in start[0] if not torch.equal(after[1][name], start[0][name])]
+    assert moved
+    for name in start[0]:
+        torch.testing.assert_close(after[1][name], after[10**6][name], atol=1e-6, rtol=1e-5)

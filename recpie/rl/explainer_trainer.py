@@ -473,12 +473,15 @@ class ExplainerTrainer:
         shaped = shaped.to(old.device)
         advantages = shaped - (pi_old * shaped).sum(-1, keepdim=True)
 
-        def loss():
-            new = self.choice_logp(prompts, labels, h, grad=True)
-            ratio = (new - old).exp()
-            surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - rl.cliprange, 1 + rl.cliprange) * advantages)
-            kl = (new.exp() * (new - ref)).sum(-1)
-            yield -(pi_old * surrogate).sum(-1).mean() + self.kl_ctl.value * kl.mean()
+        def loss():  # the mean over prompts, one group of prompts at a time: only its graph lives (issue 24)
+            for group, choice in self.explainer.choice_groups(prompts, labels, h):
+                group = group.to(old.device)
+                new = torch.log_softmax(choice / self.cfg.explainer.temperature, -1)  # as choice_logp
+                ratio = (new - old[group]).exp()
+                a = advantages[group]
+                surrogate = torch.minimum(ratio * a, ratio.clamp(1 - rl.cliprange, 1 + rl.cliprange) * a)
+                kl = (new.exp() * (new - ref[group])).sum(-1)
+                yield (-(pi_old[group] * surrogate).sum(-1) + self.kl_ctl.value * kl).sum() / n
 
         losses = [optimizer_step(host, opt, loss(), self.rc.grad_clip, self.ppo_lr).item()
                   for _ in range(rl.ppo_epochs)]
