@@ -185,6 +185,10 @@ def check_explanation_modes(cfg: Any) -> None:
         raise ConfigError("rl.estimator=expected rewards every one of a K-way choice's K actions: it needs "
                           "explainer.choice=scored or readout (a generated text's actions are its tokens: use rloo, "
                           "grpo or gae)")
+    if cfg.explainer.choice != "readout" and list(cfg.explainer.readout_layers) != [-1]:
+        raise ConfigError(f"explainer.readout_layers={list(cfg.explainer.readout_layers)} is read only by the "
+                          f"readout choice's head: set explainer.choice=readout (it is {cfg.explainer.choice}), or "
+                          "leave explainer.readout_layers at [-1]")
     if cfg.recpie.sft_eval_every > 0 and cfg.explainer.granularity != "user":
         raise ConfigError(f"recpie.sft_eval_every={cfg.recpie.sft_eval_every}: the warm-up curve asks whether one "
                           "user-level explanation names the teacher's top-1 of the K candidates: it needs "

@@ -212,6 +212,8 @@ def test_a_readout_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path
                                              "recpie.sft_eval_every": 0})
     with pytest.raises(ConfigError, match="rl.estimator=gae with explainer.choice=readout"):
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "recpie.ppo_iterations": 1, "rl.estimator": "gae"})
+    with pytest.raises(ConfigError, match=r"explainer.readout_layers=\[12\] is read only by the readout"):
+        small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.choice": "scored", "explainer.readout_layers": "[12]"})
     with pytest.raises(ConfigError, match="rl.estimator=expected .* explainer.choice=scored or readout"):
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.choice": "generated", "recpie.ppo_iterations": 1,
                                              "rl.estimator": "expected"})
