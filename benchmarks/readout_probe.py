@@ -27,6 +27,7 @@ import torch
 from recpie.evaluation.tables import markdown_table
 from recpie.explainer.choice import listwise_loss
 from recpie.explainer.explainer import readout_layers
+from recpie.explainer.forward import decoder_of
 from recpie.explainer.warmup import FactsTeacher
 from recpie.recipes.trained_run import load_trained_run
 
@@ -112,8 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg, data, module = load_trained_run(args.run, args.seed)
     if module.explainer is None or module.explainer.choice_head is None:
         raise SystemExit(f"{args.run}: not a run with explainer.choice=readout (no choice head to probe)")
-    own = module.explainer.readout_layers
-    extra = readout_layers(args.layers, module.explainer.model.config) if args.layers else ()
+    ex = module.explainer
+    own = ex.readout_layers
+    extra = readout_layers(args.layers, ex.model.config, decoder_of(ex.model)) if args.layers else ()
     if set(extra) & set(own):
         raise SystemExit(f"--layers {args.layers}: the run already reads {list(own)}; name other hidden states")
     teacher = FactsTeacher.fit(module.recommender.backbone, data, cfg)

@@ -134,6 +134,10 @@ def test_a_readout_of_other_layers_reads_them_at_the_line_end(nyc_data, tiny_llm
         explainer([99])
     with pytest.raises(ConfigError, match="twice"):
         explainer([depth, -1])
+    from recpie.explainer.explainer import readout_layers
+    with pytest.raises(ConfigError, match="no `layers` and `norm`"):  # a decoder it cannot cut: only [-1]
+        readout_layers([1], last.model.config, torch.nn.Linear(2, 2))
+    assert readout_layers([-1], last.model.config, torch.nn.Linear(2, 2)) == (-1,)
 
 
 @pytest.mark.slow

@@ -63,7 +63,7 @@ class Explainer(nn.Module):
         else:
             self.encoder = SentenceEncoder(cfg.encoder, self.device)
         # explainer.choice=readout: each candidate's score from the hidden states ending its prompt line
-        self.readout_layers = readout_layers(cfg.readout_layers, self.model.config)
+        self.readout_layers = readout_layers(cfg.readout_layers, self.model.config, decoder_of(self.model))
         self.choice_head = nn.Linear(self.hidden_size * len(self.readout_layers), 1).to(self.device) \
             if cfg.choice == "readout" else None
         if self.choice_head is not None:
@@ -174,7 +174,7 @@ class Explainer(nn.Module):
             embeds, mask, pos = build_inputs(
                 self.model, enc.input_ids[rows, cut:].to(self.device), enc.attention_mask[rows, cut:].to(self.device),
                 self.soft(user_states[rows] if user_states is not None else None))
-            with attention_implementation(self.model, self.attention), first_layers(body, depth):
+            with attention_implementation(self.model, self.attention), first_layers(body, depth, total):
                 out = body(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False,
                            output_hidden_states=len(self.readout_layers) > 1)
             at = (cols[rows] - cut + m).to(self.device)  # the soft prompt sits before the first real token
@@ -259,9 +259,11 @@ class Explainer(nn.Module):
                 params[k].copy_(v)
 
 
-def readout_layers(layers, config) -> tuple[int, ...]:
+def readout_layers(layers, config, body: nn.Module) -> tuple[int, ...]:
     """explainer.readout_layers as a tuple, each index checked against the LLM's depth (its hidden_states hold
-    the embeddings and every layer's output: num_hidden_layers + 1 of them); the last one named -1."""
+    the embeddings and every layer's output: num_hidden_layers + 1 of them); the last one named -1. Another
+    than the last needs a decoder whose layers and final norm are ``layers`` and ``norm`` (Llama, Gemma,
+    Qwen, Mistral), which ``first_layers`` and ``line_states`` use."""
     count = config.num_hidden_layers + 1
     if not layers or any(not -count <= i < count for i in layers):
         raise ConfigError(f"explainer.readout_layers={list(layers)}: each must index the LLM's {count} hidden "
@@ -269,6 +271,9 @@ def readout_layers(layers, config) -> tuple[int, ...]:
     named = tuple(-1 if i % count == count - 1 else i % count for i in layers)
     if len(set(named)) < len(named):
         raise ConfigError(f"explainer.readout_layers={list(layers)} names a hidden state twice")
+    if named != (-1,) and not (isinstance(getattr(body, "layers", None), nn.ModuleList) and hasattr(body, "norm")):
+        raise ConfigError(f"explainer.readout_layers={list(layers)}: this LLM's decoder ({type(body).__name__}) "
+                          "has no `layers` and `norm` to read a layer before the last through; use [-1]")
     return named
 
 
@@ -283,13 +288,14 @@ def line_states(body: nn.Module, out, at: torch.Tensor, layer: int, depth: int) 
 
 
 @contextmanager
-def first_layers(body: nn.Module, depth: int) -> Iterator[None]:
-    """The decoder ``body`` runs only its first ``depth`` layers inside the block (its final norm then reads
-    layer ``depth``'s output); the whole stack again after it. No change when ``depth`` is all of them."""
-    layers = body.layers
-    if depth >= len(layers):
+def first_layers(body: nn.Module, depth: int, total: int) -> Iterator[None]:
+    """The decoder ``body`` runs only its first ``depth`` of its ``total`` layers inside the block (its final
+    norm then reads layer ``depth``'s output); the whole stack again after it. Untouched when ``depth`` is all
+    of them (any decoder: the default readout of the last layer)."""
+    if depth >= total:
         yield
         return
+    layers = body.layers
     body.layers = layers[:depth]
     try:
         yield

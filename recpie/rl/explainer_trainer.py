@@ -308,6 +308,10 @@ class ExplainerTrainer:
             return self.with_weights(self.reference_weights, lambda: self.choice_logp(prompts, labels, h))
         with self.explainer.model.disable_adapter() if reference else contextlib.nullcontext():
             logp = self.explainer.choice_logprobs(prompts, labels, h, grad=grad and not reference)
+        return self.tempered(logp)
+
+    def tempered(self, logp: torch.Tensor) -> torch.Tensor:
+        """log pi at explainer.temperature from the explainer's K-way log-probs [..., K] (at temperature 1)."""
         return torch.log_softmax(logp / self.cfg.explainer.temperature, -1)
 
     def choice_texts(self, ids: torch.Tensor, candidates: torch.Tensor, logits: torch.Tensor, labels: list[list[str]],
@@ -476,7 +480,7 @@ class ExplainerTrainer:
         def loss():  # the mean over prompts, one group of prompts at a time: only its graph lives (issue 24)
             for group, choice in self.explainer.choice_groups(prompts, labels, h):
                 group = group.to(old.device)
-                new = torch.log_softmax(choice / self.cfg.explainer.temperature, -1)  # as choice_logp
+                new = self.tempered(choice)
                 ratio = (new - old[group]).exp()
                 a = advantages[group]
                 surrogate = torch.minimum(ratio * a, ratio.clamp(1 - rl.cliprange, 1 + rl.cliprange) * a)
