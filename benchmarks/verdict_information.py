@@ -36,7 +36,7 @@ from recpie.data.fraction import supervision_draw
 from recpie.data.load import load_checkin_data
 from recpie.evaluation.bootstrap import paired_bootstrap_ci, paired_values_ci
 from recpie.evaluation.tables import ci_text, markdown_table
-from recpie.evaluation.verdicts import departure_agreement, teacher_agreement
+from recpie.evaluation.verdicts import departure_agreement, departure_precision, teacher_agreement
 from recpie.explainer.information import crossfit_ranks, features, prompt_facts, prompt_reader, relay_verdicts, top_k
 from recpie.utils.checkpoints import load_weights
 
@@ -134,6 +134,13 @@ def main(argv: list[str] | None = None) -> None:
           f"the samples, what naming candidate 1 always misses) \"may like\" names it in "
           f"{g['agreement_off_top1']:.3f}; \"may like\" names another candidate than the first in "
           f"{g['like_off_top1']:.3f}")
+    precision = departure_precision(torch.as_tensor(saved["verdicts"][..., 0]), torch.as_tensor(shown),
+                                    torch.as_tensor(view.target), torch.as_tensor(teacher_order[:, 0]))
+    print("\nWhere a verdict can pay: departures from candidate 1 pay only where the named candidate is the target "
+          "more often than candidate 1 on the same samples\n")
+    print(markdown_table(["samples", "how many", "target is the named candidate", "target is candidate 1"],
+                         [[name, str(v["samples"]), f"{v['named']:.3f}", f"{v['first']:.3f}"]
+                          for name, v in precision.items()]))
 
 
 if __name__ == "__main__":

@@ -45,3 +45,20 @@ def test_verdict_pairs_read_the_encoders_flat_layout():
     z = VerdictEncoder(3)(["may like: Bar / may not like: Gym"], [["Gym", "Bar", "Park"]])
     assert verdict_pairs(z, 3).tolist() == [[[0, 1], [1, 0], [0, 0]]]
     assert verdict_pairs(z[:, None], 3).tolist() == verdict_pairs(z, 3).tolist()  # the store's [n, 1, 2K]
+
+
+def test_departure_precision_against_hand_counts():
+    """Departures of "may like" from candidate 1, split by the teacher's top-1, each against candidate 1 on
+    the same samples; a label shared with candidate 1 and an unparsed text are no departure."""
+    from recpie.evaluation.verdicts import departure_precision
+
+    liked = torch.tensor([[0, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0.5, 0.5, 0], [0, 0, 0]])
+    candidates = torch.arange(18).view(6, 3)
+    target = torch.tensor([1, 3, 6, 9, 12, 16])  # the named one / candidate 1 x 4 / none of them
+    teacher_top = torch.tensor([1, 1, 1, 2, 1, 2])
+    p = departure_precision(liked, candidates, target, teacher_top)
+    assert p["explainer departs, with the teacher"] == {"samples": 2, "named": 0.5, "first": 0.5}
+    assert p["explainer departs, not with the teacher"] == {"samples": 1, "named": 0.0, "first": 1.0}
+    teacher = p["teacher departs (its top-1)"]
+    assert teacher["samples"] == 6 and teacher["named"] == pytest.approx(1 / 6)  # row 0's
+    assert teacher["first"] == pytest.approx(4 / 6)  # rows 1-4

@@ -78,3 +78,28 @@ def verdict_table(v: dict) -> list[str]:
             row("explanations naming it (shared labels split)", v["named"], "{:g}"),
             row("target there, when named", v["target_there_when_named"], "{:.3f}"),
             row("target there, all parsed", v["target_there"], "{:.3f}")]
+
+
+def departure_precision(liked: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor,
+                        teacher_top: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Where a verdict can pay: the samples whose "may like" (liked [n,K] shares; a sample counts under its
+    largest share) names another candidate than the first, split by whether the teacher's top-1 (teacher_top
+    [n] positions) is that same candidate, and the teacher's own departures. Per group: ``samples``, ``named``
+    (how often the target is the named candidate) and ``first`` (how often it is candidate 1 on the same
+    samples). A departure moves the fused ranking towards its candidate and away from candidate 1, so it pays
+    on a group only where ``named`` exceeds ``first``; agreement with the teacher matters only through this."""
+    rows = torch.arange(len(liked), device=liked.device)
+    choice = liked.float().argmax(1)  # 0 for an unparsed text (no share anywhere): no departure
+    hit = lambda col: (candidates[rows, col] == target).float()  # noqa: E731
+    first = hit(torch.zeros_like(choice))
+    departs = choice != 0
+    groups = {"explainer departs, with the teacher": departs & (choice == teacher_top),
+              "explainer departs, not with the teacher": departs & (choice != teacher_top),
+              "teacher departs (its top-1)": teacher_top != 0}
+    out = {}
+    for name, mask in groups.items():
+        col = teacher_top if name.startswith("teacher") else choice
+        n = int(mask.sum())
+        out[name] = {"samples": n, "named": float(hit(col)[mask].mean()) if n else float("nan"),
+                     "first": float(first[mask].mean()) if n else float("nan")}
+    return out
