@@ -63,7 +63,7 @@ RANGES: dict[str, Rule] = {
     "explainer.soft_tokens": _ge(0), "explainer.soft_hidden": _ge(1), "explainer.history_len": _ge(1),
     # a prompt lists every candidate (~20 tokens each); explanations take 25-85 tokens
     "explainer.num_candidates": _within(1, 100), "explainer.max_new_tokens": _within(1, 2048),
-    "explainer.temperature": _gt(0),
+    "explainer.temperature": _gt(0), "explainer.depart_margin": _ge(0),
     "explainer.encoder_max_tokens": _ge(1), "explainer.forward_tokens": _ge(1),
     "rl.group_size": _ge(1), "rl.ppo_epochs": _ge(1), "rl.minibatch_size": _ge(1), "rl.cliprange": _gt(0),
     "rl.lr": _ge(0), "rl.cliprange_value": _gt(0), "rl.vf_coef": _ge(0), "rl.gamma": SHARE, "rl.lam": SHARE,
@@ -189,6 +189,10 @@ def check_explanation_modes(cfg: Any) -> None:
         raise ConfigError(f"explainer.readout_layers={list(cfg.explainer.readout_layers)} is read only by the "
                           f"readout choice's head: set explainer.choice=readout (it is {cfg.explainer.choice}), or "
                           "leave explainer.readout_layers at [-1]")
+    if cfg.explainer.choice == "generated" and cfg.explainer.depart_margin != 0:
+        raise ConfigError(f"explainer.depart_margin={cfg.explainer.depart_margin} is a margin in the K-way choice's "
+                          "log pi, which a generated text does not have: set explainer.choice=scored or readout, or "
+                          "leave explainer.depart_margin at 0")
     if cfg.recpie.sft_eval_every > 0 and cfg.explainer.granularity != "user":
         raise ConfigError(f"recpie.sft_eval_every={cfg.recpie.sft_eval_every}: the warm-up curve asks whether one "
                           "user-level explanation names the teacher's top-1 of the K candidates: it needs "

@@ -73,6 +73,44 @@ def test_positions_like_the_likeliest_and_dislike_the_least_likely_of_another_la
     assert order_with_first(torch.tensor([[5, 6, 7]]), [7]).tolist() == [[2, 0, 1]]
 
 
+def test_a_departure_margin_keeps_candidate_1_unless_pi_beats_it_by_more():
+    """explainer.depart_margin: "may like" leaves candidate 1 only where log pi(best) - log pi(1) > margin;
+    "may not like" is then chosen against the kept "may like"."""
+    logp = torch.log(torch.tensor([[0.30, 0.50, 0.15, 0.05], [0.10, 0.80, 0.05, 0.05]]))
+    labels = [["A", "B", "C", "D"], ["A", "B", "C", "A"]]
+    assert choice_positions(logp, labels, 0.0) == ([1, 1], [3, 3])  # row 1: a tie goes to the worse-ranked
+    gaps = [row[1] - row[0] for row in logp.tolist()]  # log(5/3) = 0.51, log 8 = 2.08
+    assert choice_positions(logp, labels, 1.0) == ([0, 1], [3, 3])
+    assert choice_positions(logp, labels, gaps[1]) == ([0, 0], [3, 2])  # not more than the margin: stays;
+    # row 1's "may not like" then avoids candidate 4, which shares candidate 1's label
+    assert choice_positions(logp, labels, gaps[0] - 1e-3)[0] == [1, 1]
+
+
+def test_the_writer_applies_the_departure_margin(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
+    """The greedy texts of a readout choice name candidate 1 under a margin no log pi gap reaches, and pi's
+    argmax without one (the head given weights, so that pi is not uniform)."""
+    from joint_parts import joint_parts
+
+    over = {"explainer.choice": "readout", "explainer.encoder": "verdict"}
+    likes = {}
+    for margin in (0.0, 1e6):
+        writer, _, _ = joint_parts(tmp_path / str(margin), nyc_data, tiny_llm_dir,
+                                   **{**over, "explainer.depart_margin": margin})
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in writer.explainer.choice_head.parameters():
+                p.normal_(0, 1.0)
+        ids = torch.arange(12)
+        h, candidates, logits = writer.recommender.predict_top(writer.batch("test", ids))
+        rows = [(int(i), c, z) for i, c, z in zip(ids.tolist(), candidates.tolist(), logits.tolist(), strict=True)]
+        texts = writer.chosen_texts("test", rows, writer.prompts("test", ids, candidates, logits), h)
+        labels = writer.labels(candidates)
+        likes[margin] = [next(j for j, name in enumerate(labels[r]) if parse(t).like.startswith(name + CHOICE_END))
+                         for r, t in enumerate(texts)]
+    assert any(j != 0 for j in likes[0.0])  # pi departs somewhere without a margin
+    assert likes[1e6] == [0] * 12
+
+
 def test_a_readout_score_reads_its_line_and_what_came_before_it(nyc_data, tiny_llm_dir):  # noqa: F811
     d = nyc_data
     cfg = tiny_cfg(tiny_llm_dir, history_len=3, num_candidates=3, few_shot=False, choice="readout")
@@ -218,6 +256,9 @@ def test_a_readout_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "recpie.ppo_iterations": 1, "rl.estimator": "gae"})
     with pytest.raises(ConfigError, match=r"explainer.readout_layers=\[12\] is read only by the readout"):
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.choice": "scored", "explainer.readout_layers": "[12]"})
+    with pytest.raises(ConfigError, match="explainer.depart_margin=0.5 is a margin in the K-way choice"):
+        small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.choice": "generated", "explainer.depart_margin": 0.5,
+                                             "recpie.sft_eval_every": 0})
     with pytest.raises(ConfigError, match="rl.estimator=expected .* explainer.choice=scored or readout"):
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.choice": "generated", "recpie.ppo_iterations": 1,
                                              "rl.estimator": "expected"})

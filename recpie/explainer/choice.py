@@ -19,14 +19,17 @@ import torch
 from recpie.explainer.explainer import Explainer
 
 
-def choice_positions(logp: torch.Tensor, labels: list[list[str]]) -> tuple[list[int], list[int]]:
+def choice_positions(logp: torch.Tensor, labels: list[list[str]], margin: float = 0.0
+                     ) -> tuple[list[int], list[int]]:
     """(the "may like" position, the "may not like" position) per row of log pi [n, K]: the most likely
-    candidate (the best-ranked on a tie), and the least likely candidate of another label (a text names a
+    candidate (the best-ranked on a tie) where it beats candidate 1 by more than ``margin`` in log pi, else
+    candidate 1 (explainer.depart_margin), and the least likely candidate of another label (a text names a
     candidate by its label, so one of the same label would name "may like"'s too); with a single label
     among the K, the least likely other candidate."""
     likes, dislikes = [], []
     for row, names in zip(logp.detach().cpu().tolist(), labels, strict=True):
-        like = int(np.argmax(row))
+        best = int(np.argmax(row))
+        like = best if row[best] - row[0] > margin else 0
         likes.append(like)
         dislikes.append(least_likely_other(row, names, like))
     return likes, dislikes
@@ -34,7 +37,7 @@ def choice_positions(logp: torch.Tensor, labels: list[list[str]]) -> tuple[list[
 
 def least_likely_other(row: list[float], names: list[str], like: int) -> int:
     """The "may not like" position of one prompt whose "may like" is ``like``: the least likely candidate
-    under ``row`` (log pi [K]) whose name differs from ``like``'s (the better-ranked on a tie); with a single
+    under ``row`` (log pi [K]) whose name differs from ``like``'s (the worse-ranked on a tie); with a single
     name among the K, the least likely other candidate."""
     others = [j for j in range(len(row)) if names[j] != names[like]] or \
         [j for j in range(len(row)) if j != like] or [like]

@@ -81,6 +81,13 @@ class ExplainerConfig:
     # it on a finished run); the forward stops at the deepest layer read, so reading layer i alone costs i of
     # the LLM's layers in every readout pass (warm-up, PPO, test)
     readout_layers: list[int] = field(default_factory=lambda: [-1])
+    # explainer.choice=scored/readout: the greedy "may like" names another candidate than the recommender's
+    # first only where its log pi beats candidate 1's by more than this (0: pi's argmax). A departure that is
+    # not the facts teacher's names the target less often than candidate 1 would on the same samples (3%:
+    # 0.12 against 0.15-0.19; the teacher's 0.21 against 0.14), so a margin keeps the departures pi is sure
+    # of (benchmarks/departure_margin.py picks it on val from a finished run). Greedy texts only: PPO's draws
+    # and the warm-up's loss read pi itself
+    depart_margin: float = 0.0
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
     # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too
     temperature: float = 1.0

@@ -154,9 +154,11 @@ class ExplanationWriter:
                      states: torch.Tensor | None) -> list[str]:
         """explainer.choice=scored/readout: per (sample id, its candidates, their logits) and its prompt, the
         templated explanation of the explainer's greedy choice (explainer/choice.py): "may like" its most
-        likely candidate, "may not like" its least likely one of another label."""
+        likely candidate where it beats candidate 1 by more than explainer.depart_margin (else candidate 1),
+        "may not like" its least likely one of another label."""
         labels = [[self.data.catalogue.label(p) for p in cands] for _, cands, _ in rows]
-        like, dislike = choice_positions(self.explainer.choice_logprobs(prompts, labels, states), labels)
+        like, dislike = choice_positions(self.explainer.choice_logprobs(prompts, labels, states), labels,
+                                         self.cfg.explainer.depart_margin)
         return self.choice_texts(split, rows, like, dislike)
 
     def choice_texts(self, split: str, rows: list[tuple[int, list[int], list[float]]], like: list[int],

@@ -77,6 +77,7 @@ ADDED_SINCE = {
     "explainer.show_scores": False,
     "rl.lr": 0.0,
     "explainer.readout_layers": [-1],
+    "explainer.depart_margin": 0.0,
 }
 
 
