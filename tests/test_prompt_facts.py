@@ -17,12 +17,15 @@ from recpie.explainer.prompts import CandidateFacts, build_prompt
 
 CFG = ExplainerConfig(history_len=5, num_candidates=5, few_shot=False)
 LINE = re.compile(r"^(?P<rank>\d+)\. .*, (?P<km>\d+\.\d) km, (?:never visited|(?P<visits>\d+) earlier visits?, "
-                  r"mostly (?P<usual>\w+))(?:, recommender (?:<0\.01|(?P<share>\d+(?:\.\d+)?))%)?$")
+                  r"mostly (?P<usual>\w+)(?:, (?P<match>as now|not now))?)"
+                  r"(?:, recommender (?:<0\.01|(?P<share>\d+(?:\.\d+)?))%)?$")
 
 
 def facts_from_text(prompt: str) -> list[CandidateFacts]:
     """What a reader of the prompt text alone knows about each candidate (with explainer.show_scores the
-    header names the recommender's share and every line ends in it; "<0.01%" is a share of 0)."""
+    header names the recommender's share and every line ends in it; "<0.01%" is a share of 0; with
+    explainer.habit_match a visited candidate's line says whether its usual part is now's, which must agree
+    with the "Now:" line)."""
     now = re.search(r"^Now: \w{3} \d\d:\d\d \((\w+)\)$", prompt, re.M)[1]
     head = re.search(r"^Candidates \(distance from the last place(; the recommender's share among them)?\):\n",
                      prompt, re.M)
@@ -33,8 +36,10 @@ def facts_from_text(prompt: str) -> list[CandidateFacts]:
         assert m, line
         assert line.endswith("%") == bool(head[1]), line  # a score on every line exactly when the header says so
         share = None if not head[1] else float(m["share"] or 0)
+        if m["match"]:
+            assert (m["match"] == "as now") == (m["usual"] == now), line
         out.append(CandidateFacts(int(m["rank"]), float(m["km"]), int(m["visits"] or 0), m["usual"] or "", now,
-                                  share))
+                                  share, m["match"] is not None))
     return out
 
 
@@ -43,13 +48,14 @@ def scores_of(rows: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).normal(0.0, 4.0, (len(rows), k)), 1)[:, ::-1].astype(np.float32)
 
 
-@pytest.mark.parametrize("show_scores", [False, True])
-def test_every_fact_the_reader_uses_is_rendered_into_the_prompt(nyc_data, show_scores):
-    d, cfg = nyc_data, dataclasses.replace(CFG, show_scores=show_scores)
+@pytest.mark.parametrize(("show_scores", "habit_match"), [(False, False), (True, False), (True, True)])
+def test_every_fact_the_reader_uses_is_rendered_into_the_prompt(nyc_data, show_scores, habit_match):
+    d, cfg = nyc_data, dataclasses.replace(CFG, show_scores=show_scores, habit_match=habit_match)
     names = fact_names(cfg)
     assert names == FACTS + (["log printed recommender share"] if show_scores else [])
     # the parser above reads every field of the one list of prompt facts
-    assert [f.name for f in dataclasses.fields(CandidateFacts)] == ["rank", "km", "visits", "usual", "now", "share"]
+    assert [f.name for f in dataclasses.fields(CandidateFacts)] == ["rank", "km", "visits", "usual", "now", "share",
+                                                                    "match"]
     for split in ("val", "train"):
         rows = np.linspace(0, len(d.splits[split]) - 1, 60).astype(int)
         tops = counter_top(d, split, rows, cfg.num_candidates)
@@ -60,6 +66,11 @@ def test_every_fact_the_reader_uses_is_rendered_into_the_prompt(nyc_data, show_s
                   for r, c, z in zip(rows, tops, logits, strict=True)]
         from_text = np.array([[fact_vector(f) for f in row] for row in parsed], dtype=np.float32)
         np.testing.assert_array_equal(facts, from_text)
+        # the match is stated on every visited line exactly when asked for; the reader's facts are the same
+        assert all(f.match == (habit_match and f.visits > 0) for row in parsed for f in row)
+        assert habit_match <= any(f.match and f.usual != f.now for row in parsed for f in row)  # "not now" read too
+        np.testing.assert_array_equal(facts, prompt_facts(d, split, rows, tops, dataclasses.replace(
+            cfg, habit_match=not habit_match), logits))
         assert facts[..., 0].max() > 0 and facts[..., 1].max() == 1  # real visits and usual parts were read
         if show_scores:  # the printed share: the softmax of the K logits in percent to two significant digits
             shares = np.array([[f.share for f in row] for row in parsed])

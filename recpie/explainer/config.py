@@ -58,6 +58,12 @@ class ExplainerConfig:
     # ("recommender 34%", "0.081%", "<0.01%"), so a reader of the prompt (the LLM, the facts teacher, the
     # information bound) may weigh it; false keeps every prompt as it was (the bounds: docs/results.md)
     show_scores: bool = False
+    # a visited candidate's line also says whether its usual part of the day is the sample's: "mostly
+    # evening, as now" / "mostly morning, not now" (the same fact the facts reader reads, there before only
+    # across two lines: the "Now:" line and the candidate's). A readout head refitted on the 3% run's line-end
+    # states followed the teacher's departures from candidate 1 on 0.58 of val samples as printed, 0.80 with
+    # the match stated (docs/results.md)
+    habit_match: bool = False
     # how the explanation chooses its candidates. "generated": the LLM writes the whole text after 'may like:'
     # (its choice is whatever names it writes). "scored" (granularity=user): a K-way choice, the softmax over
     # the K candidates of the LLM's log-likelihood of "<label>," after 'may like:' (Explainer.choice_groups);

@@ -72,6 +72,7 @@ class Context:
     distance_km: np.ndarray  # [K] distance of each candidate from the last history place
     # [K] each candidate's recommender share among the K in percent as printed (``shares``); None: not shown
     shares: tuple[float, ...] | None = None
+    habit_match: bool = False  # explainer.habit_match: a visited candidate's line says whether its usual part is now's
 
 
 def _when(local_seconds: int) -> str:
@@ -121,14 +122,15 @@ def context(data: CheckinData, split: str, i: int, candidates, cfg, logits=None)
         if len(scores) != len(cands):
             raise ValueError(f"{split}:{i}: {len(scores)} logits for {len(cands)} candidates")
         shown = shares(scores)
-    return Context(f"{split}:{i}", hist, hist[-cfg.history_len:], now, cands, dist, shown)
+    return Context(f"{split}:{i}", hist, hist[-cfg.history_len:], now, cands, dist, shown, bool(cfg.habit_match))
 
 
 @dataclass(frozen=True)
 class CandidateFacts:
     """What the prompt states about one candidate, field by field (its line: "<rank>. <label>, <km> km,
-    <visits> earlier visits, mostly <usual>" or "never visited", then with explainer.show_scores
-    ", recommender <share>%"; ``now`` is on the "Now:" line)."""
+    <visits> earlier visits, mostly <usual>" or "never visited", with explainer.habit_match then ", as now"
+    or ", not now" after a usual part, then with explainer.show_scores ", recommender <share>%"; ``now`` is on
+    the "Now:" line)."""
 
     rank: int  # its number in the list (1 = the recommender's top)
     km: float  # distance from the last history place, rounded as printed (0.1 km)
@@ -138,13 +140,15 @@ class CandidateFacts:
     # the recommender's probability of it among the K shown, in percent as printed (two significant digits;
     # 0.0: "<0.01%"); None: the prompt states no score (explainer.show_scores=false)
     share: float | None = None
+    match: bool = False  # the line states whether ``usual`` is ``now`` (explainer.habit_match)
 
     @property
     def habit(self) -> str:
         """The candidate line's last part, what the history says about it."""
         if self.visits == 0:
             return "never visited"
-        return f"{self.visits} earlier visit{'s' if self.visits > 1 else ''}, mostly {self.usual}"
+        said = f"{self.visits} earlier visit{'s' if self.visits > 1 else ''}, mostly {self.usual}"
+        return said + (", as now" if self.usual == self.now else ", not now") if self.match else said
 
     @property
     def score(self) -> str:
@@ -160,7 +164,7 @@ def candidate_facts(data: CheckinData, ctx: Context) -> list[CandidateFacts]:
         seen = visits(data, ctx, int(p))
         out.append(CandidateFacts(j + 1, round(float(ctx.distance_km[j]), 1), len(seen),
                                   usual_time(data, seen) if len(seen) else "", now,
-                                  None if ctx.shares is None else ctx.shares[j]))
+                                  None if ctx.shares is None else ctx.shares[j], ctx.habit_match))
     return out
 
 

@@ -78,6 +78,7 @@ ADDED_SINCE = {
     "rl.lr": 0.0,
     "explainer.readout_layers": [-1],
     "explainer.depart_margin": 0.0,
+    "explainer.habit_match": False,
 }
 
 
