@@ -59,10 +59,9 @@ class ExplainerConfig:
     # information bound) may weigh it; false keeps every prompt as it was (the bounds: docs/results.md)
     show_scores: bool = False
     # a visited candidate's line also says whether its usual part of the day is the sample's: "mostly
-    # evening, as now" / "mostly morning, not now" (the same fact the facts reader reads, there before only
-    # across two lines: the "Now:" line and the candidate's). A readout head refitted on the 3% run's line-end
-    # states followed the teacher's departures from candidate 1 on 0.58 of val samples as printed, 0.80 with
-    # the match stated (docs/results.md)
+    # evening, as now" / "mostly morning, not now": the same fact the facts reader reads, otherwise stated
+    # only across two lines (the "Now:" line and the candidate's), where a readout at the line's end did not
+    # compare them (docs/results.md). False keeps every prompt as it was
     habit_match: bool = False
     # how the explanation chooses its candidates. "generated": the LLM writes the whole text after 'may like:'
     # (its choice is whatever names it writes). "scored" (granularity=user): a K-way choice, the softmax over
@@ -88,11 +87,10 @@ class ExplainerConfig:
     # the LLM's layers in every readout pass (warm-up, PPO, test)
     readout_layers: list[int] = field(default_factory=lambda: [-1])
     # explainer.choice=scored/readout: the greedy "may like" names another candidate than the recommender's
-    # first only where its log pi beats candidate 1's by more than this (0: pi's argmax). A departure that is
-    # not the facts teacher's names the target less often than candidate 1 would on the same samples (3%:
-    # 0.12 against 0.15-0.19; the teacher's 0.21 against 0.14), so a margin keeps the departures pi is sure
-    # of (benchmarks/departure_margin.py picks it on val from a finished run). Greedy texts only: PPO's draws
-    # and the warm-up's loss read pi itself
+    # first only where its log pi beats candidate 1's by more than this (0: pi's argmax), to keep only the
+    # departures pi is sure of (a departure that is not the facts teacher's costs: docs/results.md;
+    # benchmarks/departure_margin.py measures every margin on a finished run, val first). Greedy texts only:
+    # PPO's draws and the warm-up's loss read pi itself
     depart_margin: float = 0.0
     max_new_tokens: int = 96  # generation budget per explanation (templated ones take 25-85 Gemma tokens)
     # sampling temperature; every log-prob forward (PPO's old, new and reference passes) uses this one too
