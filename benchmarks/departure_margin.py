@@ -21,11 +21,11 @@ checkpoint file, its size and time): a second call with other margins reads noth
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from readout_probe import read_states  # benchmarks/ is the script's own folder on sys.path
 
 from recpie.evaluation.bootstrap import paired_bootstrap_ci
 from recpie.evaluation.tables import ci_text, markdown_table
@@ -36,28 +36,13 @@ from recpie.explainer.warmup import FactsTeacher
 from recpie.recipes.trained_run import best_checkpoint, load_trained_run
 
 
-@torch.no_grad()
-def read_pi(module, data, teacher: FactsTeacher, split: str, ids: np.ndarray, batch: int = 32) -> dict:
-    """log pi [n, K], the candidates' labels' ids [n, K] (equal ids: the same name), the candidates and the
-    teacher's top-1 position, with the run's recommender's top K, for ``ids`` of ``split``."""
-    ex, writer, rec, cfg = module.explainer, module.writer, module.recommender, module.cfg
-    out: dict[str, list] = {"logp": [], "names": [], "candidates": [], "teacher_top": []}
-    for start in range(0, len(ids), batch):
-        chunk = torch.as_tensor(ids[start:start + batch])
-        rows = writer.batch(split, chunk)
-        h, candidates, logits = rec.predict_top(rows)
-        prompts, labels = writer.prompts(split, chunk, candidates, logits), writer.labels(candidates)
-        parts = list(ex.choice_groups(prompts, labels, h))
-        back = torch.argsort(torch.cat([r for r, _ in parts]))
-        out["logp"].append(torch.cat([lp for _, lp in parts])[back].float().cpu().numpy())
-        out["names"].append(np.array([[row.index(x) for x in row] for row in labels]))
-        out["candidates"].append(candidates.cpu().numpy())
-        order = teacher.order(data, split, chunk.numpy(), candidates.cpu().numpy(), cfg.explainer,
-                              logits.cpu().numpy())
-        out["teacher_top"].append(order[:, 0])
-        print(f"{split}: {min(start + batch, len(ids))}/{len(ids)} prompts read ({time.strftime('%H:%M:%S')})",
-              flush=True)
-    return {name: np.concatenate(parts) for name, parts in out.items()} | {"ids": ids}
+def read_pi(module, data, teacher: FactsTeacher, split: str, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """log pi [n, K], the candidates' label ids [n, K] (equal ids: the same name), the candidates and the
+    teacher's top-1 position, with the run's recommender's top K, for ``ids`` of ``split``
+    (``readout_probe.read_states``, its line-end states dropped)."""
+    _, logp, order, candidates, labels = read_states(module, data, teacher, split, ids)
+    return {"logp": logp.float().numpy(), "names": np.array([[row.index(x) for x in row] for row in labels]),
+            "candidates": candidates.numpy(), "teacher_top": order[:, 0].numpy(), "ids": ids}
 
 
 def verdicts(logp: np.ndarray, names: np.ndarray, margin: float) -> np.ndarray:
@@ -117,21 +102,21 @@ def main(argv: list[str] | None = None) -> None:
     e = cfg.eval
     boot = dict(n_boot=e.bootstrap_samples, level=e.bootstrap_level, seed=e.bootstrap_seed)
     test, val = views["test"], views["val"]
-    base = {s: crossfit_ranks(features(np.zeros((len(v.ranks), k, 0), np.float32), v.logits), v.slot, v.ranks)
-            for s, v in views.items()}
+    inside = torch.from_numpy(val.slot >= 0)
+
+    def val_fitted(x: dict[str, torch.Tensor]) -> np.ndarray:  # test ranks of the reader fitted on val
+        return reranked_ranks(fit_reader(x["val"][inside], torch.from_numpy(val.slot)[inside]), x["test"],
+                              test.slot, test.ranks)
+
+    plain = {s: features(np.zeros((len(v.ranks), k, 0), np.float32), v.logits) for s, v in views.items()}
+    base = {s: crossfit_ranks(plain[s], v.slot, v.ranks) for s, v in views.items()}
+    base_fitted = val_fitted(plain)
     rows, val_gain = [], {}
     for margin in args.margins:
         z = {s: verdicts(read[s]["logp"], read[s]["names"], margin) for s in read}
         x = {s: features(z[s], views[s].logits) for s in read}
         cross = {s: crossfit_ranks(x[s], views[s].slot, views[s].ranks) for s in read}
-        inside = val.slot >= 0
-        fitted = reranked_ranks(fit_reader(x["val"][torch.from_numpy(inside)], torch.from_numpy(val.slot[inside])),
-                                x["test"], test.slot, test.ranks)
-        base_fitted = reranked_ranks(fit_reader(features(np.zeros((len(val.ranks), k, 0), np.float32),
-                                                         val.logits)[torch.from_numpy(inside)],
-                                                torch.from_numpy(val.slot[inside])),
-                                     features(np.zeros((len(test.ranks), k, 0), np.float32), test.logits),
-                                     test.slot, test.ranks)
+        fitted = val_fitted(x)
         val_gain[margin] = float(np.mean(1 / cross["val"]) - np.mean(1 / base["val"]))
         p = departure_precision(torch.as_tensor(z["test"][..., 0]), torch.as_tensor(read["test"]["candidates"]),
                                 torch.as_tensor(test.target), torch.as_tensor(read["test"]["teacher_top"]))

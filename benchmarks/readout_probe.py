@@ -47,14 +47,14 @@ class _Capture(torch.nn.Module):
 
 @torch.no_grad()
 def read_states(module, data, teacher: FactsTeacher, split: str, ids: np.ndarray, extra: tuple[int, ...] = (),
-                batch: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                batch: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[list[str]]]:
     """(hidden states [n, K, d x layers] at the candidates' line ends: the run's readout layers, then
-    ``extra``; the trained head's log pi [n, K]; the teacher's order [n, K]) of ``ids`` of ``split``, with the
-    run's recommender's top K."""
+    ``extra``; the trained head's log pi [n, K]; the teacher's order [n, K]; the candidates [n, K] and their
+    labels) of ``ids`` of ``split``, with the run's recommender's top K."""
     ex, writer, rec, cfg = module.explainer, module.writer, module.recommender, module.cfg
     own = ex.readout_layers
     capture = _Capture(ex.choice_head, ex.hidden_size * len(own))
-    ex.choice_head, ex.readout_layers, states, logps, orders = capture, own + extra, [], [], []
+    ex.choice_head, ex.readout_layers, states, logps, orders, cands, labels = capture, own + extra, [], [], [], [], []
     try:
         for start in range(0, len(ids), batch):
             chunk = torch.as_tensor(ids[start:start + batch])
@@ -62,7 +62,9 @@ def read_states(module, data, teacher: FactsTeacher, split: str, ids: np.ndarray
             h, candidates, logits = rec.predict_top(rows)
             prompts = writer.prompts(split, chunk, candidates, logits)
             capture.seen.clear()
-            parts = list(ex.choice_groups(prompts, writer.labels(candidates), h))
+            labels += writer.labels(candidates)
+            cands.append(candidates.cpu())
+            parts = list(ex.choice_groups(prompts, labels[start:], h))
             back = torch.argsort(torch.cat([r for r, _ in parts]))
             states.append(torch.cat(capture.seen)[back].float().cpu())
             logps.append(torch.cat([lp for _, lp in parts])[back].cpu())
@@ -72,7 +74,7 @@ def read_states(module, data, teacher: FactsTeacher, split: str, ids: np.ndarray
                   flush=True)
     finally:
         ex.choice_head, ex.readout_layers = capture.head, own
-    return torch.cat(states), torch.cat(logps), torch.cat(orders)
+    return torch.cat(states), torch.cat(logps), torch.cat(orders), torch.cat(cands), labels
 
 
 def fit_head(states: torch.Tensor, order: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     draw = np.random.default_rng(cfg.run.seeds[0] if args.seed is None else args.seed)
     train_ids = draw.choice(len(data.splits["train"]), args.train, replace=False)
     val_ids = draw.choice(len(data.splits["val"]), args.val, replace=False)
-    train_states, _, train_order = read_states(module, data, teacher, "train", train_ids, extra)
-    val_states, val_logp, val_order = read_states(module, data, teacher, "val", val_ids, extra)
+    train_states, _, train_order, _, _ = read_states(module, data, teacher, "train", train_ids, extra)
+    val_states, val_logp, val_order, _, _ = read_states(module, data, teacher, "val", val_ids, extra)
     rows = [["the run's trained head", "-", *agreement(val_logp, val_order)]]
     d = module.explainer.hidden_size
     width = d * len(own)
