@@ -26,6 +26,7 @@ from recpie.config import data_config, load_experiment
 from recpie.data.fraction import supervision_draw
 from recpie.data.load import load_checkin_data
 from recpie.evaluation.tables import markdown_table
+from recpie.evaluation.verdicts import departure_precision
 from recpie.explainer.information import top_k
 from recpie.explainer.warmup import FactsTeacher
 from recpie.models.cycle_sampler import explainable_train_ids
@@ -38,14 +39,16 @@ from recpie.utils.seeds import phase_seed
 
 def departures(teacher: FactsTeacher, backbone: Backbone, data, cfg, split: str, ids: np.ndarray) -> list[str]:
     """[share of samples where the teacher's top-1 is not candidate 1, on those: target = teacher's top-1,
-    target = candidate 1], formatted."""
+    target = candidate 1], formatted (the gate's row "teacher departs", ``departure_precision``)."""
     view = top_k(backbone, data, split, ids, cfg.explainer.num_candidates, cfg.data.max_len,
                  cfg.data.history_summary)
     top = teacher.order(data, split, ids, view.candidates, cfg.explainer, view.logits)[:, 0]
-    away = top != 0
-    if not away.any():
+    candidates = torch.as_tensor(view.candidates)
+    row = departure_precision(torch.zeros(candidates.shape), candidates, torch.as_tensor(view.target),
+                              torch.as_tensor(top))["teacher departs (its top-1)"]
+    if not row["samples"]:
         return ["0.000", "-", "-"]
-    return [f"{away.mean():.3f}", f"{(view.slot == top)[away].mean():.3f}", f"{(view.slot == 0)[away].mean():.3f}"]
+    return [f"{row['samples'] / len(ids):.3f}", f"{row['named']:.3f}", f"{row['first']:.3f}"]
 
 
 def main(argv: list[str] | None = None) -> None:
