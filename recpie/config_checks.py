@@ -185,6 +185,10 @@ def check_explanation_modes(cfg: Any) -> None:
         raise ConfigError("rl.estimator=expected rewards every one of a K-way choice's K actions: it needs "
                           "explainer.choice=scored or readout (a generated text's actions are its tokens: use rloo, "
                           "grpo or gae)")
+    if cfg.rl.trainable == "head" and (cfg.explainer.choice != "readout" or cfg.rl.estimator != "expected"):
+        raise ConfigError(f"rl.trainable=head steps the readout choice's head alone on line states computed "
+                          f"once per prompt: it needs explainer.choice=readout (it is {cfg.explainer.choice}) "
+                          f"and rl.estimator=expected (it is {cfg.rl.estimator}); or set rl.trainable=all")
     if cfg.explainer.choice != "readout" and list(cfg.explainer.readout_layers) != [-1]:
         raise ConfigError(f"explainer.readout_layers={list(cfg.explainer.readout_layers)} is read only by the "
                           f"readout choice's head: set explainer.choice=readout (it is {cfg.explainer.choice}), or "

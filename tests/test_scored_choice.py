@@ -262,6 +262,11 @@ def test_a_readout_run_warms_up_writes_cached_choices_and_never_decodes(tmp_path
     with pytest.raises(ConfigError, match="rl.estimator=expected .* explainer.choice=scored or readout"):
         small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.choice": "generated", "recpie.ppo_iterations": 1,
                                              "rl.estimator": "expected"})
+    with pytest.raises(ConfigError, match=r"rl.trainable=head .* explainer.choice=readout \(it is scored\)"):
+        small_cfg(tmp_path, tiny_llm_dir, **{**over, "explainer.choice": "scored", "recpie.ppo_iterations": 1,
+                                             "rl.estimator": "expected", "rl.trainable": "head"})
+    with pytest.raises(ConfigError, match=r"rl.trainable=head .* rl.estimator=expected \(it is rloo\)"):
+        small_cfg(tmp_path, tiny_llm_dir, **{**over, "recpie.ppo_iterations": 1, "rl.trainable": "head"})
 
 
 def _paid_for_the_last(tmp_path, nyc_data, llm_dir, monkeypatch, **over):
@@ -369,3 +374,49 @@ def test_the_expected_update_is_the_same_one_group_of_prompts_at_a_time(tmp_path
     assert moved
     for name in start[0]:
         torch.testing.assert_close(after[1][name], after[10**6][name], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_ppo_of_the_head_alone_steps_the_head_as_the_whole_update_does(tmp_path, nyc_data, tiny_llm_dir,  # noqa: F811
+                                                                        monkeypatch):
+    """rl.trainable=head reads each prompt's line states once and steps the readout choice's head alone: its
+    step is the head's part of the whole update's (same objective, same point; plain SGD, no clipping), while
+    LoRA and the soft prompt stay where the warm-up left them. The gain over the reference is 0 before the
+    first step (pi_old is the warm-up's) and above 0 once pi has moved toward the paid-for candidate."""
+    import copy
+
+    from recpie.rl.config import Trainable
+
+    trainer, _, _, _, (prompts, labels, h, _) = _paid_for_the_last(
+        tmp_path, nyc_data, tiny_llm_dir, monkeypatch, **{"rl.estimator": "expected", "rl.ppo_epochs": 1,
+                                                           "recpie.grad_clip": 0.0})
+    opt = torch.optim.SGD(trainer.explainer.trainable_parameters(), lr=1.0)
+    start = (trainer.explainer.trainable_state_dict(), copy.deepcopy(opt.state_dict()),
+             copy.deepcopy(trainer.moments))
+    after, stats = {}, {}
+    for trainable in ("all", "head"):
+        trainer.explainer.load_trainable_state_dict(start[0])
+        opt.load_state_dict(copy.deepcopy(start[1]))
+        trainer.moments = copy.deepcopy(start[2])
+        trainer.cfg.rl.trainable = Trainable(trainable)
+        stats[trainable] = trainer.ppo_iteration(opt, 0)
+        after[trainable] = trainer.explainer.trainable_state_dict()
+    head = [name for name in start[0] if name.startswith("choice_head.")]
+    # the weight moves; the bias has no gradient (it shifts all K alike)
+    assert not torch.equal(after["head"]["choice_head.weight"], start[0]["choice_head.weight"])
+    for name in head:
+        torch.testing.assert_close(after["head"][name], after["all"][name], atol=1e-6, rtol=1e-5)
+    frozen = [name for name in start[0] if name not in head]
+    assert all(torch.equal(after["head"][name], start[0][name]) for name in frozen)
+    assert any(not torch.equal(after["all"][name], start[0][name]) for name in frozen)
+    for trainable in ("all", "head"):  # the same prompts, the same pi_old, the same stats
+        assert stats[trainable]["reward/gain_over_reference"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["head"]["reward/raw_mean"] == pytest.approx(stats["all"]["reward/raw_mean"], abs=1e-5)
+    opt = torch.optim.Adam(trainer.explainer.trainable_parameters(), lr=0.05)
+    before = trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp()
+    for _ in range(3):
+        trainer.ppo_iteration(opt, 0)
+    assert trainer.ppo_iteration(opt, 0)["reward/gain_over_reference"] > 0.01
+    assert trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp().mean() > before.mean() + 0.1
+    assert all(torch.equal(trainer.explainer.trainable_state_dict()[name], start[0][name]) for name in frozen)
+

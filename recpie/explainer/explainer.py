@@ -154,8 +154,15 @@ class Explainer(nn.Module):
 
     def _readout_groups(self, prompts: list[str], enc, k: int, user_states: torch.Tensor | None
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``choice_groups`` of explainer.choice=readout (``enc``: the prompts left-padded, with their tokens'
-        character offsets): one prompt forward per group, no continuation."""
+        """``choice_groups`` of explainer.choice=readout: the choice head on each group's ``_line_groups``."""
+        for rows, lines in self._line_groups(prompts, enc, k, user_states):
+            yield rows, self.readout_logprobs(lines)
+
+    def _line_groups(self, prompts: list[str], enc, k: int, user_states: torch.Tensor | None
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(rows, the hidden states [len(rows), K, D] ending each candidate's prompt line, at
+        explainer.readout_layers) per group of similar-length prompts (``enc``: the prompts left-padded, with
+        their tokens' character offsets): one prompt forward per group, no continuation."""
         width, m = enc.input_ids.shape[1], self.cfg.soft_tokens if user_states is not None else 0
         # each candidate line's last token, as a column of the left-padded batch: the real token whose
         # characters cover the line's last character (padding and special tokens cover none)
@@ -178,9 +185,26 @@ class Explainer(nn.Module):
                 out = body(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False,
                            output_hidden_states=len(self.readout_layers) > 1)
             at = (cols[rows] - cut + m).to(self.device)  # the soft prompt sits before the first real token
-            lines = torch.cat([line_states(body, out, at, total if i == -1 else i, depth)
-                               for i in self.readout_layers], -1)
-            yield rows, torch.log_softmax(self.choice_head(lines.float()).squeeze(-1), -1)
+            yield rows, torch.cat([line_states(body, out, at, total if i == -1 else i, depth)
+                                   for i in self.readout_layers], -1)
+
+    def readout_logprobs(self, lines: torch.Tensor) -> torch.Tensor:
+        """[n, K] log pi of explainer.choice=readout (at temperature 1): the softmax over the K candidates of
+        the choice head's reading of their line states ``lines`` [n, K, D]."""
+        return torch.log_softmax(self.choice_head(lines.float()).squeeze(-1), -1)
+
+    def readout_states(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None
+                       ) -> torch.Tensor:
+        """[n, K, D] the line states the readout choice's head reads (``_line_groups``), in row order, without
+        grad: what PPO of the head alone (rl.trainable=head) computes once per prompt and re-reads each step."""
+        if self.choice_head is None:
+            raise ValueError("readout_states reads the readout choice's lines: set explainer.choice=readout")
+        k = len(labels[0])
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True,
+                             return_offsets_mapping=True)
+        with torch.no_grad():
+            parts = list(self._line_groups(prompts, enc, k, user_states))
+        return in_row_order([rows for rows, _ in parts], [lines for _, lines in parts])
 
     def choice_logprobs(self, prompts: list[str], labels: list[list[str]], user_states: torch.Tensor | None,
                         grad: bool = False) -> torch.Tensor:

@@ -10,6 +10,8 @@ Estimator = StrEnum("Estimator", ["gae", "grpo", "rloo", "expected"])
 KLReference = StrEnum("KLReference", ["base", "warmup"])  # the policy the KL penalty holds the explainer near
 # what the reward compares the sample's own explanation with (see RewardConfig.baseline)
 RewardBaseline = StrEnum("RewardBaseline", ["other", "null"])
+# what PPO's steps move: everything the warm-up trained, or the readout choice's head alone
+Trainable = StrEnum("Trainable", ["all", "head"])
 
 
 @dataclass
@@ -72,5 +74,11 @@ class RLConfig:
     # the format warm-up, RLHF's SFT reference) or "base" (the adapter-disabled LLM, same soft prompt: the
     # warm-up alone puts the policy ~80 nats from it, a penalty that fights the format; docs/decisions.md)
     kl_reference: KLReference = KLReference.warmup
+    # what PPO's steps move: "all" (LoRA + soft prompt + the readout choice's head, as the warm-up) or "head"
+    # (explainer.choice=readout with rl.estimator=expected: the head alone; LoRA and soft prompt stay at their
+    # warm-up values, so each prompt's line states are computed once, without grad, and every step re-reads
+    # them: a prompt costs one forward instead of a forward and a backward per epoch, so an iteration can
+    # hold ~8x the prompts; issue 24)
+    trainable: Trainable = Trainable.all
     kl: KLConfig = field(default_factory=KLConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)

@@ -450,7 +450,8 @@ class ExplainerTrainer:
         each of rl.ppo_epochs steps ascends the exact expectation sum_j pi_old(j) min(r_j A_j, clip(r_j) A_j),
         r_j = pi(j) / pi_old(j), A_j = the choice's score minus pi_old's expected score (so naming candidate 1
         earns only what it adds over the policy's own average), minus kl_coef x KL(pi || reference), exact over
-        the K. Returns the iteration's stats under ppo_iteration's names, each an expectation under pi_old."""
+        the K. With rl.trainable=head only the readout choice's head moves, on each prompt's line states read
+        once. Returns the iteration's stats under ppo_iteration's names, each an expectation under pi_old."""
         rl, host = self.cfg.rl, self.host
         start = time.perf_counter()
         ids = self.draw_train_ids(self.rc.rollout_prompts, f"ppo{iteration}")
@@ -458,7 +459,15 @@ class ExplainerTrainer:
         h, candidates, logits = self.recommender.predict_top(batch)
         prompts, labels = self.writer.prompts("train", ids, candidates, logits), self.writer.labels(candidates)
         n, k = candidates.shape
-        old, ref = self.choice_logp(prompts, labels, h), self.choice_logp(prompts, labels, h, reference=True)
+        head_only = rl.trainable == "head"  # LoRA and soft prompt frozen: each prompt's line states read once
+        if head_only:
+            lines = self.explainer.readout_states(prompts, labels, h)
+            with torch.no_grad():
+                old = self.tempered(self.explainer.readout_logprobs(lines))
+            ref = self.with_weights(self.reference_weights, lambda: self.tempered(self.explainer.readout_logprobs(
+                lines))) if self.reference_weights is not None else self.choice_logp(prompts, labels, h, reference=True)
+        else:
+            old, ref = self.choice_logp(prompts, labels, h), self.choice_logp(prompts, labels, h, reference=True)
         ref = ref.to(old.device)
         rows = torch.arange(n, device=h.device).repeat_interleave(k)  # (prompt, choice) pairs, prompt-major
         texts = self.choice_texts(ids, candidates, logits, labels, old, rows, list(range(k)) * n)
@@ -477,8 +486,14 @@ class ExplainerTrainer:
         shaped = shaped.to(old.device)
         advantages = shaped - (pi_old * shaped).sum(-1, keepdim=True)
 
+        def choices():  # (prompt rows, log pi at temperature 1) with grad, one group of prompts at a time
+            if head_only:
+                yield torch.arange(n), self.explainer.readout_logprobs(lines)
+            else:
+                yield from self.explainer.choice_groups(prompts, labels, h)
+
         def loss():  # the mean over prompts, one group of prompts at a time: only its graph lives (issue 24)
-            for group, choice in self.explainer.choice_groups(prompts, labels, h):
+            for group, choice in choices():
                 group = group.to(old.device)
                 new = self.tempered(choice)
                 ratio = (new - old[group]).exp()
@@ -506,11 +521,15 @@ class ExplainerTrainer:
                  "reward/eos_rate": 1.0, "reward/parse_rate": 1.0,
                  "reward/like_hit_rate": expected((candidates == target[:, None]).float()).mean().item(),
                  "reward/best_choice_share": (advantages.argmax(-1) == pi_old.argmax(-1)).float().mean().item(),
+                 # on these prompts, before they move the policy: pi_old's expected raw reward minus the
+                 # reference policy's (the warm-up's, under rl.kl_reference=warmup), paired prompt by prompt
+                 "reward/gain_over_reference": ((pi_old - ref.exp()) * raw.view(n, k).to(pi_old.device)).sum(-1)
+                 .mean().item(),
                  "ppo/kl_k1_per_seq": float(kl), "ppo/kl_coef": self.kl_ctl.value, "ppo/loss": losses[-1],
                  "speed/ppo_iteration_s": time.perf_counter() - start}
-        log.info("cycle %d PPO %d (expected over the %d choices): reward %.4f +- %.4f (%.0f%% > 0; content %.4f), "
-                 "\"may like\" hits %.2f, KL %.3f; %.1f s", host.current_epoch, iteration, k,
-                 stats["reward/raw_mean"], stats["reward/raw_std"], 100 * stats["reward/positive_share"],
-                 stats["reward/content"], stats["reward/like_hit_rate"], stats["ppo/kl_k1_per_seq"],
-                 stats["speed/ppo_iteration_s"])
+        log.info("cycle %d PPO %d (expected over the %d choices): reward %.4f +- %.4f (%.0f%% > 0; content %.4f; "
+                 "over the reference %+.4f), \"may like\" hits %.2f, KL %.3f; %.1f s", host.current_epoch, iteration,
+                 k, stats["reward/raw_mean"], stats["reward/raw_std"], 100 * stats["reward/positive_share"],
+                 stats["reward/content"], stats["reward/gain_over_reference"], stats["reward/like_hit_rate"],
+                 stats["ppo/kl_k1_per_seq"], stats["speed/ppo_iteration_s"])
         return stats
