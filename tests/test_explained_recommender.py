@@ -155,3 +155,36 @@ def test_the_verdict_fit_reads_explained_and_null_rows_and_trusts_a_verdict_that
         null = rec.logits(batch, h, *rec.null_explanations(h), candidates)
     own_rank, null_rank = ranks_from_scores(own, target)[inside], ranks_from_scores(null, target)[inside]
     assert (own_rank <= null_rank).all() and (own_rank == 1).all()
+
+
+def test_the_reciprocal_rank_gain_moves_only_where_a_verdict_crosses_the_target(synthetic_data, batch):
+    """rl.reward.metric=reciprocal_rank: with a fusion that lifts "may like" by 20 logits, liking the target
+    puts it first (gain 1 - 1/its rank without); liking a top-K candidate when the target is below the top K
+    leaves its rank as it was (gain exactly 0), while the log-likelihood gain there is below 0 (the lifted
+    candidate takes mass from the target through the softmax normaliser)."""
+    rec = recommender(synthetic_data, "verdict")
+    with torch.no_grad():
+        rec.fusion.weight[:, rec.fusion.feature_index("liked")] = 20.0
+    with rec.predicting():
+        h = rec.user_state(batch)
+        candidates = rec.candidates(batch, h).clone()
+        scores = rec.backbone.score(h, batch)
+    target = rec.target(batch)
+    outside = ~(candidates == target[:, None]).any(1)
+    assert outside[1:].any()
+    candidates[0, 1] = target[0]  # row 0: the target shown at position 1, whatever its rank
+    like = torch.zeros(len(h), K, 2)
+    like[0, 1, 0] = 1.0  # row 0 likes the target
+    like[1:, 0, 0] = 1.0  # the others like their first candidate
+    rows, slot = torch.arange(len(h)), torch.zeros(len(h), dtype=torch.long)
+    gain, null_rr, with_rr = rec.log_likelihood_gain(batch, h, candidates, rows, slot, like.flatten(1),
+                                                     "reciprocal_rank")
+    torch.testing.assert_close(null_rr, (1.0 / ranks_from_scores(scores, target)).float())
+    assert with_rr[0] == 1.0 and gain[0] == pytest.approx(1.0 - float(null_rr[0]))
+    rest = outside.clone()
+    rest[0] = False
+    assert (gain[rest] == 0).all()
+    log_gain = rec.log_likelihood_gain(batch, h, candidates, rows, slot, like.flatten(1))[0]
+    assert (log_gain[rest] < 0).all()
+    with pytest.raises(ValueError, match="unknown reward metric 'mrr'"):
+        rec.log_likelihood_gain(batch, h, candidates, rows, slot, like.flatten(1), "mrr")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recpie.components.fusion import CandidateReranker, GatedFusion, VerdictReranker
+from recpie.evaluation.ranking import ranks_from_scores
 from recpie.evaluation.verdicts import verdict_pairs
 
 Batch = dict[str, torch.Tensor]
@@ -179,23 +180,26 @@ class ExplainedRecommender(nn.Module):
             return h, *self.top(batch, h, k)
 
     def log_likelihood_gain(self, batch: Batch, h, candidates, rows: torch.Tensor, slot: torch.Tensor,
-                            z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log p(target | this explanation) - log p(target | null), null log p, explained log p) per row:
-        row r puts explanation z[r] into slot ``slot[r]`` of sample ``rows[r]``, the other slots stay null.
+                            z: torch.Tensor, metric: str = "log_likelihood"
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the target's value with this explanation minus with the null one, null value, explained value) per
+        row: row r puts explanation z[r] into slot ``slot[r]`` of sample ``rows[r]``, the other slots stay null.
+        ``metric``: "log_likelihood" (log p(target) over all POIs) or "reciprocal_rank" (1 / the target's rank
+        over all POIs, ties counted half as the evaluation does: the metric the runs report).
 
         A re-scored candidate that is not the target still moves the target's probability through the
-        softmax normaliser, so the gain is defined (and small) when the target is not among the top-K."""
+        softmax normaliser, so the log-likelihood gain is defined (and small) when the target is not among the
+        top-K; its rank moves only where a re-scored candidate crosses it."""
         with self.predicting():
             hb, bb, cand = h[rows], {k: v[rows] for k, v in batch.items()}, candidates[rows]
             zeros, none = self.null_explanations(hb)
-            target = self.target(bb)[:, None]
-            null_lp = F.log_softmax(self.logits(bb, hb, zeros, none, cand), -1).gather(1, target)
+            target = self.target(bb)
             zz, present = zeros.clone(), none.clone()
             zz[torch.arange(len(rows)), slot] = z
             present[torch.arange(len(rows)), slot] = True
-            with_lp = F.log_softmax(self.logits(bb, hb, zz, present, cand), -1).gather(1, target)
-        return (with_lp - null_lp).squeeze(1), null_lp.squeeze(1), with_lp.squeeze(1)
-
+            null_v, with_v = (target_value(self.logits(bb, hb, e, p, cand), target, metric)
+                              for e, p in ((zeros, none), (zz, present)))
+        return with_v - null_v, null_v, with_v
 
     @torch.no_grad()
     def fit_verdicts(self, batches, ridge: float) -> dict[str, float]:
@@ -214,3 +218,13 @@ class ExplainedRecommender(nn.Module):
         if not parts["ids"]:  # no samples to fit on (e.g. nothing refreshed yet): the weights stay
             return {"fusion/fit_rows": 0.0, "fusion/fit_explained_rows": 0.0}
         return self.fusion.fit_explained(*(torch.cat(v) for v in parts.values()), ridge=ridge)
+
+
+def target_value(logits: torch.Tensor, target: torch.Tensor, metric: str) -> torch.Tensor:
+    """[B] the target's log-probability over all POIs (metric "log_likelihood") or its reciprocal rank
+    ("reciprocal_rank": ``ranks_from_scores``' fractional rank, as evaluated) under ``logits`` [B, P]."""
+    if metric == "log_likelihood":
+        return F.log_softmax(logits, -1).gather(1, target[:, None]).squeeze(1)
+    if metric == "reciprocal_rank":
+        return (1.0 / ranks_from_scores(logits, target)).to(logits.dtype)
+    raise ValueError(f"unknown reward metric {metric!r}: log_likelihood or reciprocal_rank")

@@ -10,6 +10,8 @@ Estimator = StrEnum("Estimator", ["gae", "grpo", "rloo", "expected"])
 KLReference = StrEnum("KLReference", ["base", "warmup"])  # the policy the KL penalty holds the explainer near
 # what the reward compares the sample's own explanation with (see RewardConfig.baseline)
 RewardBaseline = StrEnum("RewardBaseline", ["other", "null"])
+# what the reward measures of the target under the fused recommender (see RewardConfig.metric)
+RewardMetric = StrEnum("RewardMetric", ["log_likelihood", "reciprocal_rank"])
 # what PPO's steps move: everything the warm-up trained, or the readout choice's head alone
 Trainable = StrEnum("Trainable", ["all", "head"])
 
@@ -34,6 +36,12 @@ class RewardConfig:
     # fusion's learned null explanation (the gain over having none). Either is 0 while the fusion is the
     # identity. Texts the fusion cannot read (a verdict encoder's unparseable ones) count as the null
     baseline: RewardBaseline = RewardBaseline.other
+    # the target's value the gain is measured in: "log_likelihood" (log p over all POIs, dense) or
+    # "reciprocal_rank" (1 / its rank over all POIs, the reported MRR's term). The verdict fusion re-ranks the
+    # top K and is fitted on samples whose target is among them; on the others (about 45% at 3%) a verdict
+    # moves only the softmax normaliser, so their log-likelihood gain prices how much mass the fusion gives
+    # the K, not the ranking, while their reciprocal rank is unchanged unless a candidate crosses the target
+    metric: RewardMetric = RewardMetric.log_likelihood
     normalise: bool = True  # divide by a running std (and subtract the running mean)
     # floor of that std, in nats of the raw score: a zero-variance start (the identity fusion's zeros) must
     # not turn 1e-4 noise into unit scores; below it a gain of std_floor nats is one unit

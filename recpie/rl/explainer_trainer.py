@@ -409,7 +409,7 @@ class ExplainerTrainer:
             g = torch.Generator().manual_seed(phase_seed(self.seed, host.current_epoch, host.global_rank, iteration,
                                                          "other"))
             parts = explanation_reward(self.recommender, batch, h, candidates, rows, slot, z, present,
-                                       other_rows(rows.cpu(), g).to(rows.device))
+                                       other_rows(rows.cpu(), g).to(rows.device), rl.reward.metric)
             raw = parts.raw(rl.reward.baseline)
             parsed = parse_flags(gen.texts, lambda t: parse(t).ok).to(raw.device)
             # normalise with the scores of every rank, so the running moments stay identical across ranks
@@ -445,8 +445,9 @@ class ExplainerTrainer:
 
     def expected_choice_iteration(self, opt, iteration: int) -> dict[str, float]:
         """rl.estimator=expected (a K-way choice): no draws. Every one of a prompt's K choices is written (its
-        template, "may not like" the least likely other name under pi) and rewarded (log p(target) with it minus
-        with the null explanation, the same for all K, under the fitted fusion; normalised as any reward), and
+        template, "may not like" the least likely other name under pi) and rewarded (the target's
+        rl.reward.metric, log p or 1 / rank, with it minus with the null explanation, the same for all K, under
+        the fitted fusion; normalised as any reward), and
         each of rl.ppo_epochs steps ascends the exact expectation sum_j pi_old(j) min(r_j A_j, clip(r_j) A_j),
         r_j = pi(j) / pi_old(j), A_j = the choice's score minus pi_old's expected score (so naming candidate 1
         earns only what it adds over the policy's own average), minus kl_coef x KL(pi || reference), exact over
@@ -476,7 +477,7 @@ class ExplainerTrainer:
             g = torch.Generator().manual_seed(phase_seed(self.seed, host.current_epoch, host.global_rank, iteration,
                                                          "other"))
             parts = explanation_reward(self.recommender, batch, h, candidates, rows, torch.zeros_like(rows), z,
-                                       present, other_rows(rows.cpu(), g).to(rows.device))
+                                       present, other_rows(rows.cpu(), g).to(rows.device), rl.reward.metric)
             raw = parts.raw("null")
             done = torch.ones(len(raw), dtype=torch.bool, device=raw.device)  # a K-way choice always ends and parses
             shaped, _ = shape_scores(host.gathered(raw), host.gathered(done), host.gathered(done), self.moments,

@@ -1,6 +1,6 @@
-"""The reward: the recommender's log-likelihood gain from an explanation over another sample's (or the null)
-explanation; from raw scores to PPO scores (running normalisation with a floor on its std, clipping, format
-penalties); the KL coefficient."""
+"""The reward: the recommender's gain (the target's log-likelihood or reciprocal rank) from an explanation over
+another sample's (or the null) explanation; from raw scores to PPO scores (running normalisation with a floor
+on its std, clipping, format penalties); the KL coefficient."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from recpie.components.explained_recommender import Batch, ExplainedRecommender
 from recpie.config_checks import check_section
-from recpie.rl.config import KLConfig, RewardBaseline, RewardConfig
+from recpie.rl.config import KLConfig, RewardBaseline, RewardConfig, RewardMetric
 
 
 def derangement(n: int, generator: torch.Generator) -> Tensor:
@@ -38,9 +38,9 @@ def other_rows(rows: Tensor, generator: torch.Generator) -> Tensor:
 
 @dataclass
 class ExplanationReward:
-    """Per rollout row, log p(target) under the recommender (eval mode) with the row's own explanation,
-    with another sample's in the same slot, and with the null one; the raw reward is own minus the
-    configured baseline's (rl.reward.baseline)."""
+    """Per rollout row, the target's value (rl.reward.metric: log p or 1 / rank) under the recommender (eval
+    mode) with the row's own explanation, with another sample's in the same slot, and with the null one; the
+    raw reward is own minus the configured baseline's (rl.reward.baseline)."""
 
     own: Tensor  # [N]
     other: Tensor  # [N]
@@ -57,12 +57,14 @@ class ExplanationReward:
 
 
 def explanation_reward(recommender: ExplainedRecommender, batch: Batch, h: Tensor, candidates: Tensor,
-                       rows: Tensor, slot: Tensor, z: Tensor, present: Tensor, other: Tensor) -> ExplanationReward:
+                       rows: Tensor, slot: Tensor, z: Tensor, present: Tensor, other: Tensor,
+                       metric: RewardMetric | str = "log_likelihood") -> ExplanationReward:
     """Row r puts explanation z[r] into slot ``slot[r]`` of sample ``rows[r]`` (the null where ``present[r]``
     is False: a text the recommender cannot read), and ``z[other[r]]`` for the comparison. The other slots
-    stay null, so a row without a readable explanation scores exactly the null's log p."""
-    _, null, own = recommender.log_likelihood_gain(batch, h, candidates, rows, slot, z)
-    _, _, swapped = recommender.log_likelihood_gain(batch, h, candidates, rows, slot, z[other])
+    stay null, so a row without a readable explanation scores exactly the null's value. ``metric``
+    (rl.reward.metric): the target's log p or its reciprocal rank over all POIs."""
+    _, null, own = recommender.log_likelihood_gain(batch, h, candidates, rows, slot, z, str(metric))
+    _, _, swapped = recommender.log_likelihood_gain(batch, h, candidates, rows, slot, z[other], str(metric))
     return ExplanationReward(torch.where(present, own, null), torch.where(present[other], swapped, null), null)
 
 
