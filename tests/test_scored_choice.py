@@ -420,3 +420,43 @@ def test_ppo_of_the_head_alone_steps_the_head_as_the_whole_update_does(tmp_path,
     assert trainer.explainer.choice_logprobs(prompts, labels, h)[:, -1].exp().mean() > before.mean() + 0.1
     assert all(torch.equal(trainer.explainer.trainable_state_dict()[name], start[0][name]) for name in frozen)
 
+
+
+@pytest.mark.slow
+def test_a_run_starts_from_another_runs_warm_up(tmp_path, nyc_data, tiny_llm_dir):  # noqa: F811
+    """recpie.warmup_checkpoint: the explainer takes the weights another run had right after its warm-up (its
+    checkpoint's KL reference) and that run's warm-up curve, runs no warm-up step, and refuses a checkpoint
+    without such weights or of another data draw, naming the key."""
+    import json
+
+    from joint_parts import joint_parts
+
+    from recpie.data.fraction import supervision_draw
+    from recpie.errors import CheckpointError
+    from recpie.utils.checkpoints import DRAW_KEY
+
+    over = {"explainer.choice": "readout", "explainer.encoder": "verdict", "recpie.sft_eval_every": 1,
+            "recpie.sft_eval_samples": 4}
+    _, first, _ = joint_parts(tmp_path / "a", nyc_data, tiny_llm_dir, **over)
+    first.prepare(torch.optim.AdamW(first.explainer.trainable_parameters(), lr=0.05))
+    assert first.curve and first.reference_weights is not None
+    path = tmp_path / "last.ckpt"
+    torch.save({"recpie": first.state_dict(), DRAW_KEY: supervision_draw(nyc_data)}, path)
+    _, second, _ = joint_parts(tmp_path / "b", nyc_data, tiny_llm_dir,
+                               **{**over, "recpie.warmup_checkpoint": str(path)})
+    second.format_warmup = None  # never called: calling it would raise
+    second.prepare(torch.optim.AdamW(second.explainer.trainable_parameters(), lr=0.05))
+    weights = second.explainer.trainable_state_dict()
+    assert weights.keys() == first.reference_weights.keys()
+    assert all(torch.equal(weights[k], first.reference_weights[k]) for k in weights)
+    assert json.dumps(second.curve) == json.dumps(first.curve)  # (a nan is not equal to itself)
+    assert second.sft_done and second.policy_version == first.policy_version
+    for state, why in (({"recpie": {**first.state_dict(), "reference_weights": None},
+                         DRAW_KEY: supervision_draw(nyc_data)}, "holds no post-warm-up explainer weights"),
+                       ({"recpie": first.state_dict(), DRAW_KEY: {**supervision_draw(nyc_data), "fraction": 0.5}},
+                        "was trained on")):
+        torch.save(state, path)
+        _, third, _ = joint_parts(tmp_path / "c", nyc_data, tiny_llm_dir,
+                                  **{**over, "recpie.warmup_checkpoint": str(path)})
+        with pytest.raises(CheckpointError, match=f"recpie.warmup_checkpoint.*{why}"):
+            third.prepare(torch.optim.AdamW(third.explainer.trainable_parameters(), lr=0.05))

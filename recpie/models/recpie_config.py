@@ -42,6 +42,11 @@ class RecPIEConfig:
     use_explanations: bool = True
     # supervised format warm-up of LoRA + soft prompt on templated explanations before the cycles
     sft_steps: int = 30
+    # a RecPIE run's checkpoint (its checkpoints/recpie-seed<s>/last.ckpt) whose explainer weights right after
+    # its warm-up (kept there as the KL reference, rl.kl_reference=warmup) this run starts from instead of
+    # warming up: PPO variants of one frozen twin without its warm-up's CPU time. The same explainer, prompts,
+    # backbone and seed are the caller's to keep (the data draw is checked); "" = warm up (sft_steps)
+    warmup_checkpoint: str = ""
     # prompts per supervised warm-up step
     sft_batch: int = 8
     # what the warm-up's "may like" names: "template" (the recommender's top candidate; teaches the format

@@ -24,7 +24,9 @@ import torch
 from omegaconf import DictConfig
 
 from recpie.components.explained_recommender import ExplainedRecommender
+from recpie.data.fraction import supervision_draw
 from recpie.data.types import CheckinData
+from recpie.errors import CheckpointError
 from recpie.evaluation.verdicts import departure_agreement, liked_target_share, teacher_agreement, verdict_pairs
 from recpie.explainer.choice import choice_losses, least_likely_other, order_with_first
 from recpie.explainer.encoder import VerdictEncoder
@@ -34,6 +36,7 @@ from recpie.explainer.warmup import FactsTeacher, sft_losses, templated_choice
 from recpie.explainer.writer import ExplanationWriter, WriterHost, progress
 from recpie.rl.ppo import Rollout, ppo_update
 from recpie.rl.reward import KLController, RunningMoments, explanation_reward, other_rows, parse_flags, shape_scores
+from recpie.utils.checkpoints import check_draw, load_checkpoint
 from recpie.utils.files import write_or_explain
 from recpie.utils.seeds import phase_seed, subset_ids
 
@@ -163,12 +166,42 @@ class ExplainerTrainer:
         return self.cfg.rl.lr or self.rc.llm_lr
 
     def prepare(self, opt) -> None:
-        """Before the cycle's PPO: the format warm-up (once per run), then the KL reference snapshot."""
-        if not self.sft_done and self.rc.sft_steps > 0:
+        """Before the cycle's PPO: the format warm-up (once per run; or its weights from
+        recpie.warmup_checkpoint), then the KL reference snapshot."""
+        if not self.sft_done and self.rc.warmup_checkpoint:
+            self.load_warmup(self.rc.warmup_checkpoint)
+            self.sft_done = True
+        elif not self.sft_done and self.rc.sft_steps > 0:
             self.format_warmup(opt)
             self.sft_done = True
         if self.cfg.rl.kl_reference == "warmup" and self.reference_weights is None:
             self.reference_weights = self.explainer.trainable_state_dict()  # a snapshot on the CPU
+
+    def load_warmup(self, path: str) -> None:
+        """The explainer's weights right after another run's warm-up (its checkpoint's KL reference snapshot)
+        and that run's warm-up curve, in place of a warm-up: read without running code, refused when the
+        checkpoint's data draw is not this run's or its weights do not fit this explainer."""
+        what = "recpie.warmup_checkpoint"
+        state = load_checkpoint(path, what)
+        check_draw(state, path, what, supervision_draw(self.data))
+        saved = state.get("recpie", {}) if isinstance(state, dict) else {}
+        weights = saved.get("reference_weights")
+        if not isinstance(weights, dict) or not weights:
+            raise CheckpointError(f"{what}={path} holds no post-warm-up explainer weights (a RecPIE run's "
+                                  "checkpoint keeps them as its KL reference only with rl.kl_reference=warmup and "
+                                  "an explainer): pass such a run's checkpoints/recpie-seed<s>/last.ckpt, or set "
+                                  f"{what}='' to warm up")
+        try:
+            self.explainer.load_trainable_state_dict(weights)
+        except (KeyError, RuntimeError) as e:
+            raise CheckpointError(f"{what}={path}: its explainer weights do not fit this run's explainer ({e}); "
+                                  "it must come from a run of the same explainer settings (LLM, LoRA, soft "
+                                  "prompt, explainer.choice)") from None
+        self.curve = list(saved.get("warmup_curve", []))
+        if self.curve_file is not None and self.curve:
+            write_curve(self.curve_file, self.curve)
+        self.policy_version += 1
+        log.info("explainer: the warm-up's weights from %s (no warm-up steps run)", path)
 
     def draw_train_ids(self, n: int, phase: str) -> torch.Tensor:
         g = torch.Generator().manual_seed(
