@@ -43,8 +43,9 @@ class RewardConfig:
     # the K, not the ranking, while their reciprocal rank is unchanged unless a candidate crosses the target
     metric: RewardMetric = RewardMetric.log_likelihood
     normalise: bool = True  # divide by a running std (and subtract the running mean)
-    # floor of that std, in nats of the raw score: a zero-variance start (the identity fusion's zeros) must
-    # not turn 1e-4 noise into unit scores; below it a gain of std_floor nats is one unit
+    # floor of that std, in the raw score's units (nats; reciprocal rank under metric=reciprocal_rank): a
+    # zero-variance start (the identity fusion's zeros) must not turn 1e-4 noise into unit scores; below it
+    # a gain of std_floor is one unit
     std_floor: float = 0.05
     clip: float = 5.0  # clip the normalised score to [-clip, clip]; 0 disables clipping
     missing_eos_penalty: float = -1.0  # added when the response ends without an EOS token
