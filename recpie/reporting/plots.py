@@ -24,7 +24,7 @@ DPI = 110  # pixels per inch of every saved figure
 TREND_PANELS = (
     ("Target log-probability with / without the explanation", "mean log p(target)",
      {"reward/with_explanation_logp": "with the explanation", "reward/null_logp": "with the null explanation"}, None),
-    ("PPO reward (raw: log p own minus the baseline's)", "mean raw reward",
+    ("PPO reward (raw: own minus the baseline's)", "mean raw reward",
      {"reward/raw_mean": "raw reward", "reward/content": "content (own minus another sample's)"}, None),
     ("Explainer KL to its reference", "KL per sequence (k1)", {"ppo/kl_k1_per_seq": "KL"}, None),
     ("Explanation format", "share of rollouts", {"reward/parse_rate": "parseable", "reward/eos_rate": "ended (EOS)"},
@@ -35,9 +35,9 @@ TREND_PANELS = (
 
 # The same per PPO iteration (RecPIEModule.log_ppo_iteration, x = the policy version): is the reward live?
 ITERATION_PANELS = (
-    ("PPO reward per iteration (raw: log p own minus the baseline's)", "mean over the rollout",
-     {"ppo_iteration/reward_mean": "raw reward", "ppo_iteration/reward_content": "content (own minus another's)"},
-     None),
+    ("PPO reward per iteration (raw: own minus the baseline's)", "mean over the rollout",
+     {"ppo_iteration/reward_mean": "raw reward", "ppo_iteration/reward_content": "content (own minus another's)",
+      "ppo_iteration/reward_over_reference": "policy minus the warm-up's, same prompts"}, None),
     ('Rollouts rewarded above 0, "may like" naming the target', "share of rollouts",
      {"ppo_iteration/reward_positive_share": "reward > 0", "ppo_iteration/like_hit_rate": '"may like" hits'},
      (-0.05, 1.05)),
