@@ -90,3 +90,25 @@ def test_hindsight_warmup_samples_are_held_out_of_everything_else(nyc_data):
     for target, share in (("oracle", 0.5), ("hindsight", 1.0)):
         with pytest.raises(ValueError, match="recpie.sft_"):
             warmup_and_fusion_ids(nyc_data, target, share, seed=0)
+
+
+def test_ppo_draws_from_the_train_samples_that_end_a_trajectory(nyc_data):
+    """recpie.rollout_rows=trajectory_end: the train samples whose target is its trajectory's last check-in,
+    as every val and test sample's is; "all" keeps every explainable one."""
+    import numpy as np
+
+    from recpie.errors import ConfigError
+    from recpie.rl.explainer_trainer import rollout_ids
+
+    d = nyc_data
+    ids = explainable_train_ids(d)
+    assert torch.equal(rollout_ids(d, ids, "all"), ids)
+    ends = rollout_ids(d, ids, "trajectory_end")
+    target = d.splits["train"].target
+    last = [int(t) == len(d.poi) - 1 or d.trajectory[t + 1] != d.trajectory[t] for t in target[ids.numpy()]]
+    assert ends.tolist() == ids[torch.tensor(last)].tolist() and 0 < len(ends) < len(ids)
+    for split in ("val", "test"):  # the protocol's samples all end their trajectory
+        assert d.ends_trajectory(d.splits[split].target).all()
+    with pytest.raises(ConfigError, match="only 1 train sample"):
+        rollout_ids(d, ends[:1], "trajectory_end")
+    assert np.isin(ends.numpy(), ids.numpy()).all()

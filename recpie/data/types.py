@@ -124,6 +124,14 @@ class CheckinData:
         """bool [n]: check-ins a trained model may use as targets (all, unless a train fraction is set)."""
         return np.ones(len(self.poi), dtype=bool) if self.supervised is None else self.supervised
 
+    def ends_trajectory(self, idx: np.ndarray) -> np.ndarray:
+        """bool [len(idx)]: check-in idx is the last of its trajectory, as every val and test sample's target
+        is (the protocol's accepted look-ahead: a trajectory's end is known once it has ended)."""
+        idx = np.asarray(idx)
+        last = np.ones(len(self.poi), dtype=bool)
+        last[:-1] = self.trajectory[1:] != self.trajectory[:-1]
+        return last[idx]
+
     def train_steps(self) -> np.ndarray:
         """bool [n]: check-in i -> i + 1 is a step within one trajectory ending in the train period whose
         destination is a kept target (what transition models count); False for the last check-in."""

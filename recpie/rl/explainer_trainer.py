@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from recpie.components.explained_recommender import ExplainedRecommender
 from recpie.data.fraction import supervision_draw
 from recpie.data.types import CheckinData
-from recpie.errors import CheckpointError
+from recpie.errors import CheckpointError, ConfigError
 from recpie.evaluation.verdicts import departure_agreement, liked_target_share, teacher_agreement, verdict_pairs
 from recpie.explainer.choice import choice_losses, least_likely_other, order_with_first
 from recpie.explainer.encoder import VerdictEncoder
@@ -126,6 +126,20 @@ class ChoiceRollout:
         return self.actions[:, None], self.response_mask, self.response_mask
 
 
+def rollout_ids(data: CheckinData, explainable: torch.Tensor, rows: str) -> torch.Tensor:
+    """The train samples PPO's prompts are drawn from (recpie.rollout_rows): all ``explainable`` ones, or those
+    whose target ends its trajectory."""
+    if rows == "all":
+        return explainable
+    if rows != "trajectory_end":
+        raise ConfigError(f"recpie.rollout_rows={rows}: expected all or trajectory_end")
+    ends = explainable[torch.from_numpy(data.ends_trajectory(data.splits["train"].target[explainable.numpy()]))]
+    if len(ends) < 2:
+        raise ConfigError(f"recpie.rollout_rows={rows}: only {len(ends)} train sample(s) end a trajectory (each "
+                          "prompt's reward compares it with another's): set recpie.rollout_rows=all")
+    return ends
+
+
 class ExplainerTrainer:
     """The explainer's turn of each cycle, and the state a checkpoint keeps of it (reward normaliser, KL
     coefficient, policy version, whether the warm-up ran, the reference weights)."""
@@ -139,6 +153,7 @@ class ExplainerTrainer:
         self.explainer, self.value_head, self.writer, self.host = explainer, value_head, writer, host
         self.recommender: ExplainedRecommender = writer.recommender
         self.sft_ids, self.explainable = sft_ids, explainable
+        self.rollout_ids = rollout_ids(data, explainable, self.rc.rollout_rows)
         self.moments, self.kl_ctl = RunningMoments(), KLController(cfg.rl.kl)
         self.policy_version, self.sft_done = 0, False
         self.reference_weights: dict[str, torch.Tensor] | None = None  # rl.kl_reference=warmup
@@ -206,7 +221,7 @@ class ExplainerTrainer:
     def draw_train_ids(self, n: int, phase: str) -> torch.Tensor:
         g = torch.Generator().manual_seed(
             phase_seed(self.seed, self.host.current_epoch, self.host.global_rank, phase))
-        return self.explainable[torch.randperm(len(self.explainable), generator=g)[:n]]
+        return self.rollout_ids[torch.randperm(len(self.rollout_ids), generator=g)[:n]]
 
     def format_warmup(self, opt) -> None:
         """Supervised warm-up on templated explanations, so the base LLM emits the parseable format; with
