@@ -57,8 +57,9 @@ RECOMMENDER_PARTS = ("backbone.", "fusion.")  # checkpoint names of the recommen
 ITERATION_SCALARS = {"reward/raw_mean": "reward_mean", "reward/raw_std": "reward_std",
                      "reward/positive_share": "reward_positive_share", "reward/content": "reward_content",
                      "reward/eos_rate": "eos_rate", "reward/parse_rate": "parse_rate",
-                     "reward/like_hit_rate": "like_hit_rate", "ppo/kl_k1_per_seq": "kl_per_seq",
-                     "reward/gain_over_reference": "reward_over_reference"}  # the last: rl.estimator=expected only
+                     "reward/like_hit_rate": "like_hit_rate", "ppo/kl_k1_per_seq": "kl_per_seq"}
+# logged per iteration where the estimator gives it (rl.estimator=expected)
+OPTIONAL_ITERATION_SCALARS = {"reward/gain_over_reference": "reward_over_reference"}
 
 
 class RecPIEModule(L.LightningModule):
@@ -157,11 +158,14 @@ class RecPIEModule(L.LightningModule):
         return self.trainer.strategy.reduce(x, reduce_op=op)
 
     def log_ppo_iteration(self, stats: dict[str, float]) -> None:
-        """One PPO iteration's reward summary (ITERATION_SCALARS) as TensorBoard scalars ppo_iteration/*, at
+        """One PPO iteration's reward summary (ITERATION_SCALARS, and OPTIONAL_ITERATION_SCALARS where the
+        estimator gives them) as TensorBoard scalars ppo_iteration/*, at
         x = the policy version (1: after the warm-up, +1 per PPO iteration): the trend within a cycle."""
         if self.logger is not None:
-            self.logger.log_metrics({f"ppo_iteration/{name}": stats[key] for key, name in ITERATION_SCALARS.items()
-                                     if key in stats}, step=self.policy_version)
+            optional = {key: name for key, name in OPTIONAL_ITERATION_SCALARS.items() if key in stats}
+            self.logger.log_metrics({f"ppo_iteration/{name}": stats[key]
+                                     for key, name in {**ITERATION_SCALARS, **optional}.items()},
+                                    step=self.policy_version)
 
     def log_curve(self, values: dict[str, float], examples: int) -> None:
         """A point of the warm-up curve as TensorBoard scalars sft_eval/*, at x = the warm-up examples seen."""
