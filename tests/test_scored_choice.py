@@ -284,7 +284,7 @@ def _paid_for_the_last(tmp_path, nyc_data, llm_dir, monkeypatch, **over):
     k = writer.cfg.explainer.num_candidates
     seen = {}
 
-    def last_liked(recommender, batch, h, candidates, rows, slot, z, present, other):
+    def last_liked(recommender, batch, h, candidates, rows, slot, z, present, other, metric="log_likelihood"):
         seen["rows"], seen["z"] = rows.clone(), z.clone()
         own = z.view(len(z), k, 2)[:, -1, 0]  # the "may like" share of the last candidate
         return ExplanationReward(own, torch.zeros_like(own), torch.zeros_like(own))
