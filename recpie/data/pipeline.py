@@ -14,7 +14,7 @@ from recpie.data.catalogue import build_catalogue
 from recpie.data.config import DataConfig
 from recpie.data.raw import RawCheckins
 from recpie.data.rawio import DataError
-from recpie.data.types import CheckinData, SampleSet
+from recpie.data.types import CheckinData, SampleSet, trajectory_ends
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ def _samples(u: np.ndarray, p: np.ndarray, time: np.ndarray, traj: np.ndarray, u
     """Train targets (not a trajectory's first, t < t80) and val/test samples (a trajectory's last)."""
     first = np.ones(len(traj), dtype=bool)
     first[1:] = traj[1:] != traj[:-1]
-    last = np.ones(len(traj), dtype=bool)
-    last[:-1] = traj[1:] != traj[:-1]
+    last = trajectory_ends(traj)
     train = time < t80
     seen_user = np.zeros(len(user_start) - 1, dtype=bool)
     seen_user[u[train]] = True

@@ -15,6 +15,14 @@ SECONDS_PER_HOUR = 3600
 HOURS_PER_WEEK = 168
 
 
+def trajectory_ends(trajectory: np.ndarray) -> np.ndarray:
+    """bool [n]: check-in i is the last of its trajectory (``trajectory``: each check-in's trajectory id, the
+    check-ins sorted by user and time)."""
+    last = np.ones(len(trajectory), dtype=bool)
+    last[:-1] = trajectory[1:] != trajectory[:-1]
+    return last
+
+
 @dataclass(frozen=True)
 class Transitions:
     """Sparse counts of steps between POIs (CSR): the steps out of POI a go to col[crow[a]:crow[a + 1]]."""
@@ -127,10 +135,7 @@ class CheckinData:
     def ends_trajectory(self, idx: np.ndarray) -> np.ndarray:
         """bool [len(idx)]: check-in idx is the last of its trajectory, as every val and test sample's target
         is (the protocol's accepted look-ahead: a trajectory's end is known once it has ended)."""
-        idx = np.asarray(idx)
-        last = np.ones(len(self.poi), dtype=bool)
-        last[:-1] = self.trajectory[1:] != self.trajectory[:-1]
-        return last[idx]
+        return trajectory_ends(self.trajectory)[np.asarray(idx)]
 
     def train_steps(self) -> np.ndarray:
         """bool [n]: check-in i -> i + 1 is a step within one trajectory ending in the train period whose
