@@ -93,12 +93,12 @@ def test_the_null_explanation_gains_nothing_and_another_gains_its_log_likelihood
         rec.fusion = recommender(synthetic_data, head).fusion
     else:
         null, fusion = rec.fusion.null.detach(), rec.fusion
-    gain, null_lp, with_lp = rec.log_likelihood_gain(batch, h, candidates, rows, slot, null.expand(len(h), -1))
+    gain, null_lp, with_lp = rec.target_gain(batch, h, candidates, rows, slot, null.expand(len(h), -1))
     rec.fusion = fusion
     assert rec.training and rec.backbone.training  # the context restores the mode
     assert gain.abs().max() == 0 and (null_lp < 0).all()
     ones = torch.ones(len(h), null.numel())
-    gain, null_lp2, with_lp = rec.log_likelihood_gain(batch, h, candidates, rows, slot, ones)
+    gain, null_lp2, with_lp = rec.target_gain(batch, h, candidates, rows, slot, ones)
     if head != "verdict":  # (the verdict head's first call ran on the unfitted head)
         torch.testing.assert_close(null_lp2, null_lp)
     torch.testing.assert_close(gain, with_lp - null_lp2)
@@ -177,14 +177,14 @@ def test_the_reciprocal_rank_gain_moves_only_where_a_verdict_crosses_the_target(
     like[0, 1, 0] = 1.0  # row 0 likes the target
     like[1:, 0, 0] = 1.0  # the others like their first candidate
     rows, slot = torch.arange(len(h)), torch.zeros(len(h), dtype=torch.long)
-    gain, null_rr, with_rr = rec.log_likelihood_gain(batch, h, candidates, rows, slot, like.flatten(1),
+    gain, null_rr, with_rr = rec.target_gain(batch, h, candidates, rows, slot, like.flatten(1),
                                                      "reciprocal_rank")
     torch.testing.assert_close(null_rr, (1.0 / ranks_from_scores(scores, target)).float())
     assert with_rr[0] == 1.0 and gain[0] == pytest.approx(1.0 - float(null_rr[0]))
     rest = outside.clone()
     rest[0] = False
     assert (gain[rest] == 0).all()
-    log_gain = rec.log_likelihood_gain(batch, h, candidates, rows, slot, like.flatten(1))[0]
+    log_gain = rec.target_gain(batch, h, candidates, rows, slot, like.flatten(1))[0]
     assert (log_gain[rest] < 0).all()
     with pytest.raises(ValueError, match="unknown reward metric 'mrr'"):
-        rec.log_likelihood_gain(batch, h, candidates, rows, slot, like.flatten(1), "mrr")
+        rec.target_gain(batch, h, candidates, rows, slot, like.flatten(1), "mrr")

@@ -179,7 +179,7 @@ class ExplainedRecommender(nn.Module):
             h = self.user_state(batch)
             return h, *self.top(batch, h, k)
 
-    def log_likelihood_gain(self, batch: Batch, h, candidates, rows: torch.Tensor, slot: torch.Tensor,
+    def target_gain(self, batch: Batch, h, candidates, rows: torch.Tensor, slot: torch.Tensor,
                             z: torch.Tensor, metric: str = "log_likelihood"
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(the target's value with this explanation minus with the null one, null value, explained value) per

@@ -63,8 +63,8 @@ def explanation_reward(recommender: ExplainedRecommender, batch: Batch, h: Tenso
     is False: a text the recommender cannot read), and ``z[other[r]]`` for the comparison. The other slots
     stay null, so a row without a readable explanation scores exactly the null's value. ``metric``
     (rl.reward.metric): the target's log p or its reciprocal rank over all POIs."""
-    _, null, own = recommender.log_likelihood_gain(batch, h, candidates, rows, slot, z, str(metric))
-    _, _, swapped = recommender.log_likelihood_gain(batch, h, candidates, rows, slot, z[other], str(metric))
+    _, null, own = recommender.target_gain(batch, h, candidates, rows, slot, z, str(metric))
+    _, _, swapped = recommender.target_gain(batch, h, candidates, rows, slot, z[other], str(metric))
     return ExplanationReward(torch.where(present, own, null), torch.where(present[other], swapped, null), null)
 
 
