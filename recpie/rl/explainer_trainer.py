@@ -511,10 +511,14 @@ class ExplainerTrainer:
         head_only = rl.trainable == "head"  # LoRA and soft prompt frozen: each prompt's line states read once
         if head_only:
             lines = self.explainer.readout_states(prompts, labels, h)
+
+            def read() -> torch.Tensor:  # log pi of the head as loaded now, on the fixed line states
+                return self.tempered(self.explainer.readout_logprobs(lines))
+
             with torch.no_grad():
-                old = self.tempered(self.explainer.readout_logprobs(lines))
-            ref = self.with_weights(self.reference_weights, lambda: self.tempered(self.explainer.readout_logprobs(
-                lines))) if self.reference_weights is not None else self.choice_logp(prompts, labels, h, reference=True)
+                old = read()
+            ref = self.with_weights(self.reference_weights, read) if self.reference_weights is not None \
+                else self.choice_logp(prompts, labels, h, reference=True)  # rl.kl_reference=base: other lines
         else:
             old, ref = self.choice_logp(prompts, labels, h), self.choice_logp(prompts, labels, h, reference=True)
         ref = ref.to(old.device)
