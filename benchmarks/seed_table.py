@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this tree's benchmarks package
 
-from benchmarks.compare_runs import run_ranks  # noqa: E402
+from benchmarks.compare_runs import gather  # noqa: E402
 from recpie.evaluation.bootstrap import paired_bootstrap_ci  # noqa: E402
 from recpie.evaluation.tables import ci_text, markdown_table  # noqa: E402
 
@@ -30,24 +30,6 @@ DIFFERENCES = (
     ("own minus the null explanation, MRR", "recpie", "null", "mrr"),
     ("RecPIE minus the warm backbone, MRR", "recpie", "backbone", "mrr"),
 )
-
-
-def gather(runs: list[Path]) -> dict[int, dict[str, np.ndarray]]:
-    """seed -> its rank arrays, over every run folder; a seed found twice, or seeds that scored different
-    test samples, cannot be pooled and stop the table."""
-    seeds: dict[int, dict[str, np.ndarray]] = {}
-    where: dict[int, Path] = {}
-    for run in runs:
-        for seed, arrays in run_ranks(run).items():
-            if seed in seeds:
-                raise SystemExit(f"seed {seed} is in both {where[seed]} and {run}: pass one run per seed")
-            seeds[seed], where[seed] = arrays, run
-    first = next(iter(seeds.values()))["ids"]
-    for seed, arrays in seeds.items():
-        if not np.array_equal(arrays["ids"], first):
-            raise SystemExit(f"seed {seed} ({where[seed]}) scored other test samples than the first seed: the "
-                             "seeds' per-sample differences cannot be averaged (run every seed on all test samples)")
-    return dict(sorted(seeds.items()))
 
 
 def seed_rows(seeds: dict[int, dict[str, np.ndarray]], n_boot: int) -> list[list[str]]:

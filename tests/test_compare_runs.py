@@ -36,3 +36,19 @@ def test_runs_on_different_samples_are_refused(tmp_path):
         main([str(A), str(tmp_path)])
     with pytest.raises(SystemExit, match="no test_ranks"):
         main([str(A), str(tmp_path / "missing")])
+
+
+def test_other_seeds_join_and_pool_to_the_seed_mean(capsys):
+    """--also adds a seed's pair of folders; the pooled row is the seeds' mean MRR difference (here seed 2
+    compared with itself: exactly 0, so the pool is half of seed 0's)."""
+    ppo, twin = RUNS / "nyc_recpie_3pct_readout_habit_ppo_head_rr", RUNS / "nyc_recpie_3pct_readout_habit"
+    seed2 = RUNS / "nyc_recpie_3pct_readout_habit_seed2"
+    main([str(ppo), str(twin), "--also", str(seed2), str(seed2), "--variants", "recpie", "--bootstrap", "100"])
+    rows = {line.split("|")[1].strip(): line.split("|") for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"0", "2", "0,2 pooled"}
+    d0 = metrics_from_ranks(run_ranks(ppo)[0]["recpie"], ["mrr"])["mrr"] \
+        - metrics_from_ranks(run_ranks(twin)[0]["recpie"], ["mrr"])["mrr"]
+    assert rows["2"][5].strip().startswith("+0.0000 [+0.0000, +0.0000]")
+    assert rows["0,2 pooled"][5].strip().startswith(f"{d0 / 2:+.4f}")
+    with pytest.raises(SystemExit, match="pass one run per seed"):
+        main([str(ppo), str(twin), "--also", str(ppo), str(twin)])
