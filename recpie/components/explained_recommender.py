@@ -180,8 +180,7 @@ class ExplainedRecommender(nn.Module):
             return h, *self.top(batch, h, k)
 
     def target_gain(self, batch: Batch, h, candidates, rows: torch.Tensor, slot: torch.Tensor,
-                            z: torch.Tensor, metric: str = "log_likelihood"
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    z: torch.Tensor, metric: str = "log_likelihood") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(the target's value with this explanation minus with the null one, null value, explained value) per
         row: row r puts explanation z[r] into slot ``slot[r]`` of sample ``rows[r]``, the other slots stay null.
         ``metric``: "log_likelihood" (log p(target) over all POIs) or "reciprocal_rank" (1 / the target's rank
