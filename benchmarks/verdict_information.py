@@ -20,7 +20,12 @@ samples as the gate needs, e.g. ``recpie.val_samples=512``) before spending a lo
 gate fails, change the warm-up, not the budget. The same numbers along the warm-up, from one run, are the
 warm-up curve (``recpie.sft_eval_every``: warmup_curve_seed{S}.json), read by the same ``teacher_agreement``.
 
-    python benchmarks/verdict_information.py results/nyc_recpie_3pct [--seed 0] [--split val]
+    python benchmarks/verdict_information.py results/nyc_recpie_3pct [--seed 0] [--split val] [--against TWIN]
+
+With ``--against`` a twin's run folder (the same seed and samples: e.g. the frozen explainer a PPO run starts
+from), the twin's saved verdicts are read by the same cross-fitted reader on this run's top K, and the line
+printed is this run's verdicts' MRR minus the twin's: whether training made the verdicts worth more to a reader
+fitted on them, apart from how well the run's own fusion (fitted on recpie.val_samples) priced them.
 """
 from __future__ import annotations
 
@@ -65,6 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("run", type=Path, help="a finished recpie run folder (explainer.encoder=verdict)")
     ap.add_argument("--seed", type=int, default=0, help="which of its seeds")
     ap.add_argument("--split", choices=sorted(SAVED), default="test", help="whose saved verdicts to read")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another run folder on the same samples (a twin): its verdicts read by the same "
+                         "cross-fitted reader, this run's minus its (paired CI)")
     args = ap.parse_args(argv)
     cfg = load_experiment(str(args.run / "config.yaml"))
     saved_file = args.run / SAVED[args.split].format(seed=args.seed)
@@ -123,6 +131,22 @@ def main(argv: list[str] | None = None) -> None:
                           "MRR minus the facts reader"], rows))
     print("\nOwn minus another sample's verdict (with the facts): MRR " + ci_text(paired_bootstrap_ci(
         ranks["+ prompt facts + own verdict"], ranks["+ prompt facts + another sample's verdict"], "mrr", **boot)))
+
+    if args.against is not None:
+        twin_file = args.against / SAVED[split].format(seed=args.seed)
+        if not twin_file.exists():
+            raise SystemExit(f"{twin_file}: missing (--against needs a verdict run of the same seed and split)")
+        with np.load(twin_file, allow_pickle=False) as z:
+            twin = dict(z)
+        if not np.array_equal(twin["ids"], ids):
+            raise SystemExit(f"{args.against}: other {split} samples than {args.run}: not a paired comparison")
+        twin_same = (view.candidates == twin["candidates"]).all(1)
+        twin_own = np.where(twin_same[:, None, None], twin["verdicts"], 0).astype(np.float32)
+        twin_ranks = crossfit_ranks(features(twin_own, view.logits), view.slot, view.ranks)
+        print(f"\nOwn verdicts beyond rank + logit, the same cross-fitted reader ({int(twin_same.sum())} of "
+              f"{args.against.name}'s samples explained on this run's top {k}): MRR {np.mean(1 / twin_ranks):.4f} "
+              f"-> {np.mean(1 / ranks['rank + logit + own verdict']):.4f}, this run minus {args.against.name} "
+              + ci_text(paired_bootstrap_ci(ranks["rank + logit + own verdict"], twin_ranks, "mrr", **boot)))
 
     g = gate(saved["verdicts"][..., 0], shown, view.target, teacher_order[:, 0], boot)
     beyond = paired_bootstrap_ci(ranks["rank + logit + own verdict"], ranks["rank + logit"], "mrr", **boot)

@@ -249,7 +249,21 @@ def test_recipe_with_the_recommenders_scores_in_the_prompt(tmp_path, nyc_data, t
     capsys.readouterr()
     OmegaConf.save(cfg, tmp_path / "run" / "config.yaml")  # what the command writes beside its results
     verdict_information([str(tmp_path / "run")])
-    assert "Gate (test, 8 samples" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Gate (test, 8 samples" in out
+    # --against a twin whose every verdict is empty: its verdicts read as the rank + logit reader's
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    with np.load(tmp_path / "run" / "test_ranks_seed0.npz", allow_pickle=False) as saved:
+        np.savez(twin / "test_ranks_seed0.npz", **{k: np.zeros_like(v) if k == "verdicts" else v
+                                                   for k, v in saved.items()})
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip()
+            for line in out.splitlines() if line.startswith("| ")}
+    verdict_information([str(tmp_path / "run"), "--against", str(twin)])
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("Own verdicts beyond rank + logit"))
+    assert f"MRR {rows['rank + logit']} -> {rows['rank + logit + own verdict']}, this run minus twin" in line
+    with pytest.raises(SystemExit, match="missing"):
+        verdict_information([str(tmp_path / "run"), "--against", str(tmp_path / "nothing")])
 
 
 def test_kl_against_the_warmup_policy(setup, nyc_data, tmp_path):
