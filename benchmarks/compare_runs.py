@@ -1,9 +1,11 @@
 """Two RecPIE runs on the same test samples side by side: each variant's test MRR / Acc@1 in both, and the
-paired difference of the first run's minus the second's (95% bootstrap over the samples). For a run against
-its twin that differs in one setting (with PPO against the frozen explainer it starts from; the backbone kept
-against the two-cycle run), per seed found in both. Seeds run in other folders join with ``--also A B`` (a
-pair per seed); with two seeds or more a last row per variant pools them: the seeds' mean metric and the CI
-of the seed-mean per-sample difference (``paired_bootstrap_ci`` on [S, N] ranks, as benchmarks/seed_table.py).
+paired difference of the first run's minus the second's (95% bootstrap over the samples); then the difference
+of their content parts (own minus another sample's explanation, MRR: a gain that another sample's explanation
+gets as well is not the explanations' content). For a run against its twin that differs in one setting (with
+PPO against the frozen explainer it starts from; the backbone kept against the two-cycle run), per seed found
+in both. Seeds run in other folders join with ``--also A B`` (a pair per seed); with two seeds or more the
+last rows pool them: the seeds' mean metric and the CI of the seed-mean per-sample difference
+(``paired_bootstrap_ci`` on [S, N] ranks, as benchmarks/seed_table.py).
 
     python benchmarks/compare_runs.py results/nyc_recpie_3pct_readout_ppo docs/results/nyc_recpie_3pct_readout
     python benchmarks/compare_runs.py results/ppo docs/results/twin --also results/ppo_s2 results/twin_s2
@@ -16,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from recpie.evaluation.bootstrap import paired_bootstrap_ci
-from recpie.evaluation.ranking import metrics_from_ranks
+from recpie.evaluation.bootstrap import paired_bootstrap_ci, paired_values_ci
+from recpie.evaluation.ranking import metrics_from_ranks, per_sample_metric
 from recpie.evaluation.tables import ci_text, markdown_table
 
 RANKS = re.compile(r"test_ranks_seed(\d+)")
 VARIANTS = ("backbone", "control", "recpie", "null", "other")  # the rank arrays the recpie recipe saves
+CONTENT = "recpie minus other"  # the row of own minus another sample's explanation, a's minus b's
 
 
 def run_ranks(run: Path) -> dict[int, dict[str, np.ndarray]]:
@@ -73,6 +76,13 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], variants: list[s
             ma, mb = (seed_mean_metrics(x[name]) for x in (a, b))
             rows.append([name, f"{mb['acc@1']:.4f} -> {ma['acc@1']:.4f}", f"{mb['mrr']:.4f} -> {ma['mrr']:.4f}",
                          ci_text(paired_bootstrap_ci(a[name], b[name], "mrr", n_boot))])
+    if "recpie" in variants and all("recpie" in x and "other" in x for x in (a, b)):
+        # the content part: own minus another sample's explanation in each run, a's minus b's (a gain that
+        # another sample's explanation gets as well is not the explanations' content)
+        ca, cb = (np.atleast_2d(per_sample_metric(x["recpie"], "mrr") - per_sample_metric(x["other"], "mrr")).mean(0)
+                  for x in (a, b))
+        rows.append([CONTENT, "-", f"{cb.mean():+.4f} -> {ca.mean():+.4f}",
+                     ci_text(paired_values_ci(ca, cb, "mrr", n_boot))])
     return rows
 
 

@@ -44,11 +44,17 @@ def test_other_seeds_join_and_pool_to_the_seed_mean(capsys):
     ppo, twin = RUNS / "nyc_recpie_3pct_readout_habit_ppo_head_rr", RUNS / "nyc_recpie_3pct_readout_habit"
     seed2 = RUNS / "nyc_recpie_3pct_readout_habit_seed2"
     main([str(ppo), str(twin), "--also", str(seed2), str(seed2), "--variants", "recpie", "--bootstrap", "100"])
-    rows = {line.split("|")[1].strip(): line.split("|") for line in capsys.readouterr().out.splitlines()[2:]}
-    assert set(rows) == {"0", "2", "0,2 pooled"}
-    d0 = metrics_from_ranks(run_ranks(ppo)[0]["recpie"], ["mrr"])["mrr"] \
-        - metrics_from_ranks(run_ranks(twin)[0]["recpie"], ["mrr"])["mrr"]
-    assert rows["2"][5].strip().startswith("+0.0000 [+0.0000, +0.0000]")
-    assert rows["0,2 pooled"][5].strip().startswith(f"{d0 / 2:+.4f}")
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[5].strip()
+            for line in capsys.readouterr().out.splitlines()[2:]}
+    assert {seed for seed, _ in rows} == {"0", "2", "0,2 pooled"}
+    mrr = {(name, variant): metrics_from_ranks(run_ranks(run)[0][variant], ["mrr"])["mrr"]
+           for name, run in (("ppo", ppo), ("twin", twin)) for variant in ("recpie", "other")}
+    d0 = mrr["ppo", "recpie"] - mrr["twin", "recpie"]
+    assert rows["2", "recpie"].startswith("+0.0000 [+0.0000, +0.0000]")
+    assert rows["0,2 pooled", "recpie"].startswith(f"{d0 / 2:+.4f}")
+    # the content part: (own minus another's) in the PPO run minus the same in its twin
+    content = d0 - (mrr["ppo", "other"] - mrr["twin", "other"])
+    assert rows["0", "recpie minus other"].startswith(f"{content:+.4f}")
+    assert rows["0,2 pooled", "recpie minus other"].startswith(f"{content / 2:+.4f}")
     with pytest.raises(SystemExit, match="pass one run per seed"):
         main([str(ppo), str(twin), "--also", str(ppo), str(twin)])
