@@ -48,6 +48,17 @@ from recpie.utils.checkpoints import load_weights
 SAVED = {"test": "test_ranks_seed{seed}.npz", "val": "val_verdicts_seed{seed}.npz"}  # what the recipe writes
 
 
+def saved_verdicts(path: Path) -> dict[str, np.ndarray]:
+    """The arrays a verdict run saved for one seed and split (``SAVED``), read without pickles."""
+    if not path.exists():
+        raise SystemExit(f"{path}: missing (a verdict run of this code writes it; explainer.encoder=verdict)")
+    with np.load(path, allow_pickle=False) as z:
+        saved = dict(z)
+    if "verdicts" not in saved:
+        raise SystemExit(f"{path}: no per-sample verdicts saved (explainer.encoder=verdict runs only)")
+    return saved
+
+
 def gate(liked: np.ndarray, candidates: np.ndarray, target: np.ndarray, teacher_top: np.ndarray, boot: dict
          ) -> dict:
     """The gate's numbers per sample: liked [n, K] "may like" shares, candidates [n, K] as the prompt showed
@@ -76,12 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = load_experiment(str(args.run / "config.yaml"))
     saved_file = args.run / SAVED[args.split].format(seed=args.seed)
-    if not saved_file.exists():
-        raise SystemExit(f"{saved_file}: missing (a verdict run of this code writes it; explainer.encoder=verdict)")
-    with np.load(saved_file, allow_pickle=False) as z:
-        saved = dict(z)
-    if "verdicts" not in saved:
-        raise SystemExit(f"{args.run}: no per-sample verdicts saved (explainer.encoder=verdict runs only)")
+    saved = saved_verdicts(saved_file)
     data = load_checkin_data(data_config(cfg))
     backbone = Backbone(cfg.backbone, data, cfg.data.max_len)  # the run's recommender, whose top-K was explained
     backbone.load_state_dict(load_weights(args.run / "checkpoints" / f"recpie-seed{args.seed}" / "last.ckpt",
@@ -133,11 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         ranks["+ prompt facts + own verdict"], ranks["+ prompt facts + another sample's verdict"], "mrr", **boot)))
 
     if args.against is not None:
-        twin_file = args.against / SAVED[split].format(seed=args.seed)
-        if not twin_file.exists():
-            raise SystemExit(f"{twin_file}: missing (--against needs a verdict run of the same seed and split)")
-        with np.load(twin_file, allow_pickle=False) as z:
-            twin = dict(z)
+        twin = saved_verdicts(args.against / SAVED[split].format(seed=args.seed))
         if not np.array_equal(twin["ids"], ids):
             raise SystemExit(f"{args.against}: other {split} samples than {args.run}: not a paired comparison")
         twin_same = (view.candidates == twin["candidates"]).all(1)

@@ -177,8 +177,7 @@ def test_the_reciprocal_rank_gain_moves_only_where_a_verdict_crosses_the_target(
     like[0, 1, 0] = 1.0  # row 0 likes the target
     like[1:, 0, 0] = 1.0  # the others like their first candidate
     rows, slot = torch.arange(len(h)), torch.zeros(len(h), dtype=torch.long)
-    gain, null_rr, with_rr = rec.target_gain(batch, h, candidates, rows, slot, like.flatten(1),
-                                                     "reciprocal_rank")
+    gain, null_rr, with_rr = rec.target_gain(batch, h, candidates, rows, slot, like.flatten(1), "reciprocal_rank")
     torch.testing.assert_close(null_rr, (1.0 / ranks_from_scores(scores, target)).float())
     assert with_rr[0] == 1.0 and gain[0] == pytest.approx(1.0 - float(null_rr[0]))
     rest = outside.clone()
