@@ -9,6 +9,10 @@ seconds, tokens/s and peak RSS, and the base/work ratio.
 
     python benchmarks/bench_explainer.py --base 1b542a3            # compare with a commit
     python benchmarks/bench_explainer.py --base 1b542a3 --repeats 2 --rollouts 8 --greedy 32
+    python benchmarks/bench_explainer.py --base HEAD --base-set explainer.dtype=float32   # one tree, two dtypes
+
+`--set KEY=VALUE` adds a config override to every tree's recipe, `--base-set` to the base tree's only (the same
+commit as base and work with a different override measures that override alone).
 """
 from __future__ import annotations
 
@@ -122,6 +126,7 @@ def child(args) -> None:
         overrides.append(f"recpie.backbone_checkpoint={args.backbone}")
     else:
         overrides.append("train.max_epochs=1")
+    overrides += args.set
     with open(os.devnull, "w") as null:
         stdout, sys.stdout = sys.stdout, null
         try:
@@ -163,9 +168,10 @@ def snapshot(root: Path, commit: str | None) -> Path:
     return out
 
 
-def start_tree(tree: Path, args, out: Path, backbone: str, data_root: Path) -> subprocess.Popen:
+def start_tree(tree: Path, args, out: Path, backbone: str, data_root: Path, sets: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, str(tree / "benchmarks" / "bench_explainer.py"), "--child", "--out", str(out),
-           "--sft-steps", str(args.sft_steps), "--rollouts", str(args.rollouts), "--greedy", str(args.greedy)]
+           "--sft-steps", str(args.sft_steps), "--rollouts", str(args.rollouts), "--greedy", str(args.greedy),
+           *(f"--set={o}" for o in sets)]
     if backbone:
         cmd += ["--backbone", backbone]
     env = {"RECPIE_DATA_ROOT": str(data_root), **os.environ, "PYTHONPATH": str(tree)}
@@ -214,6 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rollouts", type=int, default=8, help="PPO rollout prompts (the default config: 8)")
     ap.add_argument("--greedy", type=int, default=32, help="greedy train explanations (one default batch: 32)")
     ap.add_argument("--backbone", default="", help="a warm backbone checkpoint (default: one trained once here)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every tree's recipe (repeatable)")
+    ap.add_argument("--base-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the base tree's recipe only (repeatable)")
     ap.add_argument("--parallel", action="store_true",
                     help="run the trees at the same time (same load for both) instead of one after the other")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -228,8 +238,10 @@ def main(argv: list[str] | None = None) -> None:
 
     root = Path(__file__).resolve().parents[1]
     trees = {f"work {args.work}" if args.work else "work": snapshot(root, args.work)}
+    sets = {next(iter(trees)): args.set}
     if args.base:
-        trees = {f"base {args.base}": snapshot(root, args.base), **trees}
+        base = f"base {args.base}" + "".join(f" {o}" for o in args.base_set)
+        trees, sets = {base: snapshot(root, args.base), **trees}, {base: args.set + args.base_set, **sets}
     out = Path(tempfile.mkdtemp(prefix="bench_runs_"))
     backbone = args.backbone
     results: dict[str, list[dict]] = {n: [] for n in trees}
@@ -243,13 +255,14 @@ def main(argv: list[str] | None = None) -> None:
             backbone = str(next(p for p in (warm / "default").rglob("best*.ckpt") if "warmup" in str(p)))
         loads.append(os.getloadavg()[0])
         if args.parallel:
-            procs = {n: start_tree(t, args, out / f"{r}_{n.split()[0]}", backbone, data_root) for n, t in trees.items()}
+            procs = {n: start_tree(t, args, out / f"{r}_{n.split()[0]}", backbone, data_root, sets[n])
+                     for n, t in trees.items()}
             for name, proc in procs.items():
                 results[name].append(result(trees[name], proc))
         else:
             for name, tree in trees.items():
                 results[name].append(result(tree, start_tree(tree, args, out / f"{r}_{name.split()[0]}", backbone,
-                                                             data_root)))
+                                                             data_root, sets[name])))
         print(f"run {r + 1}: done (load average at its start {loads[-1]:.1f})", file=sys.stderr, flush=True)
     proc = next(iter(results.values()))[0]["_process"]
     dtypes = ", ".join(f"{n} {r[0]['_process'].get('dtype', '?')}" for n, r in results.items())
