@@ -168,7 +168,7 @@ def snapshot(root: Path, commit: str | None) -> Path:
     return out
 
 
-def start_tree(tree: Path, args, out: Path, backbone: str, data_root: Path, sets: list[str] = ()) -> subprocess.Popen:
+def start_tree(tree: Path, args, out: Path, backbone: str, data_root: Path, sets: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, str(tree / "benchmarks" / "bench_explainer.py"), "--child", "--out", str(out),
            "--sft-steps", str(args.sft_steps), "--rollouts", str(args.rollouts), "--greedy", str(args.greedy),
            *(f"--set={o}" for o in sets)]
@@ -238,10 +238,12 @@ def main(argv: list[str] | None = None) -> None:
 
     root = Path(__file__).resolve().parents[1]
     trees = {f"work {args.work}" if args.work else "work": snapshot(root, args.work)}
-    sets = {next(iter(trees)): args.set}
+    if args.base_set and not args.base:
+        raise SystemExit("--base-set needs --base (the commit whose recipe takes the override)")
     if args.base:
         base = f"base {args.base}" + "".join(f" {o}" for o in args.base_set)
-        trees, sets = {base: snapshot(root, args.base), **trees}, {base: args.set + args.base_set, **sets}
+        trees = {base: snapshot(root, args.base), **trees}
+    sets = {n: args.set + (args.base_set if n.startswith("base") else []) for n in trees}
     out = Path(tempfile.mkdtemp(prefix="bench_runs_"))
     backbone = args.backbone
     results: dict[str, list[dict]] = {n: [] for n in trees}
@@ -250,8 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(args.repeats):
         if not backbone:  # train the backbone once (in the work tree), every run starts from it
             warm = out / "backbone"
-            work = trees[next(n for n in trees if n.startswith("work"))]
-            result(work, start_tree(work, args, warm, "", data_root))
+            name = next(n for n in trees if n.startswith("work"))
+            result(trees[name], start_tree(trees[name], args, warm, "", data_root, sets[name]))
             backbone = str(next(p for p in (warm / "default").rglob("best*.ckpt") if "warmup" in str(p)))
         loads.append(os.getloadavg()[0])
         if args.parallel:
